@@ -1,0 +1,1 @@
+"""AsyncQueue: a Postgres-native service that makes HTTP calls later, reliably."""

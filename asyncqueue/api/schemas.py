@@ -1,0 +1,337 @@
+"""Marshmallow schemas for the API's input, with the exact messages the API document promises.
+
+Validation is pure (no I/O): `validate_new_task` takes the request's JSON, the team's plan and the
+settings that matter, and returns either clean values or the first error message, in the order of
+the document's field table so that a request with several mistakes always gets the same answer.
+"""
+
+from __future__ import annotations
+
+import math
+import string
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+from marshmallow import RAISE, Schema, ValidationError, fields
+
+from asyncqueue import limits
+from asyncqueue.destinations import blocked_reason, parse_ip_literal
+
+METHODS = ("GET", "POST", "PUT", "DELETE")
+BACKOFFS = ("linear", "exponential")
+STATUSES = ("pending", "delayed", "processing", "completed", "failed", "timeout", "cancelled")
+HOSTNAME_CHARS = frozenset(string.ascii_letters + string.digits + "-_.")
+TOKEN_CHARS = frozenset(string.ascii_letters + string.digits + "!#$%&'*+-.^_`|~")
+
+
+def is_http_url(value: str) -> bool:
+    """True for an absolute http(s) URL with a plausible host (userinfo is judged separately)."""
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in value):
+        return False
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a malformed port
+    except ValueError:
+        return False
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return False
+    host = parts.hostname
+    if parse_ip_literal(host) is not None:
+        return True
+    try:
+        host = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return False
+    labels = host.rstrip(".").split(".")
+    return all(0 < len(label) <= 63 and set(label) <= HOSTNAME_CHARS for label in labels)
+
+
+class HttpUrl(fields.String):
+    """An absolute http(s) URL, at most MAX_URL_LENGTH characters, without user or password."""
+
+    def __init__(self, name: str, **kwargs):
+        self.public_name = name
+        super().__init__(
+            metadata={"format": "uri", "maxLength": limits.MAX_URL_LENGTH},
+            error_messages={
+                "invalid": f"{name} must be a valid HTTP/HTTPS URL",
+                "required": f"{name} is required",
+                "null": f"{name} is required",
+            },
+            **kwargs,
+        )
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        value = super()._deserialize(value, attr, data, **kwargs)
+        if len(value) > limits.MAX_URL_LENGTH:
+            raise ValidationError(
+                f"{self.public_name} must be at most {limits.MAX_URL_LENGTH} characters"
+            )
+        if not is_http_url(value):
+            raise self.make_error("invalid")
+        if "@" in urlsplit(value).netloc:
+            raise ValidationError(f"{self.public_name} must not contain a user name or password")
+        return value
+
+
+class Choice(fields.String):
+    """One of a fixed set of strings; `fold_case` accepts any case and returns the canonical one."""
+
+    def __init__(self, name: str, choices: tuple[str, ...], *, fold_case: bool = False, **kwargs):
+        self.choices = choices
+        self.fold_case = fold_case
+        message = f"{name} must be one of: {', '.join(choices)}"
+        super().__init__(
+            metadata={"enum": list(choices)},
+            error_messages={"invalid": message, "null": message},
+            **kwargs,
+        )
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        value = super()._deserialize(value, attr, data, **kwargs)
+        for choice in self.choices:
+            if value == choice or (self.fold_case and value.lower() == choice.lower()):
+                return choice
+        raise self.make_error("invalid")
+
+
+def _finite_number(value: Any) -> float | None:
+    """The value as a float if it is a JSON number (not a boolean, NaN or infinity)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return float(value)
+
+
+class WholeNumber(fields.Integer):
+    """An integer in [low, high]; 3.0 counts as 3, 2.5 and "3" do not."""
+
+    def __init__(self, name: str, low: int, high: int, **kwargs):
+        self.low, self.high = low, high
+        message = f"{name} must be a number between {low} and {high}"
+        super().__init__(
+            metadata={"minimum": low, "maximum": high},
+            error_messages={"invalid": message, "null": message},
+            **kwargs,
+        )
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        number = _finite_number(value)
+        if number is None or not number.is_integer() or not self.low <= number <= self.high:
+            raise self.make_error("invalid")
+        return int(number)
+
+
+class Seconds(fields.Float):
+    """A positive number of seconds, at most `high` (None: the caller checks the upper bound)."""
+
+    def __init__(self, name: str, high: float | None, **kwargs):
+        self.high = high
+        message = (
+            f"{name} must be a number greater than 0 and at most {high:g}"
+            if high is not None
+            else f"{name} must be a number greater than 0"
+        )
+        metadata = {"exclusiveMinimum": 0}
+        if high is not None:
+            metadata["maximum"] = high
+        super().__init__(
+            metadata=metadata,
+            error_messages={"invalid": message, "null": message},
+            **kwargs,
+        )
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        number = _finite_number(value)
+        if number is None or number <= 0 or (self.high is not None and number > self.high):
+            raise self.make_error("invalid")
+        return number
+
+
+class IsoDateTime(fields.String):
+    """An ISO 8601 date-time; one without an offset is taken as UTC."""
+
+    def __init__(self, name: str, **kwargs):
+        message = f"{name} must be a valid ISO 8601 date"
+        super().__init__(
+            metadata={"format": "date-time"},
+            error_messages={"invalid": message, "null": message},
+            **kwargs,
+        )
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        value = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            parsed = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise self.make_error("invalid") from None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        return parsed.astimezone(UTC)
+
+
+class CallbackHeaders(fields.Dict):
+    """Headers to send with the callback: string values, no framing headers, no line breaks."""
+
+    def __init__(self, **kwargs):
+        super().__init__(
+            keys=fields.String(),
+            values=fields.String(),
+            metadata={"additionalProperties": {"type": "string"}},
+            error_messages={
+                "invalid": "headers must be an object of string values",
+                "null": "headers must be an object of string values",
+            },
+            **kwargs,
+        )
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, dict):
+            raise self.make_error("invalid")
+        total = 0
+        for name, header_value in value.items():
+            if not isinstance(header_value, str):
+                raise self.make_error("invalid")
+            if not name or not set(name) <= TOKEN_CHARS:
+                raise ValidationError(f"headers has an invalid header name: {name!r}")
+            if any(c in header_value for c in "\r\n\0"):
+                raise ValidationError(f"headers value for {name} must not contain line breaks")
+            if name.lower() in limits.FORBIDDEN_HEADERS:
+                raise ValidationError(f"headers must not set {name}: the HTTP client sets it")
+            total += len(name.encode()) + len(header_value.encode())
+        if len(value) > limits.MAX_HEADER_COUNT:
+            raise ValidationError(f"headers must have at most {limits.MAX_HEADER_COUNT} entries")
+        if total > limits.MAX_HEADERS_TOTAL:
+            raise ValidationError(f"headers must be at most {limits.MAX_HEADERS_TOTAL} bytes in total")
+        return dict(value)
+
+
+class CallbackBody(fields.String):
+    def __init__(self, **kwargs):
+        super().__init__(
+            metadata={"maxLength": limits.MAX_CALLBACK_BODY},
+            error_messages={
+                "invalid": "body must be a string (JSON-stringify an object first)",
+                "null": "body must be a string (JSON-stringify an object first)",
+            },
+            **kwargs,
+        )
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        value = super()._deserialize(value, attr, data, **kwargs)
+        if len(value.encode()) > limits.MAX_CALLBACK_BODY:
+            raise ValidationError(f"body must be at most {limits.MAX_CALLBACK_BODY} bytes")
+        return value
+
+
+class NewTaskSchema(Schema):
+    """POST /v1/tasks. Fields are declared in the API document's order, which is the order in
+    which errors are reported."""
+
+    class Meta:
+        unknown = RAISE
+        ordered = True
+
+    callback_url = HttpUrl("callbackUrl", data_key="callbackUrl", required=True)
+    method = Choice("method", METHODS, load_default="POST")
+    headers = CallbackHeaders(load_default=dict)
+    body = CallbackBody(load_default=None)
+    max_wait_time = Seconds("maxWaitTime", None, data_key="maxWaitTime", load_default=30)
+    timeout = Seconds("timeout", limits.MAX_TIMEOUT, load_default=30)
+    delay_until = IsoDateTime("delayUntil", data_key="delayUntil", load_default=None)
+    max_retries = WholeNumber(
+        "maxRetries", 0, limits.MAX_RETRIES, data_key="maxRetries", load_default=3
+    )
+    retry_backoff = Choice(
+        "retryBackoff", BACKOFFS, data_key="retryBackoff", load_default="exponential"
+    )
+    on_complete_url = HttpUrl("onCompleteUrl", data_key="onCompleteUrl", load_default=None)
+
+
+class ListQuerySchema(Schema):
+    """GET /v1/tasks query parameters."""
+
+    class Meta:
+        ordered = True
+
+    status = Choice("status", STATUSES, load_default=None)
+    limit = fields.Integer(load_default=limits.LIST_DEFAULT_LIMIT, metadata={"minimum": 1})
+    offset = fields.Integer(load_default=0, metadata={"minimum": 0})
+    sort_order = Choice("sortOrder", ("asc", "desc"), data_key="sortOrder", load_default="desc")
+
+
+NEW_TASK_FIELDS = [f.data_key or name for name, f in NewTaskSchema().fields.items()]
+_NEW_TASK_SCHEMA = NewTaskSchema()
+
+
+def first_error(messages: dict, order: list[str]) -> str:
+    """The message to show for a marshmallow error dict: the earliest field's, then unknown ones."""
+    for name in order:
+        if name in messages:
+            found = messages[name]
+            return found[0] if isinstance(found, list) else str(found)
+    unknown = sorted(k for k in messages if k not in order)
+    return f"Unknown field: {unknown[0]}" if unknown else "Invalid request"
+
+
+def validate_new_task(
+    payload: Any,
+    *,
+    plan: str,
+    allow_private_networks: bool,
+    max_delay: timedelta,
+    now: datetime,
+) -> tuple[dict | None, str | None]:
+    """Clean values for a new task, or the first error message for the caller."""
+    if not isinstance(payload, dict):
+        return None, "Request body must be a JSON object"
+    # A JSON null for an optional field means "not given", as leaving it out would.
+    payload = {k: v for k, v in payload.items() if v is not None or k == "callbackUrl"}
+    try:
+        task = _NEW_TASK_SCHEMA.load(payload)
+    except ValidationError as err:
+        return None, first_error(err.messages, NEW_TASK_FIELDS)
+
+    plan_limit = limits.PLAN_MAX_WAIT_TIME[plan]
+    if task["max_wait_time"] > plan_limit:
+        return None, f"maxWaitTime must be at most {plan_limit} seconds on the {plan} plan"
+    if task["delay_until"] is not None and task["delay_until"] > now + max_delay:
+        return None, f"delayUntil must be at most {max_delay.days} days in the future"
+    for name, key in (("callbackUrl", "callback_url"), ("onCompleteUrl", "on_complete_url")):
+        if task[key] is None:
+            continue
+        ip = parse_ip_literal(urlsplit(task[key]).hostname or "")
+        reason = ip and blocked_reason(ip, allow_private=allow_private_networks)
+        if reason:
+            return None, f"{name} must not point to a private or reserved address ({reason})"
+    if task["method"] == "GET":
+        task["body"] = None  # the document: a body is ignored for GET requests
+    return task, None
+
+
+def validate_list_query(args: dict) -> tuple[dict | None, str | None]:
+    """Clean list parameters, or an error. A limit above the maximum is capped, not refused."""
+    clean: dict[str, Any] = {}
+    status = args.get("status")
+    if status is not None and status != "":
+        if status not in STATUSES:
+            return None, f"status must be one of: {', '.join(STATUSES)}"
+        clean["status"] = status
+    else:
+        clean["status"] = None
+    for name, default, low in (("limit", limits.LIST_DEFAULT_LIMIT, 1), ("offset", 0, 0)):
+        raw = args.get(name)
+        if raw is None or raw == "":
+            clean[name] = default
+            continue
+        if not raw.isdigit() or int(raw) < low:
+            return None, f"{name} must be a whole number of at least {low}"
+        clean[name] = int(raw)
+    clean["limit"] = min(clean["limit"], limits.LIST_MAX_LIMIT)
+    sort_order = args.get("sortOrder") or "desc"
+    if sort_order not in ("asc", "desc"):
+        return None, "sortOrder must be one of: asc, desc"
+    clean["sort_order"] = sort_order
+    return clean, None

@@ -1,0 +1,120 @@
+"""The /v1/tasks resource: create, get, list and cancel."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from flask import Blueprint, current_app, jsonify, request
+from psycopg.types.json import Jsonb
+
+from asyncqueue import db
+from asyncqueue.api.auth import Caller, authenticate
+from asyncqueue.api.errors import ApiError
+from asyncqueue.api.schemas import validate_list_query, validate_new_task
+from asyncqueue.task_json import task_to_json
+
+bp = Blueprint("tasks", __name__, url_prefix="/v1/tasks")
+
+
+def _pool():
+    return current_app.extensions["asyncqueue"].pool()
+
+
+def _json_body():
+    raw = request.get_data(cache=False)
+    if not raw.strip():
+        raise ApiError(400, "Request body must be a JSON object")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "Malformed JSON in request body") from None
+
+
+def _task_id(raw: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise ApiError(404, "Task not found") from None
+
+
+def _owned_task(conn, caller: Caller, task_id: uuid.UUID) -> dict:
+    row = conn.execute(db.query("task_get"), {"id": task_id}).fetchone()
+    if row is None:
+        raise ApiError(404, "Task not found")
+    if row["team_id"] != caller.team_id:
+        raise ApiError(403, "Access denied")
+    return row
+
+
+@bp.post("")
+def create_task():
+    settings = current_app.extensions["asyncqueue"].settings
+    with _pool().connection() as conn:
+        caller = authenticate(conn)
+        payload = _json_body()
+        task, error = validate_new_task(
+            payload,
+            plan=caller.plan,
+            allow_private_networks=settings.allow_private_networks,
+            max_delay=timedelta(days=settings.max_delay_days),
+            now=datetime.now(UTC),
+        )
+        if error:
+            raise ApiError(400, error)
+        task["headers"] = Jsonb(task["headers"])
+        row = conn.execute(db.query("task_insert"), {**task, "team_id": caller.team_id}).fetchone()
+    return jsonify(task=task_to_json(row)), 201
+
+
+@bp.get("")
+def list_tasks():
+    with _pool().connection() as conn:
+        caller = authenticate(conn)
+        params, error = validate_list_query(request.args)
+        if error:
+            raise ApiError(400, error)
+        fill = {
+            "status_filter": "AND status = %(status)s" if params["status"] else "",
+            "direction": "ASC" if params["sort_order"] == "asc" else "DESC",
+        }
+        args = {**params, "team_id": caller.team_id}
+        with conn.transaction():
+            # One snapshot for both statements, so the page and the total agree.
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            rows = conn.execute(db.query("task_list").format(**fill), args).fetchall()
+            total = conn.execute(db.query("task_count").format(**fill), args).fetchone()["n"]
+    return jsonify(
+        tasks=[task_to_json(r) for r in rows],
+        pagination={
+            "total": total,
+            "limit": params["limit"],
+            "offset": params["offset"],
+            "hasMore": params["offset"] + len(rows) < total,
+        },
+    )
+
+
+@bp.get("/<task_id>")
+def get_task(task_id: str):
+    with _pool().connection() as conn:
+        caller = authenticate(conn)
+        row = _owned_task(conn, caller, _task_id(task_id))
+    return jsonify(task=task_to_json(row))
+
+
+@bp.post("/<task_id>/cancel")
+def cancel_task(task_id: str):
+    with _pool().connection() as conn:
+        caller = authenticate(conn)
+        tid = _task_id(task_id)
+        row = conn.execute(db.query("task_cancel"), {"id": tid, "team_id": caller.team_id}).fetchone()
+        if row is None:
+            current = _owned_task(conn, caller, tid)
+            raise ApiError(
+                409,
+                f"Task cannot be cancelled: its status is {current['status']}; "
+                "only pending or delayed tasks can be cancelled",
+            )
+    return jsonify(task=task_to_json(row))

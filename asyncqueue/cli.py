@@ -1,0 +1,304 @@
+"""The `asyncqueue` command: migrations, teams, members, keys and the worker.
+
+Every command takes --json and then prints exactly one JSON object or array on stdout, so
+operators can script it. Errors are one line on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+
+import click
+import psycopg
+
+from asyncqueue import db, keys, limits
+from asyncqueue.config import ConfigError, Settings
+from asyncqueue.task_json import format_time
+
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+class Refused(click.ClickException):
+    """A clear, one-line refusal (exit 1)."""
+
+
+class Group(click.Group):
+    """Turns configuration and database errors into one line on stderr."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except ConfigError as exc:
+            raise Refused(str(exc)) from None
+        except psycopg.OperationalError as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise Refused(f"cannot reach the database: {first}") from None
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON value.")
+
+
+def _settings() -> Settings:
+    return Settings.from_env()
+
+
+def _connect():
+    return db.connect(_settings().database_url, autocommit=True)
+
+
+def _emit(as_json: bool, value, text: str) -> None:
+    click.echo(json.dumps(value, indent=2) if as_json else text)
+
+
+def _team_json(row: dict) -> dict:
+    out = {"id": str(row["id"]), "name": row["name"], "plan": row["plan"],
+           "createdAt": format_time(row["created_at"])}
+    if "members" in row:
+        out["members"] = row["members"]
+        out["activeKeys"] = row["active_keys"]
+    return out
+
+
+def _key_json(row: dict) -> dict:
+    return {"id": str(row["id"]), "teamId": str(row["team_id"]), "name": row["name"],
+            "prefix": row["prefix"], "createdAt": format_time(row["created_at"]),
+            "revokedAt": format_time(row["revoked_at"])}
+
+
+def _member_json(row: dict) -> dict:
+    return {"teamId": str(row["team_id"]), "email": row["email"],
+            "createdAt": format_time(row["created_at"])}
+
+
+def _find_team(conn, ref: str) -> dict:
+    row = conn.execute(db.query("team_find"), {"ref": ref}).fetchone()
+    if row is None:
+        raise Refused(f"no team with id or name {ref!r}")
+    return row
+
+
+def _lock_team(conn, team: dict) -> None:
+    """Serialise limit checks for one team: two `keys create` at once cannot both pass."""
+    conn.execute(db.query("team_lock"), {"team_id": team["id"]})
+
+
+@click.group(cls=Group)
+def main():
+    """AsyncQueue: make HTTP calls later, reliably."""
+
+
+# -- db ----------------------------------------------------------------------------------------
+
+
+@main.group("db")
+def db_group():
+    """Database schema."""
+
+
+@db_group.command("migrate")
+@json_option
+def db_migrate(as_json):
+    """Apply pending migrations (safe to run from several processes at once)."""
+    applied = db.migrate(_settings().database_url)
+    text = "applied: " + ", ".join(applied) if applied else "already up to date"
+    _emit(as_json, {"applied": applied}, text)
+
+
+# -- teams -------------------------------------------------------------------------------------
+
+
+@main.group()
+def teams():
+    """Teams and their plans."""
+
+
+@teams.command("create")
+@click.argument("name")
+@click.option("--plan", type=click.Choice(limits.PLANS), default="free", show_default=True)
+@json_option
+def teams_create(name, plan, as_json):
+    """Create a team."""
+    if not name.strip():
+        raise Refused("team name must not be empty")
+    with _connect() as conn:
+        try:
+            row = conn.execute(db.query("team_create"), {"name": name, "plan": plan}).fetchone()
+        except psycopg.errors.UniqueViolation:
+            raise Refused(f"a team named {name!r} already exists") from None
+    _emit(as_json, _team_json(row), f"created team {row['name']} ({row['id']}), plan {plan}")
+
+
+@teams.command("list")
+@json_option
+def teams_list(as_json):
+    """List teams with their member and active-key counts."""
+    with _connect() as conn:
+        rows = conn.execute(db.query("team_list")).fetchall()
+    lines = [f"{r['id']}  {r['name']:<24} {r['plan']:<5} members={r['members']} "
+             f"keys={r['active_keys']}" for r in rows]
+    _emit(as_json, [_team_json(r) for r in rows], "\n".join(lines) or "no teams")
+
+
+@teams.command("set-plan")
+@click.argument("team")
+@click.argument("plan", type=click.Choice(limits.PLANS))
+@json_option
+def teams_set_plan(team, plan, as_json):
+    """Move TEAM to PLAN (refused if the team is over the new plan's limits)."""
+    with _connect() as conn, conn.transaction():
+        found = _find_team(conn, team)
+        _lock_team(conn, found)
+        members = conn.execute(db.query("member_count"), {"team_id": found["id"]}).fetchone()["n"]
+        active = conn.execute(db.query("key_active_count"), {"team_id": found["id"]}).fetchone()["n"]
+        max_members, max_keys = limits.PLAN_MAX_MEMBERS[plan], limits.PLAN_MAX_API_KEYS[plan]
+        if max_members is not None and members > max_members:
+            raise Refused(f"team {found['name']} has {members} members; the {plan} plan allows "
+                          f"{max_members}: remove some first")
+        if max_keys is not None and active > max_keys:
+            raise Refused(f"team {found['name']} has {active} active API keys; the {plan} plan "
+                          f"allows {max_keys}: revoke some first")
+        row = conn.execute(db.query("team_set_plan"), {"team_id": found["id"], "plan": plan}).fetchone()
+    _emit(as_json, _team_json(row), f"team {row['name']} is now on the {plan} plan")
+
+
+# -- members -----------------------------------------------------------------------------------
+
+
+@main.group()
+def members():
+    """Team members."""
+
+
+@members.command("add")
+@click.argument("team")
+@click.argument("email")
+@json_option
+def members_add(team, email, as_json):
+    """Add EMAIL to TEAM (the free plan allows 2 members)."""
+    email = email.strip().lower()
+    if not EMAIL.match(email):
+        raise Refused(f"{email!r} is not an email address")
+    with _connect() as conn, conn.transaction():
+        found = _find_team(conn, team)
+        _lock_team(conn, found)
+        count = conn.execute(db.query("member_count"), {"team_id": found["id"]}).fetchone()["n"]
+        allowed = limits.PLAN_MAX_MEMBERS[found["plan"]]
+        if allowed is not None and count >= allowed:
+            raise Refused(f"team {found['name']} is on the {found['plan']} plan, which allows "
+                          f"{allowed} members; remove one or move to pro")
+        row = conn.execute(db.query("member_add"), {"team_id": found["id"], "email": email}).fetchone()
+        if row is None:
+            raise Refused(f"{email} is already a member of {found['name']}")
+    _emit(as_json, _member_json(row), f"added {email} to {found['name']}")
+
+
+@members.command("remove")
+@click.argument("team")
+@click.argument("email")
+@json_option
+def members_remove(team, email, as_json):
+    """Remove EMAIL from TEAM."""
+    email = email.strip().lower()
+    with _connect() as conn:
+        found = _find_team(conn, team)
+        row = conn.execute(db.query("member_remove"), {"team_id": found["id"], "email": email}).fetchone()
+    if row is None:
+        raise Refused(f"{email} is not a member of {found['name']}")
+    _emit(as_json, _member_json(row), f"removed {email} from {found['name']}")
+
+
+@members.command("list")
+@click.argument("team")
+@json_option
+def members_list(team, as_json):
+    """List TEAM's members."""
+    with _connect() as conn:
+        found = _find_team(conn, team)
+        rows = conn.execute(db.query("member_list"), {"team_id": found["id"]}).fetchall()
+    _emit(as_json, [_member_json(r) for r in rows],
+          "\n".join(r["email"] for r in rows) or f"{found['name']} has no members")
+
+
+# -- keys --------------------------------------------------------------------------------------
+
+
+@main.group("keys")
+def keys_group():
+    """API keys (stored only as a hash; shown once, at creation)."""
+
+
+def create_key(conn, team: dict, name: str | None) -> tuple[str, dict]:
+    """A new key for `team`, within its plan's limit. Returns the key and its row."""
+    with conn.transaction():
+        _lock_team(conn, team)
+        active = conn.execute(db.query("key_active_count"), {"team_id": team["id"]}).fetchone()["n"]
+        allowed = limits.PLAN_MAX_API_KEYS[team["plan"]]
+        if allowed is not None and active >= allowed:
+            raise Refused(f"team {team['name']} is on the {team['plan']} plan, which allows "
+                          f"{allowed} active API key; revoke it or move to pro")
+        key = keys.generate_key()
+        row = conn.execute(
+            db.query("key_create"),
+            {"team_id": team["id"], "name": name, "prefix": keys.display_prefix(key),
+             "key_hash": keys.hash_key(key)},
+        ).fetchone()
+    return key, row
+
+
+@keys_group.command("create")
+@click.argument("team")
+@click.option("--name", "label", help="A label to recognise the key by.")
+@json_option
+def keys_create(team, label, as_json):
+    """Create an API key for TEAM and print it (the only time it is shown)."""
+    with _connect() as conn:
+        found = _find_team(conn, team)
+        key, row = create_key(conn, found, label)
+    _emit(as_json, {**_key_json(row), "key": key},
+          f"{key}\n(key id {row['id']}; store it now, it is not shown again)")
+
+
+@keys_group.command("list")
+@click.argument("team")
+@json_option
+def keys_list(team, as_json):
+    """List TEAM's keys (prefix only, never the key)."""
+    with _connect() as conn:
+        found = _find_team(conn, team)
+        rows = conn.execute(db.query("key_list"), {"team_id": found["id"]}).fetchall()
+    lines = [f"{r['id']}  {r['prefix']}…  {r['name'] or '-':<16} "
+             f"{'revoked ' + format_time(r['revoked_at']) if r['revoked_at'] else 'active'}"
+             for r in rows]
+    _emit(as_json, [_key_json(r) for r in rows], "\n".join(lines) or "no keys")
+
+
+@keys_group.command("revoke")
+@click.argument("key_id")
+@json_option
+def keys_revoke(key_id, as_json):
+    """Revoke the key KEY_ID; requests with it fail from the next one on."""
+    with _connect() as conn:
+        row = conn.execute(db.query("key_revoke"), {"key_id": key_id.strip()}).fetchone()
+    if row is None:
+        raise Refused(f"no API key with id {key_id!r}")
+    _emit(as_json, _key_json(row), f"revoked key {row['id']} ({row['prefix']}…)")
+
+
+# -- worker ------------------------------------------------------------------------------------
+
+
+@main.command()
+def worker():
+    """Run a worker: claim due tasks and make their calls until SIGTERM."""
+    from asyncqueue.logs import configure_logging
+    from asyncqueue.worker.loop import run_worker
+
+    settings = _settings()
+    configure_logging(settings.log_level)
+    sys.exit(run_worker(settings))
+
+
+if __name__ == "__main__":
+    main()

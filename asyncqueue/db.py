@@ -1,0 +1,99 @@
+"""Connections, the named queries in sql/queries, and the migrations runner."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+MIGRATIONS_DIR = SQL_DIR / "migrations"
+# Any fixed number works; it only has to be the same in every process that migrates.
+MIGRATION_LOCK_ID = 7_302_001
+
+
+@cache
+def queries() -> dict[str, str]:
+    """Every `-- name: x` block of sql/queries/*.sql, by name."""
+    found: dict[str, str] = {}
+    for path in sorted((SQL_DIR / "queries").glob("*.sql")):
+        for block in re.split(r"^-- name: ", path.read_text(), flags=re.M)[1:]:
+            name, _, text = block.partition("\n")
+            name = name.strip()
+            if name in found:
+                raise RuntimeError(f"query {name} is defined twice")
+            found[name] = text.strip().rstrip(";")
+    return found
+
+
+def query(name: str) -> str:
+    return queries()[name]
+
+
+def connect(url: str, **kwargs) -> psycopg.Connection:
+    return psycopg.connect(url, row_factory=dict_row, **kwargs)
+
+
+def make_pool(
+    url: str, size: int, *, name: str, timeout: float = 30.0, configure: Callable | None = None
+) -> ConnectionPool:
+    """An open pool of autocommit connections; callers open transactions explicitly."""
+
+    def _configure(conn: psycopg.Connection) -> None:
+        conn.autocommit = True
+        if configure:
+            configure(conn)
+
+    return ConnectionPool(
+        url,
+        min_size=1,
+        max_size=size,
+        name=name,
+        kwargs={"row_factory": dict_row},
+        configure=_configure,
+        # A dead connection (server restarted, backend terminated) is found and replaced
+        # before use instead of failing the caller's request.
+        check=ConnectionPool.check_connection,
+        reconnect_timeout=3600,
+        timeout=timeout,
+        open=True,
+    )
+
+
+def migration_files() -> list[Path]:
+    return sorted(MIGRATIONS_DIR.glob("[0-9][0-9][0-9][0-9]_*.sql"))
+
+
+def migrate(url: str) -> list[str]:
+    """Apply the migrations not yet applied, in order, each in its own transaction.
+
+    A session advisory lock serialises concurrent runs (two release phases, or a web and a
+    worker starting together): the second waits, then finds nothing left to do.
+    """
+    applied_now: list[str] = []
+    with connect(url, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_ID,))
+        try:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            done = {r["version"] for r in conn.execute("SELECT version FROM schema_migrations")}
+            for path in migration_files():
+                version = path.stem
+                if version in done:
+                    continue
+                with conn.transaction():
+                    conn.execute(path.read_text())
+                    conn.execute(
+                        "INSERT INTO schema_migrations (version) VALUES (%s)", (version,)
+                    )
+                applied_now.append(version)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_ID,))
+    return applied_now

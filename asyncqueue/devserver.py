@@ -1,0 +1,122 @@
+"""What bin/dev runs: a database (embedded unless DATABASE_URL is set), migrations, a local team
+and key, then web and worker in the foreground until Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from asyncqueue import db
+
+ROOT = Path(__file__).resolve().parent.parent
+STATE_DIR = ROOT / ".asyncqueue"
+DEV_TEAM = "local"
+
+
+def _ensure_database(env: dict) -> object | None:
+    if env.get("DATABASE_URL"):
+        return None
+    from asyncqueue import embedded_pg
+
+    STATE_DIR.mkdir(exist_ok=True)
+    server = embedded_pg.ensure_running(STATE_DIR / "pgdata")
+    env["DATABASE_URL"] = server.url
+    print(f"embedded PostgreSQL on 127.0.0.1:{server.port} (data in {STATE_DIR / 'pgdata'})")
+    return server
+
+
+def _ensure_dev_key(url: str) -> str:
+    """The local team's key, kept in .asyncqueue/dev-key so it can be shown on every start."""
+    from asyncqueue.cli import create_key
+
+    key_file = STATE_DIR / "dev-key"
+    with db.connect(url, autocommit=True) as conn:
+        team = conn.execute(db.query("team_find"), {"ref": DEV_TEAM}).fetchone()
+        if team is None:
+            team = conn.execute(db.query("team_create"), {"name": DEV_TEAM, "plan": "pro"}).fetchone()
+        if key_file.exists():
+            key = key_file.read_text().strip()
+            from asyncqueue import keys
+
+            found = conn.execute(db.query("key_authenticate"), {"key_hash": keys.hash_key(key)}).fetchone()
+            if found is not None:
+                return key
+        key, _ = create_key(conn, team, "bin/dev")
+    STATE_DIR.mkdir(exist_ok=True)
+    key_file.write_text(key + "\n")
+    key_file.chmod(0o600)
+    return key
+
+
+def main() -> int:
+    env = dict(os.environ)
+    STATE_DIR.mkdir(exist_ok=True)
+    env.setdefault("PORT", "8000")
+    env.setdefault("ASYNCQUEUE_ALLOW_PRIVATE_NETWORKS", "true")  # so callbacks to localhost work
+    env.setdefault("WEB_CONCURRENCY", "2")
+    server = _ensure_database(env)
+    applied = db.migrate(env["DATABASE_URL"])
+    print("migrations applied: " + (", ".join(applied) if applied else "none needed"))
+    key = _ensure_dev_key(env["DATABASE_URL"])
+    (STATE_DIR / "env").write_text(f"export DATABASE_URL='{env['DATABASE_URL']}'\n")
+    base = f"http://127.0.0.1:{env['PORT']}"
+    print(f"""
+AsyncQueue is starting on {base}
+
+  API key (team "{DEV_TEAM}", pro plan): {key}
+
+  curl -X POST {base}/v1/tasks \\
+    -H "Authorization: Bearer {key}" \\
+    -H "Content-Type: application/json" \\
+    -d '{{"callbackUrl": "{base}/healthz", "method": "GET"}}'
+
+  For the CLI in another shell: source .asyncqueue/env && .venv/bin/asyncqueue teams list
+  Ctrl-C stops web, worker and the embedded database.
+""", flush=True)
+    bin_dir = Path(sys.executable).parent
+    children = [
+        subprocess.Popen(
+            [str(bin_dir / "gunicorn"), "-c", "python:asyncqueue.gunicorn_config",
+             "asyncqueue.api:create_app()"],
+            env=env, cwd=ROOT, start_new_session=True,
+        ),
+        # Own sessions: Ctrl-C reaches only us, and we stop the children once, in order.
+        subprocess.Popen([str(bin_dir / "asyncqueue"), "worker"], env=env, cwd=ROOT,
+                         start_new_session=True),
+    ]
+    stopping = False
+
+    def stop(*_):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    code = 0
+    while not stopping:
+        for child in children:
+            if child.poll() is not None:
+                print(f"{child.args[0]} exited with {child.returncode}; stopping", file=sys.stderr)
+                code = child.returncode or 1
+                stopping = True
+        time.sleep(0.2)
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    for child in children:
+        try:
+            child.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            child.kill()
+    if server is not None:
+        server.stop()
+        print("embedded PostgreSQL stopped")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

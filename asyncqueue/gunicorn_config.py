@@ -1,0 +1,16 @@
+"""gunicorn settings (`gunicorn -c python:asyncqueue.gunicorn_config ...`), from the environment.
+
+Threads let one process serve keep-alive clients concurrently; the database pool is opened
+lazily in each worker after fork, never in the master.
+"""
+
+import os
+
+bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+worker_class = "gthread"
+threads = int(os.environ.get("ASYNCQUEUE_WEB_THREADS", "4"))
+keepalive = 5
+graceful_timeout = 25
+accesslog = None
+errorlog = "-"

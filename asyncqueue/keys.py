@@ -1,0 +1,53 @@
+"""API keys: how they look, how they are checked before any query, and how they are stored."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import string
+import zlib
+
+KEY_PREFIX = "aq_"
+ALPHABET = string.digits + string.ascii_letters  # base62: safe in headers, shells and URLs
+RANDOM_LENGTH = 32  # 62**32 ≈ 2**190 possibilities
+CHECKSUM_LENGTH = 6
+KEY_LENGTH = len(KEY_PREFIX) + RANDOM_LENGTH + CHECKSUM_LENGTH
+DISPLAY_PREFIX_LENGTH = len(KEY_PREFIX) + 8
+
+
+def _base62(number: int, width: int) -> str:
+    digits = []
+    for _ in range(width):
+        number, rem = divmod(number, 62)
+        digits.append(ALPHABET[rem])
+    return "".join(reversed(digits))
+
+
+def _checksum(random_part: str) -> str:
+    return _base62(zlib.crc32(random_part.encode()), CHECKSUM_LENGTH)
+
+
+def generate_key() -> str:
+    """A new key: `aq_`, 32 random base62 characters, and a 6-character CRC-32 checksum."""
+    random_part = "".join(secrets.choice(ALPHABET) for _ in range(RANDOM_LENGTH))
+    return KEY_PREFIX + random_part + _checksum(random_part)
+
+
+def is_well_formed(key: str) -> bool:
+    """True when `key` could be one of ours; a typo or truncation fails here, with no query."""
+    if len(key) != KEY_LENGTH or not key.startswith(KEY_PREFIX):
+        return False
+    body = key[len(KEY_PREFIX) :]
+    if any(c not in ALPHABET for c in body):
+        return False
+    random_part, checksum = body[:RANDOM_LENGTH], body[RANDOM_LENGTH:]
+    return secrets.compare_digest(_checksum(random_part), checksum)
+
+
+def hash_key(key: str) -> bytes:
+    # A plain SHA-256 suffices: the key has ~190 bits of entropy, so there is nothing to brute-force.
+    return hashlib.sha256(key.encode()).digest()
+
+
+def display_prefix(key: str) -> str:
+    return key[:DISPLAY_PREFIX_LENGTH]

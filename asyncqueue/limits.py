@@ -1,0 +1,41 @@
+"""Every limit the service enforces, in one place; the README's "Guarantees and limits" lists them."""
+
+KIB = 1024
+MIB = 1024 * KIB
+
+MAX_REQUEST_BODY = 1 * MIB  # the whole JSON body of an API request (413 above)
+MAX_URL_LENGTH = 2048  # callbackUrl and onCompleteUrl
+MAX_CALLBACK_BODY = 256 * KIB  # the task's `body`, as UTF-8
+MAX_HEADERS_TOTAL = 16 * KIB  # the task's `headers`, names plus values, as UTF-8
+MAX_HEADER_COUNT = 64
+MAX_TIMEOUT = 120  # seconds, the per-attempt `timeout`
+MAX_RETRIES = 10
+MAX_REDIRECTS = 5
+ON_COMPLETE_TIMEOUT = 10  # seconds, as the API document promises
+
+LIST_DEFAULT_LIMIT = 50
+LIST_MAX_LIMIT = 100
+
+# Plan limits, from the API document's table. None means unlimited.
+PLAN_MAX_WAIT_TIME = {"free": 30, "pro": 120}
+PLAN_MAX_API_KEYS = {"free": 1, "pro": None}
+PLAN_MAX_MEMBERS = {"free": 2, "pro": None}
+PLANS = tuple(PLAN_MAX_WAIT_TIME)
+
+# Headers a caller may not set on a callback: the HTTP client owns framing and routing.
+FORBIDDEN_HEADERS = frozenset(
+    {
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
+        "expect",
+    }
+)

@@ -1,0 +1,1 @@
+"""The worker engine: claim due tasks, call them, decide, record, notify."""

@@ -1,0 +1,134 @@
+"""One HTTP attempt of a task's callback: the I/O half of the worker, with no decisions in it."""
+
+from __future__ import annotations
+
+import errno
+import time
+from dataclasses import dataclass, field
+
+import requests
+
+from asyncqueue.worker.http_client import WATCHDOG, BlockedDestination
+
+
+@dataclass(frozen=True)
+class CallSpec:
+    method: str
+    url: str
+    headers: dict
+    body: str | None
+
+
+@dataclass
+class AttemptResult:
+    """What happened: a response (status_code set) or a failure (error set)."""
+
+    status_code: int | None = None
+    headers: dict = field(default_factory=dict)
+    body: str | None = None
+    body_truncated: bool = False
+    duration_ms: int = 0
+    error: str | None = None
+    timed_out: bool = False
+    blocked: bool = False
+
+    def result_json(self) -> dict | None:
+        if self.status_code is None:
+            return None
+        result = {
+            "statusCode": self.status_code,
+            "headers": self.headers,
+            "body": self.body,
+            "duration": self.duration_ms,
+        }
+        if self.body_truncated:
+            result["bodyTruncated"] = True
+        return result
+
+
+def _errno_name(exc: BaseException) -> str | None:
+    """The errno name (ECONNREFUSED, ...) found anywhere in an exception's chain."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in errno.errorcode:
+            return errno.errorcode[exc.errno]
+        if "NameResolutionError" in type(exc).__name__:
+            return "ENOTFOUND"
+        nested = exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else None
+        exc = exc.__cause__ or exc.__context__ or nested or getattr(exc, "reason", None)
+    return None
+
+
+def describe_failure(exc: BaseException) -> str:
+    """A short, stable error text in the document's style: `fetch failed: ECONNREFUSED`."""
+    if isinstance(exc, requests.TooManyRedirects):
+        return "fetch failed: too many redirects"
+    if isinstance(exc, requests.exceptions.SSLError):
+        return "fetch failed: TLS error"
+    name = _errno_name(exc)
+    if name:
+        return f"fetch failed: {name}"
+    if isinstance(exc, requests.exceptions.ChunkedEncodingError | requests.ConnectionError):
+        return "fetch failed: ECONNRESET"
+    return f"fetch failed: {type(exc).__name__}"
+
+
+def perform_attempt(
+    session: requests.Session, spec: CallSpec, time_limit: float, body_cap: int
+) -> AttemptResult:
+    """Make the call, following redirects, within `time_limit` seconds all told.
+
+    At most `body_cap` bytes of the response body are read and kept; the rest is never read, so
+    a huge response does not grow memory.
+    """
+    data = None
+    if spec.method != "GET" and spec.body is not None:
+        data = spec.body.encode()
+    started = time.monotonic()
+    attempt = WATCHDOG.begin(time_limit)
+    try:
+        response = session.request(
+            spec.method,
+            spec.url,
+            headers=spec.headers,
+            data=data,
+            timeout=(time_limit, time_limit),
+            allow_redirects=True,
+            stream=True,
+        )
+        try:
+            chunks, size, truncated = [], 0, False
+            for chunk in response.iter_content(chunk_size=16384):
+                if size + len(chunk) > body_cap:
+                    chunks.append(chunk[: body_cap - size])
+                    truncated = True
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+        finally:
+            response.close()
+        if attempt.expired:
+            raise requests.Timeout("deadline")
+        raw = b"".join(chunks)
+        return AttemptResult(
+            status_code=response.status_code,
+            headers={k.lower(): v for k, v in response.headers.items()},
+            body=raw.decode(response.encoding or "utf-8", errors="replace"),
+            body_truncated=truncated,
+            duration_ms=round((time.monotonic() - started) * 1000),
+        )
+    except BlockedDestination as exc:
+        return AttemptResult(
+            error=f"blocked destination: {exc}", blocked=True, duration_ms=_elapsed(started)
+        )
+    except (requests.RequestException, OSError) as exc:
+        if attempt.expired or isinstance(exc, requests.Timeout):
+            return AttemptResult(timed_out=True, duration_ms=_elapsed(started))
+        return AttemptResult(error=describe_failure(exc), duration_ms=_elapsed(started))
+    finally:
+        WATCHDOG.end(attempt)
+
+
+def _elapsed(started: float) -> int:
+    return round((time.monotonic() - started) * 1000)

@@ -1,0 +1,54 @@
+"""LISTEN for new work on a dedicated connection and wake the dispatcher.
+
+NOTIFY is only a hint: after a lost connection the listener reconnects, LISTENs again and wakes
+the dispatcher once, since a notification may have been missed meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import psycopg
+
+from asyncqueue.logs import log_event
+
+CHANNEL = "asyncqueue_tasks"
+log = logging.getLogger("asyncqueue.worker")
+
+
+class Listener(threading.Thread):
+    def __init__(self, url: str, wake: threading.Event, stopping: threading.Event):
+        super().__init__(name="listener", daemon=True)
+        self.url = url
+        self.wake = wake
+        self.stopping = stopping
+        self.connected = threading.Event()
+
+    def run(self) -> None:
+        delay = 0.2
+        while not self.stopping.is_set():
+            try:
+                with psycopg.connect(
+                    self.url,
+                    autocommit=True,
+                    connect_timeout=5,
+                    # Find a silently dead connection within about 20 s.
+                    keepalives=1,
+                    keepalives_idle=10,
+                    keepalives_interval=3,
+                    keepalives_count=3,
+                ) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    self.connected.set()
+                    self.wake.set()
+                    delay = 0.2
+                    while not self.stopping.is_set():
+                        for _ in conn.notifies(timeout=1.0):
+                            self.wake.set()
+            except psycopg.Error as exc:
+                self.connected.clear()
+                log_event(log, "listen connection lost; reconnecting", logging.WARNING,
+                          error=str(exc).strip(), retry_in=delay)
+                self.stopping.wait(delay)
+                delay = min(delay * 2, 5.0)

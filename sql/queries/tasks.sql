@@ -1,0 +1,93 @@
+-- name: task_insert
+INSERT INTO tasks (team_id, status, callback_url, method, headers, body, max_wait_time, timeout,
+                   max_retries, retry_backoff, on_complete_url, delay_until, next_run_at)
+VALUES (%(team_id)s,
+        CASE WHEN %(delay_until)s::timestamptz > now() THEN 'delayed' ELSE 'pending' END,
+        %(callback_url)s, %(method)s, %(headers)s, %(body)s, %(max_wait_time)s, %(timeout)s,
+        %(max_retries)s, %(retry_backoff)s, %(on_complete_url)s, %(delay_until)s,
+        greatest(coalesce(%(delay_until)s::timestamptz, now()), now()))
+RETURNING *;
+
+-- name: task_get
+SELECT * FROM tasks WHERE id = %(id)s;
+
+-- name: task_list
+-- {status_filter} and {direction} are filled from fixed strings in code, never from input.
+SELECT * FROM tasks
+WHERE team_id = %(team_id)s {status_filter}
+ORDER BY created_at {direction}, id {direction}
+LIMIT %(limit)s OFFSET %(offset)s;
+
+-- name: task_count
+SELECT count(*) AS n FROM tasks WHERE team_id = %(team_id)s {status_filter};
+
+-- name: task_cancel
+-- The row lock makes this safe against a claim at the same instant: whichever commits first wins,
+-- and the other sees the new status (a claimed task is 'processing', so it is not cancelled).
+UPDATE tasks
+SET status = 'cancelled', completed_at = now(), next_run_at = NULL
+WHERE id = %(id)s AND team_id = %(team_id)s AND status IN ('pending', 'delayed')
+RETURNING *;
+
+-- name: task_claim
+-- Claim and mark in one statement (so one short transaction):
+--   due:    the oldest due rows nobody else holds (waiting, retry due, or lease run out);
+--   update: mark them processing, stamp the first start, take a fresh claim token, and set the
+--           lease: the attempt's own time limit (never past the task's maxWaitTime deadline)
+--           plus a grace, after which another worker may take the task back.
+WITH due AS (
+    SELECT id FROM tasks
+    WHERE status IN ('pending', 'delayed', 'processing') AND next_run_at <= now()
+    ORDER BY next_run_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE tasks t
+    SET status = 'processing',
+        started_at = coalesce(t.started_at, now()),
+        claim_token = gen_random_uuid(),
+        attempts = t.attempts + 1,
+        next_run_at = now() + make_interval(secs => greatest(0, least(t.timeout,
+            extract(epoch FROM coalesce(t.started_at, now())
+                                + make_interval(secs => t.max_wait_time) - now())))
+            + %(grace)s)
+    FROM due
+    WHERE t.id = due.id
+    RETURNING t.*
+)
+SELECT claimed.*, now() AS claimed_at,
+       claimed.started_at + make_interval(secs => claimed.max_wait_time) AS deadline
+FROM claimed;
+
+-- name: task_finish
+-- Fenced by the claim token: a worker whose lease ran out (and was claimed again) writes nothing.
+UPDATE tasks
+SET status = %(status)s, result = %(result)s, error = %(error)s, completed_at = now(),
+    next_run_at = NULL, claim_token = NULL
+WHERE id = %(id)s AND claim_token = %(claim_token)s
+RETURNING *;
+
+-- name: task_schedule_retry
+-- Fenced like task_finish; the NOTIFY lets sleeping workers shorten their wait to the retry time.
+WITH retried AS (
+    UPDATE tasks
+    SET retry_count = retry_count + 1, result = %(result)s, error = %(error)s,
+        next_run_at = now() + make_interval(secs => %(delay)s), claim_token = NULL
+    WHERE id = %(id)s AND claim_token = %(claim_token)s
+    RETURNING id
+)
+SELECT id, pg_notify('asyncqueue_tasks', '') FROM retried;
+
+-- name: task_release
+-- Hand claimed tasks back on shutdown: due again at once, status and counters untouched.
+WITH released AS (
+    UPDATE tasks t SET next_run_at = now(), claim_token = NULL
+    FROM unnest(%(ids)s::uuid[], %(claim_tokens)s::uuid[]) AS held (id, claim_token)
+    WHERE t.id = held.id AND t.claim_token = held.claim_token
+    RETURNING t.id
+)
+SELECT id, pg_notify('asyncqueue_tasks', '') FROM released;
+
+-- name: task_seconds_until_due
+SELECT extract(epoch FROM min(next_run_at) - clock_timestamp()) AS seconds
+FROM tasks WHERE status IN ('pending', 'delayed', 'processing');
