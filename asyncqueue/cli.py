@@ -53,8 +53,12 @@ def _emit(as_json: bool, value, text: str) -> None:
 
 
 def _team_json(row: dict) -> dict:
-    out = {"id": str(row["id"]), "name": row["name"], "plan": row["plan"],
-           "createdAt": format_time(row["created_at"])}
+    out = {
+        "id": str(row["id"]),
+        "name": row["name"],
+        "plan": row["plan"],
+        "createdAt": format_time(row["created_at"]),
+    }
     if "members" in row:
         out["members"] = row["members"]
         out["activeKeys"] = row["active_keys"]
@@ -62,14 +66,22 @@ def _team_json(row: dict) -> dict:
 
 
 def _key_json(row: dict) -> dict:
-    return {"id": str(row["id"]), "teamId": str(row["team_id"]), "name": row["name"],
-            "prefix": row["prefix"], "createdAt": format_time(row["created_at"]),
-            "revokedAt": format_time(row["revoked_at"])}
+    return {
+        "id": str(row["id"]),
+        "teamId": str(row["team_id"]),
+        "name": row["name"],
+        "prefix": row["prefix"],
+        "createdAt": format_time(row["created_at"]),
+        "revokedAt": format_time(row["revoked_at"]),
+    }
 
 
 def _member_json(row: dict) -> dict:
-    return {"teamId": str(row["team_id"]), "email": row["email"],
-            "createdAt": format_time(row["created_at"])}
+    return {
+        "teamId": str(row["team_id"]),
+        "email": row["email"],
+        "createdAt": format_time(row["created_at"]),
+    }
 
 
 def _find_team(conn, ref: str) -> dict:
@@ -136,8 +148,10 @@ def teams_list(as_json):
     """List teams with their member and active-key counts."""
     with _connect() as conn:
         rows = conn.execute(db.query("team_list")).fetchall()
-    lines = [f"{r['id']}  {r['name']:<24} {r['plan']:<5} members={r['members']} "
-             f"keys={r['active_keys']}" for r in rows]
+    lines = [
+        f"{r['id']}  {r['name']:<24} {r['plan']:<5} members={r['members']} keys={r['active_keys']}"
+        for r in rows
+    ]
     _emit(as_json, [_team_json(r) for r in rows], "\n".join(lines) or "no teams")
 
 
@@ -151,15 +165,23 @@ def teams_set_plan(team, plan, as_json):
         found = _find_team(conn, team)
         _lock_team(conn, found)
         members = conn.execute(db.query("member_count"), {"team_id": found["id"]}).fetchone()["n"]
-        active = conn.execute(db.query("key_active_count"), {"team_id": found["id"]}).fetchone()["n"]
+        active = conn.execute(db.query("key_active_count"), {"team_id": found["id"]}).fetchone()[
+            "n"
+        ]
         max_members, max_keys = limits.PLAN_MAX_MEMBERS[plan], limits.PLAN_MAX_API_KEYS[plan]
         if max_members is not None and members > max_members:
-            raise Refused(f"team {found['name']} has {members} members; the {plan} plan allows "
-                          f"{max_members}: remove some first")
+            raise Refused(
+                f"team {found['name']} has {members} members; the {plan} plan allows "
+                f"{max_members}: remove some first"
+            )
         if max_keys is not None and active > max_keys:
-            raise Refused(f"team {found['name']} has {active} active API keys; the {plan} plan "
-                          f"allows {max_keys}: revoke some first")
-        row = conn.execute(db.query("team_set_plan"), {"team_id": found["id"], "plan": plan}).fetchone()
+            raise Refused(
+                f"team {found['name']} has {active} active API keys; the {plan} plan "
+                f"allows {max_keys}: revoke some first"
+            )
+        row = conn.execute(
+            db.query("team_set_plan"), {"team_id": found["id"], "plan": plan}
+        ).fetchone()
     _emit(as_json, _team_json(row), f"team {row['name']} is now on the {plan} plan")
 
 
@@ -186,9 +208,13 @@ def members_add(team, email, as_json):
         count = conn.execute(db.query("member_count"), {"team_id": found["id"]}).fetchone()["n"]
         allowed = limits.PLAN_MAX_MEMBERS[found["plan"]]
         if allowed is not None and count >= allowed:
-            raise Refused(f"team {found['name']} is on the {found['plan']} plan, which allows "
-                          f"{allowed} members; remove one or move to pro")
-        row = conn.execute(db.query("member_add"), {"team_id": found["id"], "email": email}).fetchone()
+            raise Refused(
+                f"team {found['name']} is on the {found['plan']} plan, which allows "
+                f"{allowed} members; remove one or move to pro"
+            )
+        row = conn.execute(
+            db.query("member_add"), {"team_id": found["id"], "email": email}
+        ).fetchone()
         if row is None:
             raise Refused(f"{email} is already a member of {found['name']}")
     _emit(as_json, _member_json(row), f"added {email} to {found['name']}")
@@ -203,7 +229,9 @@ def members_remove(team, email, as_json):
     email = email.strip().lower()
     with _connect() as conn:
         found = _find_team(conn, team)
-        row = conn.execute(db.query("member_remove"), {"team_id": found["id"], "email": email}).fetchone()
+        row = conn.execute(
+            db.query("member_remove"), {"team_id": found["id"], "email": email}
+        ).fetchone()
     if row is None:
         raise Refused(f"{email} is not a member of {found['name']}")
     _emit(as_json, _member_json(row), f"removed {email} from {found['name']}")
@@ -217,8 +245,11 @@ def members_list(team, as_json):
     with _connect() as conn:
         found = _find_team(conn, team)
         rows = conn.execute(db.query("member_list"), {"team_id": found["id"]}).fetchall()
-    _emit(as_json, [_member_json(r) for r in rows],
-          "\n".join(r["email"] for r in rows) or f"{found['name']} has no members")
+    _emit(
+        as_json,
+        [_member_json(r) for r in rows],
+        "\n".join(r["email"] for r in rows) or f"{found['name']} has no members",
+    )
 
 
 # -- keys --------------------------------------------------------------------------------------
@@ -236,13 +267,19 @@ def create_key(conn, team: dict, name: str | None) -> tuple[str, dict]:
         active = conn.execute(db.query("key_active_count"), {"team_id": team["id"]}).fetchone()["n"]
         allowed = limits.PLAN_MAX_API_KEYS[team["plan"]]
         if allowed is not None and active >= allowed:
-            raise Refused(f"team {team['name']} is on the {team['plan']} plan, which allows "
-                          f"{allowed} active API key; revoke it or move to pro")
+            raise Refused(
+                f"team {team['name']} is on the {team['plan']} plan, which allows "
+                f"{allowed} active API key; revoke it or move to pro"
+            )
         key = keys.generate_key()
         row = conn.execute(
             db.query("key_create"),
-            {"team_id": team["id"], "name": name, "prefix": keys.display_prefix(key),
-             "key_hash": keys.hash_key(key)},
+            {
+                "team_id": team["id"],
+                "name": name,
+                "prefix": keys.display_prefix(key),
+                "key_hash": keys.hash_key(key),
+            },
         ).fetchone()
     return key, row
 
@@ -256,8 +293,11 @@ def keys_create(team, label, as_json):
     with _connect() as conn:
         found = _find_team(conn, team)
         key, row = create_key(conn, found, label)
-    _emit(as_json, {**_key_json(row), "key": key},
-          f"{key}\n(key id {row['id']}; store it now, it is not shown again)")
+    _emit(
+        as_json,
+        {**_key_json(row), "key": key},
+        f"{key}\n(key id {row['id']}; store it now, it is not shown again)",
+    )
 
 
 @keys_group.command("list")
@@ -268,9 +308,11 @@ def keys_list(team, as_json):
     with _connect() as conn:
         found = _find_team(conn, team)
         rows = conn.execute(db.query("key_list"), {"team_id": found["id"]}).fetchall()
-    lines = [f"{r['id']}  {r['prefix']}…  {r['name'] or '-':<16} "
-             f"{'revoked ' + format_time(r['revoked_at']) if r['revoked_at'] else 'active'}"
-             for r in rows]
+    lines = [
+        f"{r['id']}  {r['prefix']}…  {r['name'] or '-':<16} "
+        f"{'revoked ' + format_time(r['revoked_at']) if r['revoked_at'] else 'active'}"
+        for r in rows
+    ]
     _emit(as_json, [_key_json(r) for r in rows], "\n".join(lines) or "no keys")
 
 

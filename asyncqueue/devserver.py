@@ -37,12 +37,16 @@ def _ensure_dev_key(url: str) -> str:
     with db.connect(url, autocommit=True) as conn:
         team = conn.execute(db.query("team_find"), {"ref": DEV_TEAM}).fetchone()
         if team is None:
-            team = conn.execute(db.query("team_create"), {"name": DEV_TEAM, "plan": "pro"}).fetchone()
+            team = conn.execute(
+                db.query("team_create"), {"name": DEV_TEAM, "plan": "pro"}
+            ).fetchone()
         if key_file.exists():
             key = key_file.read_text().strip()
             from asyncqueue import keys
 
-            found = conn.execute(db.query("key_authenticate"), {"key_hash": keys.hash_key(key)}).fetchone()
+            found = conn.execute(
+                db.query("key_authenticate"), {"key_hash": keys.hash_key(key)}
+            ).fetchone()
             if found is not None:
                 return key
         key, _ = create_key(conn, team, "bin/dev")
@@ -64,7 +68,8 @@ def main() -> int:
     key = _ensure_dev_key(env["DATABASE_URL"])
     (STATE_DIR / "env").write_text(f"export DATABASE_URL='{env['DATABASE_URL']}'\n")
     base = f"http://127.0.0.1:{env['PORT']}"
-    print(f"""
+    print(
+        f"""
 AsyncQueue is starting on {base}
 
   API key (team "{DEV_TEAM}", pro plan): {key}
@@ -76,17 +81,26 @@ AsyncQueue is starting on {base}
 
   For the CLI in another shell: source .asyncqueue/env && .venv/bin/asyncqueue teams list
   Ctrl-C stops web, worker and the embedded database.
-""", flush=True)
+""",
+        flush=True,
+    )
     bin_dir = Path(sys.executable).parent
     children = [
         subprocess.Popen(
-            [str(bin_dir / "gunicorn"), "-c", "python:asyncqueue.gunicorn_config",
-             "asyncqueue.api:create_app()"],
-            env=env, cwd=ROOT, start_new_session=True,
+            [
+                str(bin_dir / "gunicorn"),
+                "-c",
+                "python:asyncqueue.gunicorn_config",
+                "asyncqueue.api:create_app()",
+            ],
+            env=env,
+            cwd=ROOT,
+            start_new_session=True,
         ),
         # Own sessions: Ctrl-C reaches only us, and we stop the children once, in order.
-        subprocess.Popen([str(bin_dir / "asyncqueue"), "worker"], env=env, cwd=ROOT,
-                         start_new_session=True),
+        subprocess.Popen(
+            [str(bin_dir / "asyncqueue"), "worker"], env=env, cwd=ROOT, start_new_session=True
+        ),
     ]
     stopping = False
 

@@ -44,7 +44,12 @@ def _open_to_others(path: Path, *, recursive: bool = False) -> None:
             for name in dirs + files:
                 p = Path(root) / name
                 if not p.is_symlink():
-                    p.chmod(p.stat().st_mode | stat.S_IRGRP | stat.S_IROTH | (rx if p.is_dir() or os.access(p, os.X_OK) else 0))
+                    p.chmod(
+                        p.stat().st_mode
+                        | stat.S_IRGRP
+                        | stat.S_IROTH
+                        | (rx if p.is_dir() or os.access(p, os.X_OK) else 0)
+                    )
 
 
 def _as_root() -> bool:
@@ -57,8 +62,11 @@ def _server_user() -> str | None:
     try:
         pwd.getpwnam(SERVER_USER)
     except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", SERVER_USER], check=True,
-                       capture_output=True)
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", SERVER_USER],
+            check=True,
+            capture_output=True,
+        )
     return SERVER_USER
 
 
@@ -96,8 +104,16 @@ class EmbeddedPostgres:
             entry = pwd.getpwnam(user)
             os.chown(self.data_dir, entry.pw_uid, entry.pw_gid)
         self.data_dir.chmod(0o700)
-        self._run("initdb", "-D", str(self.data_dir), "-U", "postgres", "--auth=trust",
-                  "--encoding=UTF8", "--no-instructions")
+        self._run(
+            "initdb",
+            "-D",
+            str(self.data_dir),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--no-instructions",
+        )
 
     def is_running(self) -> bool:
         return self._run("pg_ctl", "status", "-D", str(self.data_dir), check=False).returncode == 0
@@ -112,11 +128,21 @@ class EmbeddedPostgres:
         if self.fast_unsafe:
             options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
         result = self._run(
-            "pg_ctl", "start", "-w", "-t", "60", "-D", str(self.data_dir),
-            "-l", str(self.data_dir / "server.log"), "-o", " ".join(options), check=False,
+            "pg_ctl",
+            "start",
+            "-w",
+            "-t",
+            "60",
+            "-D",
+            str(self.data_dir),
+            "-l",
+            str(self.data_dir / "server.log"),
+            "-o",
+            " ".join(options),
+            check=False,
         )
         if result.returncode != 0:
-            log = (self.data_dir / "server.log")
+            log = self.data_dir / "server.log"
             tail = log.read_text()[-2000:] if log.exists() else ""
             raise RuntimeError(f"embedded PostgreSQL did not start: {result.stderr}\n{tail}")
 

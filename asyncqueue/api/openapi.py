@@ -65,8 +65,10 @@ class ErrorSchema(Schema):
 
 
 def _errors(*codes: int) -> dict:
-    return {str(c): {"description": "Error", "content": {"application/json": {"schema": "Error"}}}
-            for c in codes}
+    return {
+        str(c): {"description": "Error", "content": {"application/json": {"schema": "Error"}}}
+        for c in codes
+    }
 
 
 def _ok(code: int, schema: str) -> dict:

@@ -204,7 +204,9 @@ class CallbackHeaders(fields.Dict):
         if len(value) > limits.MAX_HEADER_COUNT:
             raise ValidationError(f"headers must have at most {limits.MAX_HEADER_COUNT} entries")
         if total > limits.MAX_HEADERS_TOTAL:
-            raise ValidationError(f"headers must be at most {limits.MAX_HEADERS_TOTAL} bytes in total")
+            raise ValidationError(
+                f"headers must be at most {limits.MAX_HEADERS_TOTAL} bytes in total"
+            )
         return dict(value)
 
 

@@ -109,7 +109,9 @@ def cancel_task(task_id: str):
     with _pool().connection() as conn:
         caller = authenticate(conn)
         tid = _task_id(task_id)
-        row = conn.execute(db.query("task_cancel"), {"id": tid, "team_id": caller.team_id}).fetchone()
+        row = conn.execute(
+            db.query("task_cancel"), {"id": tid, "team_id": caller.team_id}
+        ).fetchone()
         if row is None:
             current = _owned_task(conn, caller, tid)
             raise ApiError(

@@ -11,6 +11,7 @@ every attempt held to a hard deadline.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import socket
 import threading
@@ -60,10 +61,8 @@ class Attempt:
 
 
 def _shutdown(sock: socket.socket) -> None:
-    try:
+    with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
 
 
 class Watchdog:
@@ -78,7 +77,9 @@ class Watchdog:
         attempt = Attempt(time.monotonic() + seconds)
         with self._cond:
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="attempt-watchdog", daemon=True)
+                self._thread = threading.Thread(
+                    target=self._run, name="attempt-watchdog", daemon=True
+                )
                 self._thread.start()
             self._attempts.add(attempt)
             self._cond.notify()
@@ -152,10 +153,16 @@ class _GuardedConnection:
 
 
 def _pool_classes(allow_private: bool) -> dict:
-    http_conn = type("GuardedHTTPConnection", (_GuardedConnection, HTTPConnection),
-                     {"allow_private": allow_private})
-    https_conn = type("GuardedHTTPSConnection", (_GuardedConnection, HTTPSConnection),
-                      {"allow_private": allow_private})
+    http_conn = type(
+        "GuardedHTTPConnection",
+        (_GuardedConnection, HTTPConnection),
+        {"allow_private": allow_private},
+    )
+    https_conn = type(
+        "GuardedHTTPSConnection",
+        (_GuardedConnection, HTTPSConnection),
+        {"allow_private": allow_private},
+    )
     return {
         "http": type("GuardedHTTPPool", (HTTPConnectionPool,), {"ConnectionCls": http_conn}),
         "https": type("GuardedHTTPSPool", (HTTPSConnectionPool,), {"ConnectionCls": https_conn}),

@@ -85,8 +85,13 @@ class Worker:
             except Exception as exc:  # database unreachable: wait and try again, never exit
                 failures += 1
                 delay = min(0.25 * 2**failures, 5.0)
-                log_event(log, "claim failed; retrying", logging.WARNING, error=str(exc).strip(),
-                          retry_in=delay)
+                log_event(
+                    log,
+                    "claim failed; retrying",
+                    logging.WARNING,
+                    error=str(exc).strip(),
+                    retry_in=delay,
+                )
                 self.stopping.wait(delay)
                 continue
             for row in claimed:
@@ -110,8 +115,14 @@ class Worker:
                 row["_claimed_monotonic"] = time.monotonic()
                 self._held[row["id"]] = row["claim_token"]
         for row in rows:
-            log_event(log, "task claimed", task_id=str(row["id"]), team_id=str(row["team_id"]),
-                      attempt=row["attempts"], status="processing")
+            log_event(
+                log,
+                "task claimed",
+                task_id=str(row["id"]),
+                team_id=str(row["team_id"]),
+                attempt=row["attempts"],
+                status="processing",
+            )
         return rows
 
     def _idle_wait(self) -> float:
@@ -141,8 +152,10 @@ class Worker:
             outcome = self._attempt(row)
             self._record(row, outcome)
         except Exception:
-            log.exception("task run failed; its lease will bring it back",
-                          extra={"fields": {"task_id": str(row["id"])}})
+            log.exception(
+                "task run failed; its lease will bring it back",
+                extra={"fields": {"task_id": str(row["id"])}},
+            )
         finally:
             with self._held_lock:
                 self._held.pop(row["id"], None)
@@ -169,8 +182,9 @@ class Worker:
         headers = dict(row["headers"])
         headers["X-AsyncQueue-Task-Id"] = str(row["id"])
         headers["X-AsyncQueue-Retry-Count"] = str(row["retry_count"])
-        spec = CallSpec(method=row["method"], url=row["callback_url"], headers=headers,
-                        body=row["body"])
+        spec = CallSpec(
+            method=row["method"], url=row["callback_url"], headers=headers, body=row["body"]
+        )
         attempt = perform_attempt(
             self._session(), spec, time_limit, self.settings.max_response_body
         )
@@ -218,20 +232,42 @@ class Worker:
                         ).fetchone()
                 break
             except Exception as exc:
-                log_event(log, "recording outcome failed", logging.WARNING,
-                          task_id=str(row["id"]), error=str(exc).strip())
+                log_event(
+                    log,
+                    "recording outcome failed",
+                    logging.WARNING,
+                    task_id=str(row["id"]),
+                    error=str(exc).strip(),
+                )
         else:
             return
         if written is None:
-            log_event(log, "stale claim: another worker owns this task now; result discarded",
-                      logging.WARNING, task_id=str(row["id"]))
+            log_event(
+                log,
+                "stale claim: another worker owns this task now; result discarded",
+                logging.WARNING,
+                task_id=str(row["id"]),
+            )
             return
         if outcome.kind == RETRY:
-            log_event(log, "retry scheduled", task_id=str(row["id"]), team_id=str(row["team_id"]),
-                      retry=row["retry_count"] + 1, retry_in=outcome.retry_in, error=outcome.error)
+            log_event(
+                log,
+                "retry scheduled",
+                task_id=str(row["id"]),
+                team_id=str(row["team_id"]),
+                retry=row["retry_count"] + 1,
+                retry_in=outcome.retry_in,
+                error=outcome.error,
+            )
             return
-        log_event(log, "task finished", task_id=str(row["id"]), team_id=str(row["team_id"]),
-                  status=outcome.kind, error=outcome.error)
+        log_event(
+            log,
+            "task finished",
+            task_id=str(row["id"]),
+            team_id=str(row["team_id"]),
+            status=outcome.kind,
+            error=outcome.error,
+        )
         if written["on_complete_url"]:
             future = self.notifier.submit(self._notify_completion, written)
             self._notifications.add(future)
@@ -246,12 +282,18 @@ class Worker:
         )
         attempt = perform_attempt(self._session(), spec, limits.ON_COMPLETE_TIMEOUT, 4096)
         if attempt.status_code is not None and attempt.status_code < 300:
-            log_event(log, "onComplete delivered", task_id=str(row["id"]),
-                      status_code=attempt.status_code)
+            log_event(
+                log, "onComplete delivered", task_id=str(row["id"]), status_code=attempt.status_code
+            )
         else:
-            log_event(log, "onComplete failed (not retried)", logging.WARNING,
-                      task_id=str(row["id"]), status_code=attempt.status_code,
-                      error=attempt.error or ("timed out" if attempt.timed_out else None))
+            log_event(
+                log,
+                "onComplete failed (not retried)",
+                logging.WARNING,
+                task_id=str(row["id"]),
+                status_code=attempt.status_code,
+                error=attempt.error or ("timed out" if attempt.timed_out else None),
+            )
 
     # -- shutdown -----------------------------------------------------------------------------
 
@@ -260,8 +302,13 @@ class Worker:
             if self.stopping.is_set():
                 log_event(log, "second signal: exiting now", logging.WARNING)
                 os._exit(1)
-            log_event(log, "shutting down", signal=signal.Signals(signum).name,
-                      in_flight=self.in_flight(), grace=self.settings.shutdown_grace)
+            log_event(
+                log,
+                "shutting down",
+                signal=signal.Signals(signum).name,
+                in_flight=self.in_flight(),
+                grace=self.settings.shutdown_grace,
+            )
             self.stopping.set()
             self.wake.set()
 
@@ -283,8 +330,13 @@ class Worker:
                     ).fetchall()
                 log_event(log, "handed back unfinished tasks", count=len(held))
             except Exception as exc:
-                log_event(log, "could not hand back tasks; their leases will", logging.WARNING,
-                          count=len(held), error=str(exc).strip())
+                log_event(
+                    log,
+                    "could not hand back tasks; their leases will",
+                    logging.WARNING,
+                    count=len(held),
+                    error=str(exc).strip(),
+                )
         self.notifier.shutdown(wait=False)
         self._wait_for_notifier(max(0.0, deadline - time.monotonic()))
         log_event(log, "worker stopped", worker=self.name)

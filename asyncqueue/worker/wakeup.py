@@ -48,7 +48,12 @@ class Listener(threading.Thread):
                             self.wake.set()
             except psycopg.Error as exc:
                 self.connected.clear()
-                log_event(log, "listen connection lost; reconnecting", logging.WARNING,
-                          error=str(exc).strip(), retry_in=delay)
+                log_event(
+                    log,
+                    "listen connection lost; reconnecting",
+                    logging.WARNING,
+                    error=str(exc).strip(),
+                    retry_in=delay,
+                )
                 self.stopping.wait(delay)
                 delay = min(delay * 2, 5.0)

@@ -1,0 +1,74 @@
+"""Shared fixtures: a real PostgreSQL (embedded, or TEST_DATABASE_URL), a migrated template
+database, and a fresh database cloned from it for every test that asks for one."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+
+from asyncqueue import db
+
+
+def _with_dbname(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + name))
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url():
+    """A URL with the right to create databases."""
+    given = os.environ.get("TEST_DATABASE_URL")
+    if given:
+        yield given
+        return
+    from asyncqueue import embedded_pg
+
+    data_dir = Path(tempfile.mkdtemp(prefix="asyncqueue-test-")) / "pgdata"
+    server = embedded_pg.ensure_running(data_dir, fast_unsafe=True)
+    try:
+        yield server.url
+    finally:
+        server.destroy()
+
+
+@pytest.fixture(scope="session")
+def template_db(pg_admin_url):
+    name = f"aq_template_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    db.migrate(_with_dbname(pg_admin_url, name))
+    yield name
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def clone_database(pg_admin_url: str, template: str) -> tuple[str, str]:
+    name = f"aq_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    return name, _with_dbname(pg_admin_url, name)
+
+
+def drop_database(pg_admin_url: str, name: str) -> None:
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def database_url(pg_admin_url, template_db):
+    """A fresh, migrated database for one test."""
+    name, url = clone_database(pg_admin_url, template_db)
+    yield url
+    drop_database(pg_admin_url, name)
+
+
+@pytest.fixture
+def conn(database_url):
+    with db.connect(database_url, autocommit=True) as connection:
+        yield connection

@@ -1,0 +1,28 @@
+import pytest
+
+from asyncqueue.api import create_app
+from asyncqueue.config import Settings
+from tests.support import make_team
+
+
+@pytest.fixture
+def app(database_url):
+    app = create_app(Settings(database_url=database_url, db_pool_size=2))
+    yield app
+    app.extensions["asyncqueue"].database.close()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def team(conn):
+    """(team row, API key) for a free team."""
+    return make_team(conn, "acme", "free")
+
+
+@pytest.fixture
+def auth(team):
+    return {"Authorization": f"Bearer {team[1]}"}

@@ -1,0 +1,359 @@
+"""Every endpoint, status and documented message, against a real PostgreSQL."""
+
+import json
+import uuid
+
+import pytest
+
+from asyncqueue import db, limits
+from tests.support import make_team
+
+EXAMPLE = {
+    "callbackUrl": "https://api.example.com/webhook",
+    "method": "POST",
+    "headers": {"Authorization": "Bearer service-token", "X-Custom-Header": "value"},
+    "body": '{"action": "process", "data": {"id": 123}}',
+    "maxWaitTime": 30,
+    "timeout": 30,
+    "maxRetries": 3,
+    "retryBackoff": "exponential",
+    "onCompleteUrl": "https://api.example.com/task-complete",
+}
+
+
+def create(client, auth, **fields):
+    return client.post(
+        "/v1/tasks", json={"callbackUrl": "https://api.example.com/x", **fields}, headers=auth
+    )
+
+
+# -- auth ---------------------------------------------------------------------------------------
+
+
+def test_missing_key(client):
+    response = client.get("/v1/tasks")
+    assert response.status_code == 401
+    assert response.get_json() == {"error": "API key required"}
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Authorization": "Bearer aq_nope"},
+        {"X-API-Key": "definitely-not-a-key"},
+    ],
+)
+def test_malformed_key(client, headers):
+    response = client.get("/v1/tasks", headers=headers)
+    assert response.status_code == 401
+    assert response.get_json() == {"error": "Invalid or revoked API key"}
+
+
+def test_unknown_but_well_formed_key(client):
+    from asyncqueue.keys import generate_key
+
+    response = client.get("/v1/tasks", headers={"X-API-Key": generate_key()})
+    assert (response.status_code, response.get_json()) == (
+        401,
+        {"error": "Invalid or revoked API key"},
+    )
+
+
+def test_both_header_styles_work(client, team):
+    _, key = team
+    assert client.get("/v1/tasks", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+    assert client.get("/v1/tasks", headers={"X-API-Key": key}).status_code == 200
+
+
+def test_revocation_takes_effect_on_the_next_request(client, team, conn):
+    _, key = team
+    headers = {"X-API-Key": key}
+    assert client.get("/v1/tasks", headers=headers).status_code == 200
+    conn.execute("UPDATE api_keys SET revoked_at = now()")
+    response = client.get("/v1/tasks", headers=headers)
+    assert (response.status_code, response.get_json()) == (
+        401,
+        {"error": "Invalid or revoked API key"},
+    )
+
+
+def test_keys_are_stored_only_as_hashes(team, conn):
+    _, key = team
+    stored = conn.execute("SELECT * FROM api_keys").fetchone()
+    assert key.encode() not in json.dumps({k: str(v) for k, v in stored.items()}).encode()
+    assert stored["prefix"] == key[:11]
+
+
+# -- create -------------------------------------------------------------------------------------
+
+
+def test_create_returns_the_documented_task(client, auth, team):
+    response = client.post("/v1/tasks", json=EXAMPLE, headers=auth)
+    assert response.status_code == 201
+    task = response.get_json()["task"]
+    uuid.UUID(task["id"])
+    assert task["teamId"] == str(team[0]["id"])
+    assert task["status"] == "pending"
+    for key, value in EXAMPLE.items():
+        assert task[key] == value
+    assert task["retryCount"] == 0
+    assert task["createdAt"].endswith("Z") and len(task["createdAt"]) == 24
+    assert "startedAt" not in task and "result" not in task
+
+
+def test_create_applies_defaults(client, auth):
+    task = create(client, auth).get_json()["task"]
+    assert (
+        task["method"],
+        task["headers"],
+        task["maxWaitTime"],
+        task["timeout"],
+        task["maxRetries"],
+        task["retryBackoff"],
+    ) == ("POST", {}, 30, 30, 3, "exponential")
+    assert "body" not in task and "onCompleteUrl" not in task
+
+
+def test_future_delay_is_delayed_and_past_delay_is_pending(client, auth):
+    future = create(client, auth, delayUntil="2099-01-01T00:00:00Z")
+    assert future.status_code == 400  # beyond the 365-day horizon
+    from datetime import UTC, datetime, timedelta
+
+    soon = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    task = create(client, auth, delayUntil=soon).get_json()["task"]
+    assert task["status"] == "delayed"
+    assert task["delayUntil"].endswith("Z")
+    past = create(client, auth, delayUntil="2024-01-15T14:00:00.000Z").get_json()["task"]
+    assert past["status"] == "pending"
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"callbackUrl": None}, "callbackUrl is required"),
+        ({"callbackUrl": "not-a-url"}, "callbackUrl must be a valid HTTP/HTTPS URL"),
+        ({"method": "PATCH"}, "method must be one of: GET, POST, PUT, DELETE"),
+        ({"maxRetries": 11}, "maxRetries must be a number between 0 and 10"),
+        ({"delayUntil": "next tuesday"}, "delayUntil must be a valid ISO 8601 date"),
+        ({"maxWaitTime": 60}, "maxWaitTime must be at most 30 seconds on the free plan"),
+    ],
+)
+def test_create_validation_errors(client, auth, fields, message):
+    response = create(client, auth, **fields)
+    assert response.status_code == 400
+    assert response.get_json() == {"error": message}
+
+
+def test_missing_callback_url(client, auth):
+    response = client.post("/v1/tasks", json={}, headers=auth)
+    assert (response.status_code, response.get_json()) == (
+        400,
+        {"error": "callbackUrl is required"},
+    )
+
+
+def test_pro_team_may_wait_longer(client, conn):
+    _, key = make_team(conn, "bigco", "pro")
+    response = create(client, {"X-API-Key": key}, maxWaitTime=120)
+    assert response.status_code == 201
+    assert response.get_json()["task"]["maxWaitTime"] == 120
+
+
+def test_malformed_json_and_wrong_shapes(client, auth):
+    bad = client.post(
+        "/v1/tasks", data="{not json", headers={**auth, "Content-Type": "application/json"}
+    )
+    assert (bad.status_code, bad.get_json()) == (400, {"error": "Malformed JSON in request body"})
+    empty = client.post("/v1/tasks", data="", headers=auth)
+    assert (empty.status_code, empty.get_json()) == (
+        400,
+        {"error": "Request body must be a JSON object"},
+    )
+    array = client.post("/v1/tasks", json=[1], headers=auth)
+    assert array.get_json() == {"error": "Request body must be a JSON object"}
+
+
+def test_auth_is_checked_before_the_body(client):
+    response = client.post("/v1/tasks", data="{not json")
+    assert (response.status_code, response.get_json()) == (401, {"error": "API key required"})
+
+
+def test_request_body_over_one_mib_is_413(client, auth):
+    body = json.dumps({"callbackUrl": "https://e.com/", "body": "x" * limits.MAX_REQUEST_BODY})
+    response = client.post(
+        "/v1/tasks", data=body, headers={**auth, "Content-Type": "application/json"}
+    )
+    assert response.status_code == 413
+    assert response.get_json()["error"].startswith("Request body too large")
+
+
+# -- get ----------------------------------------------------------------------------------------
+
+
+def test_get_own_task(client, auth):
+    created = create(client, auth).get_json()["task"]
+    response = client.get(f"/v1/tasks/{created['id']}", headers=auth)
+    assert response.status_code == 200
+    assert response.get_json() == {"task": created}
+
+
+def test_get_shows_results_once_known(client, auth, conn):
+    created = create(client, auth).get_json()["task"]
+    conn.execute(
+        "UPDATE tasks SET status='completed', started_at=now(), completed_at=now(), "
+        'result=\'{"statusCode": 200, "headers": {}, "body": "ok", "duration": 12}\''
+    )
+    task = client.get(f"/v1/tasks/{created['id']}", headers=auth).get_json()["task"]
+    assert task["result"] == {"statusCode": 200, "headers": {}, "body": "ok", "duration": 12}
+    assert task["startedAt"] and task["completedAt"]
+
+
+def test_other_teams_task_is_access_denied(client, auth, conn):
+    _, other_key = make_team(conn, "other")
+    theirs = create(client, {"X-API-Key": other_key}).get_json()["task"]
+    response = client.get(f"/v1/tasks/{theirs['id']}", headers=auth)
+    assert (response.status_code, response.get_json()) == (403, {"error": "Access denied"})
+    cancel = client.post(f"/v1/tasks/{theirs['id']}/cancel", headers=auth)
+    assert (cancel.status_code, cancel.get_json()) == (403, {"error": "Access denied"})
+
+
+@pytest.mark.parametrize("task_id", [str(uuid.uuid4()), "not-a-uuid", "123"])
+def test_unknown_task_is_not_found(client, auth, task_id):
+    response = client.get(f"/v1/tasks/{task_id}", headers=auth)
+    assert (response.status_code, response.get_json()) == (404, {"error": "Task not found"})
+    cancel = client.post(f"/v1/tasks/{task_id}/cancel", headers=auth)
+    assert (cancel.status_code, cancel.get_json()) == (404, {"error": "Task not found"})
+
+
+# -- list ---------------------------------------------------------------------------------------
+
+
+def test_list_is_team_scoped_sorted_and_paginated(client, auth, conn):
+    ids = [create(client, auth).get_json()["task"]["id"] for _ in range(5)]
+    _, other_key = make_team(conn, "other")
+    create(client, {"X-API-Key": other_key})
+
+    page = client.get("/v1/tasks?limit=2", headers=auth).get_json()
+    assert [t["id"] for t in page["tasks"]] == ids[::-1][:2]
+    assert page["pagination"] == {"total": 5, "limit": 2, "offset": 0, "hasMore": True}
+
+    last = client.get("/v1/tasks?limit=2&offset=4", headers=auth).get_json()
+    assert [t["id"] for t in last["tasks"]] == ids[:1]
+    assert last["pagination"] == {"total": 5, "limit": 2, "offset": 4, "hasMore": False}
+
+    ascending = client.get("/v1/tasks?sortOrder=asc", headers=auth).get_json()
+    assert [t["id"] for t in ascending["tasks"]] == ids
+
+
+def test_list_ties_on_created_at_are_broken_stably(client, auth, conn):
+    for _ in range(6):
+        create(client, auth)
+    conn.execute("UPDATE tasks SET created_at = '2024-01-15T10:30:00Z'")
+    seen = []
+    for offset in range(0, 6, 2):
+        page = client.get(f"/v1/tasks?limit=2&offset={offset}", headers=auth).get_json()
+        seen += [t["id"] for t in page["tasks"]]
+    assert len(set(seen)) == 6
+
+
+def test_list_filters_by_status(client, auth):
+    keep = create(client, auth).get_json()["task"]
+    gone = create(client, auth).get_json()["task"]
+    client.post(f"/v1/tasks/{gone['id']}/cancel", headers=auth)
+    pending = client.get("/v1/tasks?status=pending&limit=10", headers=auth).get_json()
+    assert [t["id"] for t in pending["tasks"]] == [keep["id"]]
+    assert pending["pagination"] == {"total": 1, "limit": 10, "offset": 0, "hasMore": False}
+    cancelled = client.get("/v1/tasks?status=cancelled", headers=auth).get_json()
+    assert [t["id"] for t in cancelled["tasks"]] == [gone["id"]]
+
+
+@pytest.mark.parametrize(
+    "query", ["status=done", "limit=0", "limit=x", "offset=-5", "sortOrder=sideways"]
+)
+def test_list_bad_parameters_are_400(client, auth, query):
+    response = client.get(f"/v1/tasks?{query}", headers=auth)
+    assert response.status_code == 400
+    assert "error" in response.get_json()
+
+
+def test_list_limit_is_capped_at_100(client, auth):
+    response = client.get("/v1/tasks?limit=1000", headers=auth).get_json()
+    assert response["pagination"]["limit"] == 100
+
+
+# -- cancel -------------------------------------------------------------------------------------
+
+
+def test_cancel_pending_and_delayed(client, auth):
+    from datetime import UTC, datetime, timedelta
+
+    for fields in ({}, {"delayUntil": (datetime.now(UTC) + timedelta(hours=1)).isoformat()}):
+        created = create(client, auth, **fields).get_json()["task"]
+        response = client.post(f"/v1/tasks/{created['id']}/cancel", headers=auth)
+        assert response.status_code == 200
+        task = response.get_json()["task"]
+        assert task["status"] == "cancelled" and task["completedAt"]
+
+
+@pytest.mark.parametrize("status", ["processing", "completed", "failed", "timeout", "cancelled"])
+def test_cancel_refuses_other_statuses(client, auth, conn, status):
+    created = create(client, auth).get_json()["task"]
+    conn.execute("UPDATE tasks SET status = %s", (status,))
+    response = client.post(f"/v1/tasks/{created['id']}/cancel", headers=auth)
+    assert response.status_code == 409
+    assert response.get_json() == {
+        "error": f"Task cannot be cancelled: its status is {status}; "
+        "only pending or delayed tasks can be cancelled"
+    }
+
+
+# -- errors, spec -------------------------------------------------------------------------------
+
+
+def test_unknown_route_and_wrong_method_are_json(client, auth):
+    assert (client.get("/nope").status_code, client.get("/nope").get_json()) == (
+        404,
+        {"error": "Not found"},
+    )
+    response = client.delete("/v1/tasks", headers=auth)
+    assert (response.status_code, response.get_json()) == (405, {"error": "Method not allowed"})
+    assert "POST" in response.headers["Allow"]
+
+
+def test_terminated_connections_are_replaced(client, auth, conn):
+    create(client, auth)
+    conn.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
+    # The pool notices the dead connections and replaces them: no error for the caller.
+    assert client.get("/v1/tasks", headers=auth).status_code == 200
+
+
+def test_openapi_document_describes_the_api(client):
+    doc = client.get("/v1/openapi.json").get_json()
+    assert doc["openapi"].startswith("3.")
+    assert set(doc["paths"]) == {"/v1/tasks", "/v1/tasks/{id}", "/v1/tasks/{id}/cancel"}
+    new_task = doc["components"]["schemas"]["NewTask"]
+    assert new_task["required"] == ["callbackUrl"]
+    assert new_task["properties"]["maxRetries"]["maximum"] == 10
+
+
+def test_named_queries_all_load():
+    assert {"task_claim", "task_finish", "task_insert", "key_authenticate"} <= set(db.queries())
+
+
+def test_unreachable_database_is_json_503():
+    import socket
+
+    from asyncqueue.api import create_app
+    from asyncqueue.config import Settings
+
+    with socket.socket() as s:  # a port with nothing listening on it
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = create_app(Settings(database_url=f"postgresql://x@127.0.0.1:{port}/x?connect_timeout=1"))
+    response = app.test_client().get("/v1/tasks", headers={"X-API-Key": "k"})
+    assert response.status_code == 503
+    assert response.get_json() == {"error": "Service temporarily unavailable: database unreachable"}
+    app.extensions["asyncqueue"].database.close()

@@ -1,0 +1,197 @@
+"""The claim, lease and fence queries under concurrency, against a real PostgreSQL."""
+
+import threading
+import uuid
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from asyncqueue import db
+from tests.support import make_team
+
+
+def insert_tasks(conn, team_id, n, **overrides):
+    values = {"max_wait_time": 30, "timeout": 30, "status": "pending"} | overrides
+    conn.execute(
+        "INSERT INTO tasks (team_id, status, callback_url, method, max_wait_time, timeout, "
+        "max_retries, retry_backoff, next_run_at) "
+        "SELECT %(team)s, %(status)s, 'http://127.0.0.1/x', 'POST', %(max_wait_time)s, "
+        "%(timeout)s, 3, 'exponential', now() - interval '1 second' FROM generate_series(1, %(n)s)",
+        {"team": team_id, "n": n, **values},
+    )
+
+
+def claim(conn, limit=10, grace=10.0):
+    return conn.execute(db.query("task_claim"), {"limit": limit, "grace": grace}).fetchall()
+
+
+def test_eight_claimers_take_every_task_exactly_once(conn, database_url):
+    team, _ = make_team(conn)
+    insert_tasks(conn, team["id"], 5000)
+    claimed: list[list] = [[] for _ in range(8)]
+
+    def claimer(i):
+        with db.connect(database_url, autocommit=True) as own:
+            while rows := claim(own, limit=25):
+                claimed[i].extend(r["id"] for r in rows)
+
+    threads = [threading.Thread(target=claimer, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    everything = [task_id for ids in claimed for task_id in ids]
+    assert len(everything) == 5000
+    assert len(set(everything)) == 5000
+    assert sum(1 for ids in claimed if ids) > 1  # the work really was shared
+    left = conn.execute("SELECT count(*) AS n FROM tasks WHERE status <> 'processing'").fetchone()
+    assert left["n"] == 0
+
+
+def test_claim_sets_start_lease_and_token(conn):
+    team, _ = make_team(conn)
+    insert_tasks(conn, team["id"], 1, timeout=5)
+    (row,) = claim(conn, grace=2)
+    assert row["status"] == "processing"
+    assert row["started_at"] == row["claimed_at"]
+    assert row["claim_token"] is not None and row["attempts"] == 1
+    lease = (row["next_run_at"] - row["claimed_at"]).total_seconds()
+    assert abs(lease - 7) < 0.01  # attempt timeout + grace
+    assert (row["deadline"] - row["started_at"]).total_seconds() == 30
+    assert claim(conn) == []  # held: nobody else gets it
+
+
+def test_lease_is_cut_to_the_max_wait_deadline(conn):
+    team, _ = make_team(conn)
+    insert_tasks(conn, team["id"], 1, timeout=30, max_wait_time=4)
+    (row,) = claim(conn, grace=1)
+    assert abs((row["next_run_at"] - row["claimed_at"]).total_seconds() - 5) < 0.01
+
+
+def test_expired_lease_is_claimed_again_with_a_new_token(conn):
+    team, _ = make_team(conn)
+    insert_tasks(conn, team["id"], 1)
+    (first,) = claim(conn)
+    conn.execute("UPDATE tasks SET next_run_at = now() - interval '1 second'")
+    (second,) = claim(conn)
+    assert second["id"] == first["id"]
+    assert second["claim_token"] != first["claim_token"]
+    assert second["started_at"] == first["started_at"]  # startedAt is the first attempt's
+    assert second["attempts"] == 2
+
+
+def test_fenced_late_write_changes_nothing(conn):
+    team, _ = make_team(conn)
+    insert_tasks(conn, team["id"], 1)
+    (stale,) = claim(conn)
+    conn.execute("UPDATE tasks SET next_run_at = now() - interval '1 second'")
+    (fresh,) = claim(conn)
+    late = {
+        "id": stale["id"],
+        "claim_token": stale["claim_token"],
+        "result": Jsonb({"statusCode": 500}),
+        "error": "late",
+    }
+    assert conn.execute(db.query("task_finish"), {**late, "status": "failed"}).fetchone() is None
+    assert conn.execute(db.query("task_schedule_retry"), {**late, "delay": 1}).fetchone() is None
+    done = conn.execute(
+        db.query("task_finish"),
+        {
+            "id": fresh["id"],
+            "claim_token": fresh["claim_token"],
+            "status": "completed",
+            "result": Jsonb({"statusCode": 200}),
+            "error": None,
+        },
+    ).fetchone()
+    assert done["status"] == "completed" and done["next_run_at"] is None
+    row = conn.execute("SELECT status, error, retry_count FROM tasks").fetchone()
+    assert row == {"status": "completed", "error": None, "retry_count": 0}
+
+
+def test_retry_keeps_processing_and_counts(conn):
+    team, _ = make_team(conn)
+    insert_tasks(conn, team["id"], 1)
+    (row,) = claim(conn)
+    written = conn.execute(
+        db.query("task_schedule_retry"),
+        {
+            "id": row["id"],
+            "claim_token": row["claim_token"],
+            "result": None,
+            "error": "HTTP 503",
+            "delay": 2,
+        },
+    ).fetchone()
+    assert written is not None
+    after = conn.execute("SELECT *, next_run_at - now() AS wait FROM tasks").fetchone()
+    assert after["status"] == "processing" and after["retry_count"] == 1
+    assert after["claim_token"] is None
+    assert abs(after["wait"].total_seconds() - 2) < 0.05
+    assert claim(conn) == []  # not before its time
+
+
+def test_cancel_racing_claims_is_never_both(conn, database_url):
+    """Hundreds of tasks, claimed and cancelled at the same time: each is exactly one of the two."""
+    team, _ = make_team(conn)
+    insert_tasks(conn, team["id"], 400)
+    ids = [r["id"] for r in conn.execute("SELECT id FROM tasks ORDER BY random()")]
+    claimed, cancelled = set(), set()
+    start = threading.Barrier(3)
+
+    def claimer():
+        with db.connect(database_url, autocommit=True) as own:
+            start.wait()
+            while rows := claim(own, limit=5):
+                claimed.update(r["id"] for r in rows)
+
+    def canceller():
+        with db.connect(database_url, autocommit=True) as own:
+            start.wait()
+            for task_id in ids:
+                row = own.execute(
+                    db.query("task_cancel"), {"id": task_id, "team_id": team["id"]}
+                ).fetchone()
+                if row:
+                    cancelled.add(task_id)
+
+    threads = [
+        threading.Thread(target=claimer),
+        threading.Thread(target=claimer),
+        threading.Thread(target=canceller),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert claimed.isdisjoint(cancelled)
+    assert claimed | cancelled == set(ids)
+    rows = conn.execute("SELECT status, count(*) AS n FROM tasks GROUP BY status").fetchall()
+    statuses = {r["status"]: r["n"] for r in rows}
+    assert statuses.get("processing", 0) == len(claimed)
+    assert statuses.get("cancelled", 0) == len(cancelled)
+
+
+def test_release_hands_back_only_held_claims(conn):
+    team, _ = make_team(conn)
+    insert_tasks(conn, team["id"], 2)
+    rows = claim(conn)
+    released = conn.execute(
+        db.query("task_release"),
+        {
+            "ids": [r["id"] for r in rows],
+            "claim_tokens": [rows[0]["claim_token"], uuid.uuid4()],
+        },
+    ).fetchall()
+    assert [r["id"] for r in released] == [rows[0]["id"]]
+    again = claim(conn)
+    assert [r["id"] for r in again] == [rows[0]["id"]]
+
+
+def test_insert_notifies_listeners(conn, database_url):
+    team, _ = make_team(conn)
+    with psycopg.connect(database_url, autocommit=True) as listener:
+        listener.execute("LISTEN asyncqueue_tasks")
+        insert_tasks(conn, team["id"], 3)
+        got = list(listener.notifies(timeout=2, stop_after=1))
+    assert [n.channel for n in got] == ["asyncqueue_tasks"]
