@@ -1,0 +1,250 @@
+"""The documented task lifecycle, end to end through gunicorn, workers and a real receiver."""
+
+import json
+import os
+import signal
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tests.support import wait_for
+
+
+def unique(path: str) -> str:
+    return f"{path}/{uuid.uuid4().hex[:8]}"
+
+
+def test_success_delivers_method_headers_body(stack, receiver):
+    path = unique("/ok")
+    task = stack.create(
+        callbackUrl=receiver.url(path),
+        headers={"X-Custom-Header": "value"},
+        body='{"orderId": 12345}',
+    )
+    done = stack.wait_done(task["id"])
+    assert done["status"] == "completed"
+    assert done["result"]["statusCode"] == 200
+    assert done["result"]["body"] == '{"ok": true}'
+    assert done["result"]["headers"]["content-type"] == "application/json"
+    assert isinstance(done["result"]["duration"], int)
+    assert done["retryCount"] == 0 and done["startedAt"] and done["completedAt"]
+    (call,) = receiver.calls(path)
+    assert call.method == "POST" and call.body == b'{"orderId": 12345}'
+    assert call.headers["X-Custom-Header"] == "value"
+    assert call.headers["X-AsyncQueue-Task-Id"] == task["id"]
+    assert call.headers["X-AsyncQueue-Retry-Count"] == "0"
+
+
+def test_get_sends_no_body_and_put_delete_work(stack, receiver):
+    paths = {m: unique("/ok") for m in ("GET", "PUT", "DELETE")}
+    tasks = {
+        m: stack.create(callbackUrl=receiver.url(p), method=m, body="payload")
+        for m, p in paths.items()
+    }
+    for method, task in tasks.items():
+        assert stack.wait_done(task["id"])["status"] == "completed"
+        (call,) = receiver.calls(paths[method])
+        assert call.method == method
+        assert call.body == (b"" if method == "GET" else b"payload")
+
+
+def test_4xx_completes_without_retry(stack, receiver):
+    path = unique("/status/404")
+    done = stack.wait_done(stack.create(callbackUrl=receiver.url(path))["id"])
+    assert done["status"] == "completed" and done["result"]["statusCode"] == 404
+    assert done["retryCount"] == 0 and len(receiver.calls(path)) == 1
+
+
+def test_5xx_is_retried_with_exponential_gaps_then_fails(stack, receiver):
+    path = unique("/status/503")
+    task = stack.create(callbackUrl=receiver.url(path), maxRetries=3)
+    done = stack.wait_done(task["id"], timeout=25)
+    assert done["status"] == "failed"
+    assert done["retryCount"] == 3
+    assert done["error"] == "HTTP 503"
+    assert done["result"]["statusCode"] == 503
+    times = [c.at for c in receiver.calls(path)]
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    assert len(times) == 4
+    for gap, expected in zip(gaps, [1, 2, 4], strict=True):
+        assert expected <= gap < expected + 0.5, gaps
+    assert [c.headers["X-AsyncQueue-Retry-Count"] for c in receiver.calls(path)] == [
+        "0",
+        "1",
+        "2",
+        "3",
+    ]
+
+
+def test_linear_backoff(stack, receiver):
+    path = unique("/status/500")
+    task = stack.create(callbackUrl=receiver.url(path), maxRetries=2, retryBackoff="linear")
+    assert stack.wait_done(task["id"])["status"] == "failed"
+    times = [c.at for c in receiver.calls(path)]
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    for gap, expected in zip(gaps, [1, 2], strict=True):
+        assert expected <= gap < expected + 0.5, gaps
+
+
+def test_flaky_receiver_succeeds_on_retry(stack, receiver):
+    name = uuid.uuid4().hex[:8]
+    task = stack.create(callbackUrl=receiver.url(f"/flaky/1/{name}"))
+    done = stack.wait_done(task["id"])
+    assert done["status"] == "completed" and done["retryCount"] == 1
+    assert done["result"]["statusCode"] == 200
+    assert len(receiver.calls(f"/flaky/1/{name}")) == 2
+
+
+def test_connection_refused(stack):
+    from tests.e2e.conftest import free_port
+
+    task = stack.create(callbackUrl=f"http://127.0.0.1:{free_port()}/x", maxRetries=1)
+    done = stack.wait_done(task["id"])
+    assert done["status"] == "failed"
+    assert done["error"] == "fetch failed: ECONNREFUSED"
+    assert done["retryCount"] == 1 and "result" not in done
+
+
+def test_attempt_timeout_is_retried(stack, receiver):
+    path = unique("/sleep/3")
+    task = stack.create(callbackUrl=receiver.url(path), timeout=0.5, maxRetries=1)
+    done = stack.wait_done(task["id"])
+    assert done["status"] == "failed"
+    assert done["error"] == "attempt timed out after 0.5 s"
+    assert len(receiver.calls(path)) == 2
+
+
+def test_max_wait_time_ends_in_timeout(stack, receiver):
+    path = unique("/sleep/10")
+    started = time.monotonic()
+    task = stack.create(callbackUrl=receiver.url(path), maxWaitTime=1.5, timeout=30)
+    done = stack.wait_done(task["id"])
+    assert done["status"] == "timeout"
+    assert done["error"] == "maxWaitTime of 1.5 s exceeded"
+    assert time.monotonic() - started < 5
+
+
+def test_retry_past_max_wait_time_ends_in_timeout(stack, receiver):
+    path = unique("/status/503")
+    task = stack.create(callbackUrl=receiver.url(path), maxWaitTime=2.5, maxRetries=5)
+    done = stack.wait_done(task["id"])
+    assert done["status"] == "timeout"
+    assert done["error"] == "maxWaitTime of 2.5 s exceeded (last attempt: HTTP 503)"
+    assert len(receiver.calls(path)) == 2  # at 0 s and 1 s; the next would start at 3 s
+
+
+def test_delayed_task_waits_then_runs(stack, receiver):
+    path = unique("/ok")
+    when = datetime.now(UTC) + timedelta(seconds=2)
+    task = stack.create(callbackUrl=receiver.url(path), delayUntil=when.isoformat())
+    assert task["status"] == "delayed"
+    time.sleep(1)
+    assert stack.get(task["id"])["status"] == "delayed" and receiver.calls(path) == []
+    done = stack.wait_done(task["id"])
+    assert done["status"] == "completed"
+    (call,) = receiver.calls(path)
+    assert call.at >= when.timestamp()
+
+
+def test_cancelled_before_run_is_never_called(stack, receiver):
+    path = unique("/ok")
+    when = datetime.now(UTC) + timedelta(seconds=1)
+    task = stack.create(callbackUrl=receiver.url(path), delayUntil=when.isoformat())
+    response = stack.http.post(stack.url(f"/v1/tasks/{task['id']}/cancel"))
+    assert response.json()["task"]["status"] == "cancelled"
+    time.sleep(2)
+    assert receiver.calls(path) == []
+    assert stack.get(task["id"])["status"] == "cancelled"
+
+
+@pytest.mark.parametrize("code", [301, 302, 307])
+def test_redirect_is_followed(stack, receiver, code):
+    path = unique(f"/redirect/{code}")
+    done = stack.wait_done(stack.create(callbackUrl=receiver.url(path))["id"])
+    assert done["status"] == "completed" and done["result"]["statusCode"] == 200
+    assert len(receiver.calls(path)) == 1
+
+
+def test_large_response_body_is_truncated(stack, receiver):
+    path = f"/big/{200_000}"
+    done = stack.wait_done(stack.create(callbackUrl=receiver.url(path))["id"])
+    assert done["status"] == "completed"
+    assert len(done["result"]["body"]) == 65536
+    assert done["result"]["bodyTruncated"] is True
+
+
+def test_on_complete_on_success_and_failure(stack, receiver):
+    hook_ok, hook_fail = unique("/ok/hook"), unique("/ok/hook")
+    ok = stack.create(callbackUrl=receiver.url(unique("/ok")), onCompleteUrl=receiver.url(hook_ok))
+    bad = stack.create(
+        callbackUrl=receiver.url(unique("/status/500")),
+        maxRetries=0,
+        onCompleteUrl=receiver.url(hook_fail),
+    )
+    wait_for(lambda: receiver.calls(hook_ok) and receiver.calls(hook_fail), timeout=10)
+    (event,) = [json.loads(c.body) for c in receiver.calls(hook_ok)]
+    assert event["event"] == "task.completed"
+    assert event["task"]["id"] == ok["id"] and event["task"]["status"] == "completed"
+    assert event["task"]["result"]["statusCode"] == 200 and event["task"]["error"] is None
+    assert set(event["task"]) == {
+        "id",
+        "status",
+        "result",
+        "error",
+        "retryCount",
+        "createdAt",
+        "completedAt",
+    }
+    (failed,) = [json.loads(c.body) for c in receiver.calls(hook_fail)]
+    assert failed["task"]["id"] == bad["id"] and failed["task"]["status"] == "failed"
+    assert failed["task"]["error"] == "HTTP 500"
+
+
+def test_failing_on_complete_leaves_the_task_alone(stack, receiver):
+    hook = unique("/status/500")
+    task = stack.create(callbackUrl=receiver.url(unique("/ok")), onCompleteUrl=receiver.url(hook))
+    wait_for(lambda: receiver.calls(hook), timeout=10)
+    time.sleep(0.5)
+    done = stack.get(task["id"])
+    assert done["status"] == "completed" and done["retryCount"] == 0
+    assert len(receiver.calls(hook)) == 1  # not retried
+
+
+def test_kill_9_mid_callback_then_the_task_still_completes(own_stack, receiver):
+    name = uuid.uuid4().hex[:8]
+    path = f"/sleep/2/{name}"
+    first = own_stack.start_worker()
+    task = own_stack.create(callbackUrl=receiver.url(path), timeout=5, maxWaitTime=30)
+    wait_for(lambda: receiver.calls(path), timeout=10, message="the first call")
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    own_stack.start_worker()
+    done = own_stack.wait_done(task["id"], timeout=20)  # lease: 5 s timeout + 1 s grace
+    assert done["status"] == "completed"
+    assert len(receiver.calls(path)) == 2  # at-least-once: the killed call, then the retry
+    assert done["retryCount"] == 0
+
+
+def test_sigterm_drains_in_flight_callbacks(own_stack, receiver):
+    path = unique("/sleep/1.5")
+    worker = own_stack.start_worker()
+    task = own_stack.create(callbackUrl=receiver.url(path))
+    wait_for(lambda: receiver.calls(path), timeout=10)
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=15) == 0
+    assert own_stack.get(task["id"])["status"] == "completed"
+
+
+def test_sigterm_hands_back_what_outlives_the_grace(own_stack, receiver):
+    path = unique("/sleep/4")
+    worker = own_stack.start_worker(ASYNCQUEUE_SHUTDOWN_GRACE="0.5")
+    task = own_stack.create(callbackUrl=receiver.url(path), timeout=10)
+    wait_for(lambda: receiver.calls(path), timeout=10)
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=10) == 0
+    handed_back = own_stack.get(task["id"])
+    assert handed_back["status"] == "processing"  # not failed
+    own_stack.start_worker()
+    assert own_stack.wait_done(task["id"], timeout=20)["status"] == "completed"
