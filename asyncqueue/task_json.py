@@ -18,6 +18,16 @@ def _number(value: float) -> int | float:
     return int(value) if float(value).is_integer() else value
 
 
+RESULT_KEYS = ("statusCode", "headers", "body", "bodyTruncated", "duration")
+
+
+def _result(result: dict | None) -> dict | None:
+    """The stored result in the document's key order (jsonb does not keep it)."""
+    if result is None:
+        return None
+    return {k: result[k] for k in RESULT_KEYS if k in result}
+
+
 def task_to_json(row: dict[str, Any]) -> dict[str, Any]:
     """The task as the API document shows it. Fields not known yet (result, error, startedAt,
     completedAt) and optional fields the client did not give (body, onCompleteUrl, delayUntil)
@@ -42,7 +52,7 @@ def task_to_json(row: dict[str, Any]) -> dict[str, Any]:
     if row["delay_until"] is not None:
         task["delayUntil"] = format_time(row["delay_until"])
     if row["result"] is not None:
-        task["result"] = row["result"]
+        task["result"] = _result(row["result"])
     if row["error"] is not None:
         task["error"] = row["error"]
     task["createdAt"] = format_time(row["created_at"])
@@ -59,7 +69,7 @@ def completion_event(row: dict[str, Any]) -> dict[str, Any]:
         "task": {
             "id": str(row["id"]),
             "status": row["status"],
-            "result": row["result"],
+            "result": _result(row["result"]),
             "error": row["error"],
             "retryCount": row["retry_count"],
             "createdAt": format_time(row["created_at"]),
