@@ -127,16 +127,15 @@ class WholeNumber(fields.Integer):
 class Seconds(fields.Float):
     """A positive number of seconds, at most `high` (None: the caller checks the upper bound)."""
 
-    def __init__(self, name: str, high: float | None, **kwargs):
+    def __init__(self, name: str, high: float | None, max_documented: float = 0, **kwargs):
         self.high = high
         message = (
             f"{name} must be a number greater than 0 and at most {high:g}"
             if high is not None
             else f"{name} must be a number greater than 0"
         )
-        metadata = {"exclusiveMinimum": 0}
-        if high is not None:
-            metadata["maximum"] = high
+        # OpenAPI 3.0 spells "> 0" as minimum 0 with a boolean exclusiveMinimum.
+        metadata = {"minimum": 0, "exclusiveMinimum": True, "maximum": high or max_documented}
         super().__init__(
             metadata=metadata,
             error_messages={"invalid": message, "null": message},
@@ -165,11 +164,11 @@ class IsoDateTime(fields.String):
         value = super()._deserialize(value, attr, data, **kwargs)
         try:
             parsed = datetime.fromisoformat(value.strip())
-        except ValueError:
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=UTC)
+            return parsed.astimezone(UTC)
+        except (ValueError, OverflowError):  # OverflowError: an offset past year 1 or 9999
             raise self.make_error("invalid") from None
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=UTC)
-        return parsed.astimezone(UTC)
 
 
 class CallbackHeaders(fields.Dict):
@@ -225,6 +224,8 @@ class CallbackBody(fields.String):
         value = super()._deserialize(value, attr, data, **kwargs)
         if len(value.encode()) > limits.MAX_CALLBACK_BODY:
             raise ValidationError(f"body must be at most {limits.MAX_CALLBACK_BODY} bytes")
+        if "\0" in value:  # PostgreSQL text cannot hold it, and no JSON-stringified body has one
+            raise ValidationError("body must not contain NUL characters")
         return value
 
 
@@ -240,7 +241,15 @@ class NewTaskSchema(Schema):
     method = Choice("method", METHODS, load_default="POST")
     headers = CallbackHeaders(load_default=dict)
     body = CallbackBody(load_default=None)
-    max_wait_time = Seconds("maxWaitTime", None, data_key="maxWaitTime", load_default=30)
+    # The upper bound depends on the team's plan, so it is checked after loading; the OpenAPI
+    # document shows the highest plan's.
+    max_wait_time = Seconds(
+        "maxWaitTime",
+        None,
+        max(limits.PLAN_MAX_WAIT_TIME.values()),
+        data_key="maxWaitTime",
+        load_default=30,
+    )
     timeout = Seconds("timeout", limits.MAX_TIMEOUT, load_default=30)
     delay_until = IsoDateTime("delayUntil", data_key="delayUntil", load_default=None)
     max_retries = WholeNumber(

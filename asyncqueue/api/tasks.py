@@ -27,9 +27,12 @@ def _json_body():
     if not raw.strip():
         raise ApiError(400, "Request body must be a JSON object")
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        payload = json.loads(raw)
+        # A lone surrogate escape ("\ud800") parses, but is not text anything can store.
+        json.dumps(payload, ensure_ascii=False).encode()
+    except (ValueError, UnicodeError):
         raise ApiError(400, "Malformed JSON in request body") from None
+    return payload
 
 
 def _task_id(raw: str) -> uuid.UUID:

@@ -357,3 +357,29 @@ def test_unreachable_database_is_json_503():
     assert response.status_code == 503
     assert response.get_json() == {"error": "Service temporarily unavailable: database unreachable"}
     app.extensions["asyncqueue"].database.close()
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ('{"callbackUrl": "https://e.com/\\ud800"}', "Malformed JSON in request body"),
+        (
+            '{"callbackUrl": "https://e.com/", "body": "a\\u0000b"}',
+            "body must not contain NUL characters",
+        ),
+        (
+            '{"callbackUrl": "https://e.com/", "delayUntil": "0001-01-01T00:00:00+01:00"}',
+            "delayUntil must be a valid ISO 8601 date",
+        ),
+    ],
+)
+def test_text_postgres_cannot_store_is_a_400_not_a_500(client, auth, raw, message):
+    response = client.post(
+        "/v1/tasks", data=raw, headers={**auth, "Content-Type": "application/json"}
+    )
+    assert (response.status_code, response.get_json()) == (400, {"error": message})
+
+
+def test_early_years_are_zero_padded(client, auth):
+    task = create(client, auth, delayUntil="0434-07-29T19:02:58.904Z").get_json()["task"]
+    assert task["delayUntil"] == "0434-07-29T19:02:58.904Z"
