@@ -15,6 +15,7 @@ ON_COMPLETE_TIMEOUT = 10  # seconds, as the API document promises
 
 LIST_DEFAULT_LIMIT = 50
 LIST_MAX_LIMIT = 100
+LIST_MAX_OFFSET = 10_000_000  # deeper pages would scan millions of rows each
 
 # Plan limits, from the API document's table. None means unlimited.
 PLAN_MAX_WAIT_TIME = {"free": 30, "pro": 120}

@@ -269,7 +269,9 @@ class ListQuerySchema(Schema):
 
     status = Choice("status", STATUSES, load_default=None)
     limit = fields.Integer(load_default=limits.LIST_DEFAULT_LIMIT, metadata={"minimum": 1})
-    offset = fields.Integer(load_default=0, metadata={"minimum": 0})
+    offset = fields.Integer(
+        load_default=0, metadata={"minimum": 0, "maximum": limits.LIST_MAX_OFFSET}
+    )
     sort_order = Choice("sortOrder", ("asc", "desc"), data_key="sortOrder", load_default="desc")
 
 
@@ -337,10 +339,12 @@ def validate_list_query(args: dict) -> tuple[dict | None, str | None]:
         if raw is None or raw == "":
             clean[name] = default
             continue
-        if not raw.isdigit() or int(raw) < low:
+        if not (raw.isascii() and raw.isdigit()) or int(raw) < low:
             return None, f"{name} must be a whole number of at least {low}"
         clean[name] = int(raw)
     clean["limit"] = min(clean["limit"], limits.LIST_MAX_LIMIT)
+    if clean["offset"] > limits.LIST_MAX_OFFSET:
+        return None, f"offset must be at most {limits.LIST_MAX_OFFSET}"
     sort_order = args.get("sortOrder") or "desc"
     if sort_order not in ("asc", "desc"):
         return None, "sortOrder must be one of: asc, desc"

@@ -1,6 +1,8 @@
 """Fuzzing the API from its own OpenAPI document (schemathesis), with a valid key, against a real
 database: no response is a server error, and every response matches the document."""
 
+import os
+
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -38,7 +40,10 @@ def test_api_matches_its_openapi_document(app, pro_key):
 
         @given(case=operation.as_strategy())
         @settings(
-            max_examples=80, deadline=None, suppress_health_check=list(HealthCheck), database=None
+            max_examples=int(os.environ.get("ASYNCQUEUE_FUZZ_EXAMPLES", "100")),
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            database=None,
         )
         def fuzz(case):
             response = case.call_and_validate(headers=headers, checks=CHECKS)

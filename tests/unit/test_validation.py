@@ -247,6 +247,8 @@ def test_list_query_accepted(args, expected):
         ({"limit": "0"}, "limit must be a whole number of at least 1"),
         ({"limit": "ten"}, "limit must be a whole number of at least 1"),
         ({"offset": "-1"}, "offset must be a whole number of at least 0"),
+        ({"offset": "47787449693297049600"}, "offset must be at most 10000000"),
+        ({"limit": "²"}, "limit must be a whole number of at least 1"),
         ({"sortOrder": "up"}, "sortOrder must be one of: asc, desc"),
     ],
 )
