@@ -8,6 +8,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote
 
 from asyncqueue import db
 from asyncqueue.cli import create_key
@@ -51,6 +52,8 @@ class Receiver:
     /sleep/<seconds>         wait, then 200
     /redirect/<code>         redirect to /ok with that code
     /big/<bytes>             a body of that many bytes
+    /goto/<code>?<url>       redirect to <url> (percent-encoded) with that code
+    /endless                 stream a chunked body that never ends (until the client leaves)
     """
 
     host: str = "127.0.0.1"
@@ -87,6 +90,19 @@ class Receiver:
                 self.end_headers()
                 self.wfile.write(body)
 
+            def _stream_forever(self):
+                self.send_response(200)
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                chunk = b"y" * 65536
+                end = time.monotonic() + 30  # bounded, like every load here
+                try:
+                    while time.monotonic() < end:
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                except OSError:
+                    pass  # the client stopped reading, as it should
+                self.close_connection = True
+
             def _respond(self):
                 parts = self.path.split("?")[0].strip("/").split("/")
                 kind = parts[0]
@@ -104,6 +120,11 @@ class Receiver:
                     self._send(int(parts[1]), b"", {"Location": "/ok"})
                 elif kind == "big":
                     self._send(200, b"x" * int(parts[1]))
+                elif kind == "goto":
+                    target = unquote(self.path.split("?", 1)[1])
+                    self._send(int(parts[1]), b"", {"Location": target})
+                elif kind == "endless":
+                    self._stream_forever()
                 else:
                     self._send(200)
 
@@ -112,7 +133,9 @@ class Receiver:
         self.server = ThreadingHTTPServer((self.host, self.port), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
         return self
 
     def stop(self) -> None:

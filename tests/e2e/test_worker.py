@@ -248,3 +248,30 @@ def test_sigterm_hands_back_what_outlives_the_grace(own_stack, receiver):
     assert handed_back["status"] == "processing"  # not failed
     own_stack.start_worker()
     assert own_stack.wait_done(task["id"], timeout=20)["status"] == "completed"
+
+
+def test_name_resolving_to_a_blocked_address_fails_without_retries(own_stack, receiver):
+    own_stack.start_worker(ASYNCQUEUE_ALLOW_PRIVATE_NETWORKS="false")
+    path = unique("/ok")
+    task = own_stack.create(callbackUrl=f"http://localhost:{receiver.port}{path}", maxRetries=3)
+    done = own_stack.wait_done(task["id"])
+    assert done["status"] == "failed"
+    assert done["error"].startswith("blocked destination: localhost: ")
+    assert done["retryCount"] == 0
+    assert receiver.calls(path) == []
+
+
+def test_logs_never_hold_keys_or_bodies(stack, receiver):
+    secret_body = f"body-{uuid.uuid4().hex}"
+    secret_header = f"header-{uuid.uuid4().hex}"
+    task = stack.create(
+        callbackUrl=receiver.url(unique("/status/500")),
+        body=secret_body,
+        headers={"Authorization": secret_header},
+        maxRetries=1,
+    )
+    stack.wait_done(task["id"])
+    logs = "".join(p.read_text() for p in stack.log_dir.glob("*.log"))
+    assert task["id"] in logs  # the worker did log this task's attempts
+    for secret in (stack.key, secret_body, secret_header):
+        assert secret not in logs
