@@ -13,6 +13,8 @@ import psycopg
 import pytest
 
 from asyncqueue import db
+from tests.stack import Stack
+from tests.support import Receiver
 
 
 def _with_dbname(url: str, name: str) -> str:
@@ -72,3 +74,45 @@ def database_url(pg_admin_url, template_db):
 def conn(database_url):
     with db.connect(database_url, autocommit=True) as connection:
         yield connection
+
+
+def pytest_terminal_summary(terminalreporter):
+    from tests.support import REPORT
+
+    if REPORT:
+        terminalreporter.section("fault drill figures")
+        for line in REPORT:
+            terminalreporter.write_line(line)
+
+
+# -- the service as processes (end-to-end tests and drills) ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def receiver():
+    r = Receiver().start()
+    yield r
+    r.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(pg_admin_url, template_db):
+    """Web + one worker, shared by a module's tests (each uses its own receiver paths)."""
+    name, url = clone_database(pg_admin_url, template_db)
+    s = Stack(url, Path(tempfile.mkdtemp(prefix="asyncqueue-e2e-")))
+    s.start_web()
+    s.start_worker()
+    yield s
+    s.stop()
+    drop_database(pg_admin_url, name)
+
+
+@pytest.fixture
+def own_stack(pg_admin_url, template_db):
+    """Web only, on a database of its own; the test starts (and kills) its own workers."""
+    name, url = clone_database(pg_admin_url, template_db)
+    s = Stack(url, Path(tempfile.mkdtemp(prefix="asyncqueue-e2e-")))
+    s.start_web()
+    yield s
+    s.stop()
+    drop_database(pg_admin_url, name)

@@ -151,3 +151,11 @@ class Receiver:
 
     def json_bodies(self, path_prefix: str) -> list:
         return [json.loads(r.body) for r in self.calls(path_prefix)]
+
+
+# Figures from the fault drills and the bench smoke test, printed at the end of the run.
+REPORT: list[str] = []
+
+
+def report(line: str) -> None:
+    REPORT.append(line)

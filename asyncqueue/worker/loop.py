@@ -108,7 +108,8 @@ class Worker:
     def _claim(self, free: int) -> list[dict]:
         with self.pool.connection() as conn:
             rows = conn.execute(
-                db.query("task_claim"), {"limit": free, "grace": self.settings.lease_grace}
+                db.query("task_claim"),
+                {"limit": free, "grace": self.settings.lease_grace, "worker": self.name},
             ).fetchall()
         with self._held_lock:
             for row in rows:

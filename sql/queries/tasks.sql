@@ -46,6 +46,7 @@ WITH due AS (
     SET status = 'processing',
         started_at = coalesce(t.started_at, now()),
         claim_token = gen_random_uuid(),
+        claimed_by = %(worker)s,
         attempts = t.attempts + 1,
         next_run_at = now() + make_interval(secs => greatest(0, least(t.timeout,
             extract(epoch FROM coalesce(t.started_at, now())

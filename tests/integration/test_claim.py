@@ -22,7 +22,9 @@ def insert_tasks(conn, team_id, n, **overrides):
 
 
 def claim(conn, limit=10, grace=10.0):
-    return conn.execute(db.query("task_claim"), {"limit": limit, "grace": grace}).fetchall()
+    return conn.execute(
+        db.query("task_claim"), {"limit": limit, "grace": grace, "worker": "test:1"}
+    ).fetchall()
 
 
 def test_eight_claimers_take_every_task_exactly_once(conn, database_url):
@@ -55,6 +57,7 @@ def test_claim_sets_start_lease_and_token(conn):
     assert row["status"] == "processing"
     assert row["started_at"] == row["claimed_at"]
     assert row["claim_token"] is not None and row["attempts"] == 1
+    assert row["claimed_by"] == "test:1"
     lease = (row["next_run_at"] - row["claimed_at"]).total_seconds()
     assert abs(lease - 7) < 0.01  # attempt timeout + grace
     assert (row["deadline"] - row["started_at"]).total_seconds() == 30
