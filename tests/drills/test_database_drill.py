@@ -1,0 +1,148 @@
+"""Database drill: every app connection terminated every 3 s for 30 s, then PostgreSQL stopped for
+10 s and started again. The API answers JSON 503 during the outage and recovers within 10 s;
+workers resume by themselves; no task is lost; no process exits.
+
+The drill runs its own embedded PostgreSQL so that it can stop it. With TEST_DATABASE_URL (a
+server the tests do not own) only the termination part runs."""
+
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+import requests
+
+from asyncqueue import db
+from tests.stack import Stack
+from tests.support import report, wait_for
+
+TERMINATE_SECONDS = 30
+OUTAGE_SECONDS = 10
+
+
+@pytest.fixture
+def private_server():
+    if os.environ.get("TEST_DATABASE_URL"):
+        yield None
+        return
+    from asyncqueue import embedded_pg
+
+    server = embedded_pg.ensure_running(
+        Path(tempfile.mkdtemp(prefix="asyncqueue-drill-")) / "pgdata", fast_unsafe=True
+    )
+    yield server
+    server.destroy()
+
+
+def test_database_drill(private_server, pg_admin_url, template_db, receiver, tmp_path):
+    if private_server is None:
+        from tests.conftest import clone_database
+
+        _, url = clone_database(pg_admin_url, template_db)
+        admin_url = pg_admin_url
+    else:
+        admin_url = private_server.url
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute("CREATE DATABASE drill")
+        url = private_server.url_for("drill")
+        db.migrate(url)
+    stack = Stack(url, tmp_path, ASYNCQUEUE_LOG_LEVEL="WARNING")
+    stack.start_web()
+    for _ in range(2):
+        stack.start_worker()
+
+    responses: list[tuple[float, int, object]] = []  # (time, status, json body)
+    created: list[str] = []
+    stop_creating = threading.Event()
+
+    def create_steadily():
+        http = requests.Session()
+        http.trust_env = False
+        http.headers["X-API-Key"] = stack.key
+        while not stop_creating.is_set():
+            try:
+                r = http.post(
+                    stack.url("/v1/tasks"), json={"callbackUrl": receiver.url("/ok")}, timeout=15
+                )
+                body = r.json()
+                responses.append((time.monotonic(), r.status_code, body))
+                if r.status_code == 201:
+                    created.append(body["task"]["id"])
+            except (requests.ConnectionError, ValueError) as exc:
+                responses.append((time.monotonic(), -1, repr(exc)))
+            time.sleep(0.05)
+
+    creator = threading.Thread(target=create_steadily)
+    creator.start()
+    terminations = 0
+    end = time.monotonic() + TERMINATE_SECONDS
+    while time.monotonic() < end:
+        time.sleep(3)
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            terminations += admin.execute(
+                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                (psycopg.conninfo.conninfo_to_dict(url)["dbname"],),
+            ).fetchone()[0]
+
+    recovery = None
+    outage_statuses: set[int] = set()
+    if private_server is not None:
+        private_server.stop("fast")
+        down_at = time.monotonic()
+        time.sleep(OUTAGE_SECONDS)
+        private_server.start()
+        up_at = time.monotonic()
+        outage_statuses = {s for t, s, _ in responses if down_at + 3 < t < up_at}
+        first_ok = wait_for(
+            lambda: next((t for t, s, _ in responses if t > up_at and s == 201), None),
+            timeout=30,
+            interval=0.1,
+            message="the API to recover",
+        )
+        recovery = first_ok - up_at
+    time.sleep(3)
+    stop_creating.set()
+    creator.join()
+
+    with db.connect(url, autocommit=True) as conn:
+        wait_for(
+            lambda: (
+                conn.execute(
+                    "SELECT count(*) AS n FROM tasks WHERE status <> 'completed'"
+                ).fetchone()["n"]
+                == 0
+            ),
+            timeout=60,
+            interval=0.5,
+            message="every task to complete",
+        )
+        stored = conn.execute("SELECT count(*) AS n FROM tasks").fetchone()["n"]
+    delivered = {r.headers.get("X-AsyncQueue-Task-Id") for r in receiver.requests}
+    lost = [t for t in created if t not in delivered]
+    statuses = sorted({s for _, s, _ in responses})
+    errors = [b for _, s, b in responses if s == 503]
+    alive = [p.poll() is None for p in [stack.web, *stack.workers]]
+    recovered = f"{recovery:.1f} s" if recovery is not None else "n/a"
+    report(
+        f"database drill: {len(created)} tasks created, {terminations} connections terminated "
+        f"over {TERMINATE_SECONDS} s, outage {OUTAGE_SECONDS if recovery is not None else 0} s, "
+        f"API statuses seen {statuses}, recovery after restart "
+        f"{recovered}, lost {len(lost)}, "
+        f"processes alive {sum(alive)}/{len(alive)}"
+    )
+    stack.stop()
+    assert set(statuses) <= {201, 503}
+    assert all(
+        b == {"error": "Service temporarily unavailable: database unreachable"} for b in errors
+    )
+    assert terminations > 0
+    if recovery is not None:
+        assert outage_statuses == {503}
+        assert recovery <= 10
+    assert stored == len(created)
+    assert lost == []
+    assert all(alive)
