@@ -56,9 +56,8 @@ def make_pool(
         name=name,
         kwargs={"row_factory": dict_row},
         configure=_configure,
-        # A dead connection (server restarted, backend terminated) is found and replaced
-        # before use instead of failing the caller's request.
-        check=ConnectionPool.check_connection,
+        # No ping before each use (a round trip per checkout): callers retry or re-check what
+        # a dead connection breaks, and the pool drops connections found broken.
         reconnect_timeout=3600,
         timeout=timeout,
         open=True,

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import uuid
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
+import psycopg
 from flask import Blueprint, current_app, jsonify, request
 from psycopg.types.json import Jsonb
 
@@ -20,6 +22,29 @@ bp = Blueprint("tasks", __name__, url_prefix="/v1/tasks")
 
 def _pool():
     return current_app.extensions["asyncqueue"].pool()
+
+
+@contextmanager
+def authenticated():
+    """A pooled connection and the caller it authenticates.
+
+    Connections are not pinged before use (that would cost a round trip per request); instead a
+    connection found dead by the authentication query (the server restarted, or the backend was
+    terminated) is dropped and the read-only query tried again on another; after a restart every
+    pooled connection may be dead, hence up to pool size + 1 tries.
+    """
+    pool = _pool()
+    tries = pool.max_size + 1
+    for attempt in range(1, tries + 1):
+        with pool.connection() as conn:
+            try:
+                caller = authenticate(conn)
+            except psycopg.OperationalError:
+                if attempt == tries or not conn.broken:
+                    raise
+                continue  # the pool discards the broken connection
+            yield conn, caller
+            return
 
 
 def _json_body():
@@ -54,8 +79,7 @@ def _owned_task(conn, caller: Caller, task_id: uuid.UUID) -> dict:
 @bp.post("")
 def create_task():
     settings = current_app.extensions["asyncqueue"].settings
-    with _pool().connection() as conn:
-        caller = authenticate(conn)
+    with authenticated() as (conn, caller):
         payload = _json_body()
         task, error = validate_new_task(
             payload,
@@ -73,8 +97,7 @@ def create_task():
 
 @bp.get("")
 def list_tasks():
-    with _pool().connection() as conn:
-        caller = authenticate(conn)
+    with authenticated() as (conn, caller):
         params, error = validate_list_query(request.args)
         if error:
             raise ApiError(400, error)
@@ -101,16 +124,14 @@ def list_tasks():
 
 @bp.get("/<task_id>")
 def get_task(task_id: str):
-    with _pool().connection() as conn:
-        caller = authenticate(conn)
+    with authenticated() as (conn, caller):
         row = _owned_task(conn, caller, _task_id(task_id))
     return jsonify(task=task_to_json(row))
 
 
 @bp.post("/<task_id>/cancel")
 def cancel_task(task_id: str):
-    with _pool().connection() as conn:
-        caller = authenticate(conn)
+    with authenticated() as (conn, caller):
         tid = _task_id(task_id)
         row = conn.execute(
             db.query("task_cancel"), {"id": tid, "team_id": caller.team_id}

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import signal
 import socket
 import threading
@@ -68,12 +69,17 @@ class Worker:
         self._held: dict[uuid.UUID, uuid.UUID] = {}  # task id -> claim token, while in flight
         self._held_lock = threading.Condition()
         self._notifications: set = set()
+        self.completions: queue.Queue = queue.Queue()
+        self.completer = threading.Thread(
+            target=self._complete_batches, name="completer", daemon=True
+        )
 
     # -- dispatcher ---------------------------------------------------------------------------
 
     def run(self) -> int:
         self._install_signal_handlers()
         self.listener.start()
+        self.completer.start()
         log_event(log, "worker started", worker=self.name, concurrency=self.concurrency)
         failures = 0
         while not self.stopping.is_set():
@@ -149,19 +155,18 @@ class Worker:
         return session
 
     def _run_task(self, row: dict) -> None:
+        """Attempt the call and record the outcome. The task's slot is freed once the outcome
+        is written (by the completer, for final outcomes)."""
         try:
             outcome = self._attempt(row)
-            self._record(row, outcome)
         except Exception:
             log.exception(
                 "task run failed; its lease will bring it back",
                 extra={"fields": {"task_id": str(row["id"])}},
             )
-        finally:
-            with self._held_lock:
-                self._held.pop(row["id"], None)
-                self._held_lock.notify_all()
-            self.wake.set()
+            self._release([row])
+            return
+        self._record(row, outcome)
 
     def _db_now(self, row: dict) -> datetime:
         """Database time, extrapolated from the claim with this process's monotonic clock, so
@@ -210,69 +215,115 @@ class Worker:
         return outcome
 
     def _record(self, row: dict, outcome: Outcome) -> None:
-        """Write the outcome, fenced by the claim token; retried briefly if the database is
-        away (after that the lease brings the task back: at-least-once)."""
+        """Write a retry now; hand a final outcome to the completer, which writes them in batches."""
+        if outcome.kind != RETRY:
+            self.completions.put((row, outcome))
+            return
         params = {
             "id": row["id"],
             "claim_token": row["claim_token"],
             "result": Jsonb(outcome.result) if outcome.result is not None else None,
             "error": outcome.error,
+            "delay": outcome.retry_in,
         }
+        written = self._with_retries(
+            lambda conn: conn.execute(db.query("task_schedule_retry"), params).fetchall(),
+            task_id=str(row["id"]),
+        )
+        self._release([row])
+        if written is None:
+            return
+        if not written:
+            self._log_stale(row)
+            return
+        log_event(
+            log,
+            "retry scheduled",
+            task_id=str(row["id"]),
+            team_id=str(row["team_id"]),
+            retry=row["retry_count"] + 1,
+            retry_in=outcome.retry_in,
+            error=outcome.error,
+        )
+
+    def _with_retries(self, write, **fields):
+        """Run `write(conn)`, retrying briefly while the database is away; None if it stays
+        away (the lease then brings the task back: at-least-once)."""
         for delay in (0, 0.25, 0.5, 1, 2, 4, 8):
             if delay:
                 time.sleep(delay)
             try:
                 with self.pool.connection() as conn:
-                    if outcome.kind == RETRY:
-                        written = conn.execute(
-                            db.query("task_schedule_retry"), {**params, "delay": outcome.retry_in}
-                        ).fetchone()
-                    else:
-                        written = conn.execute(
-                            db.query("task_finish"), {**params, "status": outcome.kind}
-                        ).fetchone()
-                break
+                    return write(conn)
             except Exception as exc:
                 log_event(
                     log,
                     "recording outcome failed",
                     logging.WARNING,
-                    task_id=str(row["id"]),
                     error=str(exc).strip(),
+                    **fields,
                 )
-        else:
-            return
-        if written is None:
-            log_event(
-                log,
-                "stale claim: another worker owns this task now; result discarded",
-                logging.WARNING,
-                task_id=str(row["id"]),
-            )
-            return
-        if outcome.kind == RETRY:
-            log_event(
-                log,
-                "retry scheduled",
-                task_id=str(row["id"]),
-                team_id=str(row["team_id"]),
-                retry=row["retry_count"] + 1,
-                retry_in=outcome.retry_in,
-                error=outcome.error,
-            )
-            return
+        return None
+
+    def _release(self, rows: list[dict]) -> None:
+        with self._held_lock:
+            for row in rows:
+                self._held.pop(row["id"], None)
+            self._held_lock.notify_all()
+        self.wake.set()
+
+    def _log_stale(self, row: dict) -> None:
         log_event(
             log,
-            "task finished",
+            "stale claim: another worker owns this task now; result discarded",
+            logging.WARNING,
             task_id=str(row["id"]),
-            team_id=str(row["team_id"]),
-            status=outcome.kind,
-            error=outcome.error,
         )
-        if written["on_complete_url"]:
-            future = self.notifier.submit(self._notify_completion, written)
-            self._notifications.add(future)
-            future.add_done_callback(self._notifications.discard)
+
+    def _complete_batches(self) -> None:
+        """The completer thread: write final outcomes in batches (one statement for all that
+        have piled up), so that recording costs one round trip per batch, not per task."""
+        while True:
+            batch = [self.completions.get()]
+            while len(batch) < 500:
+                try:
+                    batch.append(self.completions.get_nowait())
+                except queue.Empty:
+                    break
+            params = {"ids": [], "claim_tokens": [], "statuses": [], "results": [], "errors": []}
+            for row, outcome in batch:
+                params["ids"].append(row["id"])
+                params["claim_tokens"].append(row["claim_token"])
+                params["statuses"].append(outcome.kind)
+                params["results"].append(
+                    Jsonb(outcome.result) if outcome.result is not None else None
+                )
+                params["errors"].append(outcome.error)
+            written = self._with_retries(
+                lambda conn, p=params: conn.execute(db.query("task_finish_many"), p).fetchall(),
+                tasks=len(batch),
+            )
+            self._release([row for row, _ in batch])
+            if written is None:
+                continue
+            finished = {r["id"]: r for r in written}
+            for row, outcome in batch:
+                done = finished.get(row["id"])
+                if done is None:
+                    self._log_stale(row)
+                    continue
+                log_event(
+                    log,
+                    "task finished",
+                    task_id=str(row["id"]),
+                    team_id=str(row["team_id"]),
+                    status=outcome.kind,
+                    error=outcome.error,
+                )
+                if done["on_complete_url"]:
+                    future = self.notifier.submit(self._notify_completion, done)
+                    self._notifications.add(future)
+                    future.add_done_callback(self._notifications.discard)
 
     def _notify_completion(self, row: dict) -> None:
         spec = CallSpec(

@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import requests
@@ -85,7 +86,11 @@ async def pgqueuer_main(dsn: str, command: str, args: list[str]) -> None:
     elif command == "work":
         RECEIVER["url"] = args[0]
         concurrency = int(args[1])
-        manager = QueueManager(driver)
+        manager = QueueManager(queries)
+
+        # PgQueuer's own limits hold completed jobs as "picked" until its status buffer flushes,
+        # which stalls a drain; bound the callbacks in flight with the thread pool instead.
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(concurrency))
 
         @manager.entrypoint("post")
         async def post_job(job) -> None:
@@ -95,7 +100,6 @@ async def pgqueuer_main(dsn: str, command: str, args: list[str]) -> None:
         loop.add_signal_handler(signal.SIGTERM, manager.shutdown.set)
         await manager.run(
             batch_size=max(1, concurrency // 2),
-            max_concurrent_tasks=concurrency,
             dequeue_timeout=timedelta(seconds=30),
         )
     elif command == "enqueue":

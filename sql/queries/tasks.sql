@@ -92,3 +92,17 @@ SELECT id, pg_notify('asyncqueue_tasks', '') FROM released;
 -- name: task_seconds_until_due
 SELECT extract(epoch FROM min(next_run_at) - clock_timestamp()) AS seconds
 FROM tasks WHERE status IN ('pending', 'delayed', 'processing');
+
+-- name: task_finish_many
+-- task_finish for a batch of outcomes in one statement; each row is fenced by its claim token.
+WITH outcome AS (
+    SELECT * FROM unnest(%(ids)s::uuid[], %(claim_tokens)s::uuid[], %(statuses)s::text[],
+                         %(results)s::jsonb[], %(errors)s::text[])
+        AS o (id, claim_token, status, result, error)
+)
+UPDATE tasks t
+SET status = o.status, result = o.result, error = o.error, completed_at = now(),
+    next_run_at = NULL, claim_token = NULL
+FROM outcome o
+WHERE t.id = o.id AND t.claim_token = o.claim_token
+RETURNING t.*;

@@ -198,3 +198,26 @@ def test_insert_notifies_listeners(conn, database_url):
         insert_tasks(conn, team["id"], 3)
         got = list(listener.notifies(timeout=2, stop_after=1))
     assert [n.channel for n in got] == ["asyncqueue_tasks"]
+
+
+def test_batched_finish_is_fenced_row_by_row(conn):
+    team, _ = make_team(conn)
+    insert_tasks(conn, team["id"], 3)
+    rows = claim(conn)
+    stale_token = uuid.uuid4()
+    written = conn.execute(
+        db.query("task_finish_many"),
+        {
+            "ids": [r["id"] for r in rows],
+            "claim_tokens": [rows[0]["claim_token"], stale_token, rows[2]["claim_token"]],
+            "statuses": ["completed", "completed", "failed"],
+            "results": [Jsonb({"statusCode": 200}), None, None],
+            "errors": [None, None, "HTTP 503"],
+        },
+    ).fetchall()
+    assert {r["id"] for r in written} == {rows[0]["id"], rows[2]["id"]}
+    by_id = {r["id"]: r for r in conn.execute("SELECT * FROM tasks")}
+    assert by_id[rows[0]["id"]]["status"] == "completed"
+    assert by_id[rows[0]["id"]]["result"] == {"statusCode": 200}
+    assert by_id[rows[1]["id"]]["status"] == "processing"  # the stale write changed nothing
+    assert by_id[rows[2]["id"]]["error"] == "HTTP 503"
