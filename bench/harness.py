@@ -105,7 +105,7 @@ class Bench:
             **os.environ,
             "DATABASE_URL": self.url,
             "PORT": str(self.web_port),
-            "WEB_CONCURRENCY": "2",
+            "WEB_CONCURRENCY": os.environ.get("WEB_CONCURRENCY", "2"),
             "ASYNCQUEUE_ALLOW_PRIVATE_NETWORKS": "true",
             "ASYNCQUEUE_LOG_LEVEL": "WARNING",
             "ASYNCQUEUE_DB_POOL_SIZE": "4",
