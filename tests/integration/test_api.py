@@ -383,3 +383,18 @@ def test_text_postgres_cannot_store_is_a_400_not_a_500(client, auth, raw, messag
 def test_early_years_are_zero_padded(client, auth):
     task = create(client, auth, delayUntil="0434-07-29T19:02:58.904Z").get_json()["task"]
     assert task["delayUntil"] == "0434-07-29T19:02:58.904Z"
+
+
+def test_unexpected_failure_is_json_500_with_a_request_id(app, auth, monkeypatch):
+    from asyncqueue.api import tasks
+
+    def explode(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(tasks, "task_to_json", explode)
+    response = app.test_client().post(
+        "/v1/tasks", json={"callbackUrl": "https://e.com/"}, headers=auth
+    )
+    assert response.status_code == 500
+    request_id = response.headers["X-Request-Id"]
+    assert response.get_json() == {"error": f"Internal server error (request id {request_id})"}
