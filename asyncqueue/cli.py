@@ -96,6 +96,19 @@ def _lock_team(conn, team: dict) -> None:
     conn.execute(db.query("team_lock"), {"team_id": team["id"]})
 
 
+def _refuse_over_plan_limit(conn, team: dict, count_query: str, plan_limits: dict, what: str):
+    """Refuse adding one more of something the team's plan caps (members, keys). Call inside
+    a transaction: the team row is locked so two concurrent adds cannot both pass."""
+    _lock_team(conn, team)
+    count = conn.execute(db.query(count_query), {"team_id": team["id"]}).fetchone()["n"]
+    allowed = plan_limits[team["plan"]]
+    if allowed is not None and count >= allowed:
+        raise Refused(
+            f"team {team['name']} is on the {team['plan']} plan, which allows "
+            + what.format(n=allowed)
+        )
+
+
 @click.group(cls=Group)
 def main():
     """AsyncQueue: make HTTP calls later, reliably."""
@@ -204,14 +217,13 @@ def members_add(team, email, as_json):
         raise Refused(f"{email!r} is not an email address")
     with _connect() as conn, conn.transaction():
         found = _find_team(conn, team)
-        _lock_team(conn, found)
-        count = conn.execute(db.query("member_count"), {"team_id": found["id"]}).fetchone()["n"]
-        allowed = limits.PLAN_MAX_MEMBERS[found["plan"]]
-        if allowed is not None and count >= allowed:
-            raise Refused(
-                f"team {found['name']} is on the {found['plan']} plan, which allows "
-                f"{allowed} members; remove one or move to pro"
-            )
+        _refuse_over_plan_limit(
+            conn,
+            found,
+            "member_count",
+            limits.PLAN_MAX_MEMBERS,
+            "{n} members; remove one or move to pro",
+        )
         row = conn.execute(
             db.query("member_add"), {"team_id": found["id"], "email": email}
         ).fetchone()
@@ -263,14 +275,13 @@ def keys_group():
 def create_key(conn, team: dict, name: str | None) -> tuple[str, dict]:
     """A new key for `team`, within its plan's limit. Returns the key and its row."""
     with conn.transaction():
-        _lock_team(conn, team)
-        active = conn.execute(db.query("key_active_count"), {"team_id": team["id"]}).fetchone()["n"]
-        allowed = limits.PLAN_MAX_API_KEYS[team["plan"]]
-        if allowed is not None and active >= allowed:
-            raise Refused(
-                f"team {team['name']} is on the {team['plan']} plan, which allows "
-                f"{allowed} active API key; revoke it or move to pro"
-            )
+        _refuse_over_plan_limit(
+            conn,
+            team,
+            "key_active_count",
+            limits.PLAN_MAX_API_KEYS,
+            "{n} active API key; revoke it or move to pro",
+        )
         key = keys.generate_key()
         row = conn.execute(
             db.query("key_create"),
