@@ -19,7 +19,9 @@ ORDER BY created_at {direction}, id {direction}
 LIMIT %(limit)s OFFSET %(offset)s;
 
 -- name: task_count
-SELECT count(*) AS n FROM tasks WHERE team_id = %(team_id)s {status_filter};
+-- Kept by triggers (migration 0003); summing a team's few shard rows, not counting its tasks.
+SELECT coalesce(sum(n), 0)::bigint AS n FROM task_counts
+WHERE team_id = %(team_id)s {status_filter};
 
 -- name: task_cancel
 -- The row lock makes this safe against a claim at the same instant: whichever commits first wins,

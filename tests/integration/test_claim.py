@@ -221,3 +221,53 @@ def test_batched_finish_is_fenced_row_by_row(conn):
     assert by_id[rows[0]["id"]]["result"] == {"statusCode": 200}
     assert by_id[rows[1]["id"]]["status"] == "processing"  # the stale write changed nothing
     assert by_id[rows[2]["id"]]["error"] == "HTTP 503"
+
+
+def assert_counts_match(conn):
+    """The trigger-kept counts agree with counting the tasks themselves."""
+    counted = {
+        (r["team_id"], r["status"]): r["n"]
+        for r in conn.execute("SELECT team_id, status, count(*) AS n FROM tasks GROUP BY 1, 2")
+    }
+    kept = {
+        (r["team_id"], r["status"]): r["n"]
+        for r in conn.execute(
+            "SELECT team_id, status, sum(n) AS n FROM task_counts GROUP BY 1, 2 HAVING sum(n) <> 0"
+        )
+    }
+    assert kept == counted
+
+
+def test_task_counts_follow_every_change(conn, database_url):
+    team, _ = make_team(conn)
+    other, _ = make_team(conn, "other")
+    insert_tasks(conn, team["id"], 300)
+    insert_tasks(conn, other["id"], 50, status="delayed")
+    assert_counts_match(conn)
+
+    def claimer():
+        with db.connect(database_url, autocommit=True) as own:
+            while rows := claim(own, limit=7):
+                own.execute(
+                    db.query("task_finish_many"),
+                    {
+                        "ids": [r["id"] for r in rows],
+                        "claim_tokens": [r["claim_token"] for r in rows],
+                        "statuses": ["completed" if i % 3 else "failed" for i in range(len(rows))],
+                        "results": [None] * len(rows),
+                        "errors": [None] * len(rows),
+                    },
+                )
+
+    threads = [threading.Thread(target=claimer) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert_counts_match(conn)
+    insert_tasks(conn, team["id"], 5)
+    conn.execute("UPDATE tasks SET status = 'cancelled' WHERE status = 'pending'")
+    conn.execute("DELETE FROM tasks WHERE status = 'failed'")
+    assert_counts_match(conn)
+    conn.execute("DELETE FROM teams WHERE id = %s", (other["id"],))
+    assert_counts_match(conn)

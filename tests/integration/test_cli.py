@@ -133,3 +133,37 @@ def test_errors_are_one_line_without_traceback(monkeypatch):
     assert result.exit_code == 1
     assert result.output.strip().count("\n") == 0
     assert "DATABASE_URL is not set" in result.output
+
+
+def test_task_counts_migration_counts_existing_tasks(pg_admin_url):
+    """0003 on a database that already has tasks: the counts start right."""
+    import uuid
+
+    import psycopg
+
+    from tests.conftest import _with_dbname, drop_database
+    from tests.integration.test_claim import assert_counts_match, insert_tasks
+    from tests.support import make_team
+
+    name = f"aq_mig_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = _with_dbname(pg_admin_url, name)
+    try:
+        with db.connect(url, autocommit=True) as conn:
+            conn.execute(
+                "CREATE TABLE schema_migrations (version text PRIMARY KEY, "
+                "applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            for path in db.migration_files()[:2]:
+                conn.execute(path.read_text())
+                conn.execute("INSERT INTO schema_migrations VALUES (%s)", (path.stem,))
+            team = conn.execute(db.query("team_create"), {"name": "old", "plan": "free"}).fetchone()
+            insert_tasks(conn, team["id"], 40)
+            insert_tasks(conn, team["id"], 2, status="delayed")
+        assert db.migrate(url) == ["0003_task_counts"]
+        with db.connect(url, autocommit=True) as conn:
+            assert_counts_match(conn)
+            make_team(conn, "new")
+    finally:
+        drop_database(pg_admin_url, name)
