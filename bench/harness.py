@@ -510,17 +510,23 @@ class Bench:
             assert r.status_code == 200
         return {"p50_ms": percentile(latencies, 50), "p99_ms": percentile(latencies, 99)}
 
-    def explain_claim(self) -> str:
+    def explain_claim(self, runs: int = 5) -> str:
+        """EXPLAIN (ANALYZE, BUFFERS) of the claim, run `runs` times (each rolled back); the
+        last plan, with every run's execution time (the first pays for cold buffers)."""
         callback = self.insert_due(100, "/fast")
         query = db.query("task_claim")
+        times = []
         with psycopg.connect(self.url) as conn:
-            rows = conn.execute(
-                "EXPLAIN (ANALYZE, BUFFERS) " + query,
-                {"limit": 16, "grace": 10, "worker": "explain"},
-            ).fetchall()
-            conn.rollback()
+            for _ in range(runs):
+                rows = conn.execute(
+                    "EXPLAIN (ANALYZE, BUFFERS) " + query,
+                    {"limit": 16, "grace": 10, "worker": "explain"},
+                ).fetchall()
+                conn.rollback()
+                times += [r[0].split(":")[1].strip() for r in rows if "Execution Time" in r[0]]
         self.sql("DELETE FROM tasks WHERE callback_url = %s", (callback,))
-        return "\n".join(r[0] for r in rows)
+        plan = "\n".join(r[0] for r in rows)
+        return f"{plan}\nExecution times over {runs} runs: {', '.join(times)}"
 
 
 def run(args) -> dict:
