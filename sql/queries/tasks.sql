@@ -1,11 +1,17 @@
--- name: task_insert
+-- name: task_insert_for_key
+-- Authenticate, hold the team's plan limit and insert, in one statement (one round trip). It
+-- inserts nothing when the key is unknown or revoked, or maxWaitTime is over the team's plan
+-- limit; the API then finds out which, to say so.
 INSERT INTO tasks (team_id, status, callback_url, method, headers, body, max_wait_time, timeout,
                    max_retries, retry_backoff, on_complete_url, delay_until, next_run_at)
-VALUES (%(team_id)s,
-        CASE WHEN %(delay_until)s::timestamptz > now() THEN 'delayed' ELSE 'pending' END,
-        %(callback_url)s, %(method)s, %(headers)s, %(body)s, %(max_wait_time)s, %(timeout)s,
-        %(max_retries)s, %(retry_backoff)s, %(on_complete_url)s, %(delay_until)s,
-        greatest(coalesce(%(delay_until)s::timestamptz, now()), now()))
+SELECT k.team_id,
+       CASE WHEN %(delay_until)s::timestamptz > now() THEN 'delayed' ELSE 'pending' END,
+       %(callback_url)s, %(method)s, %(headers)s, %(body)s, %(max_wait_time)s, %(timeout)s,
+       %(max_retries)s, %(retry_backoff)s, %(on_complete_url)s, %(delay_until)s,
+       greatest(coalesce(%(delay_until)s::timestamptz, now()), now())
+FROM api_keys k JOIN teams t ON t.id = k.team_id
+WHERE k.key_hash = %(key_hash)s AND k.revoked_at IS NULL
+  AND %(max_wait_time)s <= (%(plan_max_wait)s::jsonb ->> t.plan)::float8
 RETURNING *;
 
 -- name: task_get

@@ -340,7 +340,9 @@ def test_openapi_document_describes_the_api(client):
 
 
 def test_named_queries_all_load():
-    assert {"task_claim", "task_finish", "task_insert", "key_authenticate"} <= set(db.queries())
+    assert {"task_claim", "task_finish", "task_insert_for_key", "key_authenticate"} <= set(
+        db.queries()
+    )
 
 
 def test_unreachable_database_is_json_503():
@@ -398,3 +400,26 @@ def test_unexpected_failure_is_json_500_with_a_request_id(app, auth, monkeypatch
     assert response.status_code == 500
     request_id = response.headers["X-Request-Id"]
     assert response.get_json() == {"error": f"Internal server error (request id {request_id})"}
+
+
+def test_create_after_backends_were_terminated_still_succeeds(client, auth, conn):
+    create(client, auth)  # the pool now holds a connection
+    conn.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
+    response = create(client, auth)
+    assert response.status_code == 201
+    assert conn.execute("SELECT count(*) AS n FROM tasks").fetchone()["n"] == 2
+
+
+def test_unknown_key_with_a_bad_body_is_401_not_400(client):
+    from asyncqueue.keys import generate_key
+
+    headers = {"X-API-Key": generate_key(), "Content-Type": "application/json"}
+    for body in ('{"method": "PATCH"}', "{not json"):
+        response = client.post("/v1/tasks", data=body, headers=headers)
+        assert (response.status_code, response.get_json()) == (
+            401,
+            {"error": "Invalid or revoked API key"},
+        )
