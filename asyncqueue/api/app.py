@@ -3,7 +3,6 @@ the first request, so each gunicorn worker (after fork) gets its own."""
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 import uuid
@@ -84,5 +83,4 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     app.register_blueprint(tasks_bp)
     register_error_handlers(app)
-    logging.getLogger("asyncqueue.api").debug("app created")
     return app
