@@ -40,6 +40,7 @@ class Received:
     headers: dict
     body: bytes
     at: float  # time.time() when the request line arrived
+    client_port: int = 0  # the caller's source port: one per connection it opened
 
 
 @dataclass
@@ -53,6 +54,8 @@ class Receiver:
     /redirect/<code>         redirect to /ok with that code
     /big/<bytes>             a body of that many bytes
     /goto/<code>?<url>       redirect to <url> (percent-encoded) with that code
+    /cookie/<name>           200 with a Set-Cookie header
+    /nul/<name>              200 with NUL bytes in the body and in a header
     /endless                 stream a chunked body that never ends (until the client leaves)
     """
 
@@ -77,7 +80,14 @@ class Receiver:
                 body = self.rfile.read(length) if length else b""
                 with receiver.lock:
                     receiver.requests.append(
-                        Received(self.command, self.path, dict(self.headers), body, arrived)
+                        Received(
+                            self.command,
+                            self.path,
+                            dict(self.headers),
+                            body,
+                            arrived,
+                            self.client_address[1],
+                        )
                     )
                 self._respond()
 
@@ -123,6 +133,10 @@ class Receiver:
                 elif kind == "goto":
                     target = unquote(self.path.split("?", 1)[1])
                     self._send(int(parts[1]), b"", {"Location": target})
+                elif kind == "nul":
+                    self._send(200, b'{"a": "x\x00y"}\x00', {"X-Odd": "p\x00q"})
+                elif kind == "cookie":
+                    self._send(200, headers={"Set-Cookie": "session=secret; Path=/"})
                 elif kind == "endless":
                     self._stream_forever()
                 else:

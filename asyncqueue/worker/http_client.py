@@ -12,6 +12,7 @@ every attempt held to a hard deadline.
 from __future__ import annotations
 
 import contextlib
+import http.cookiejar
 import ipaddress
 import socket
 import threading
@@ -72,6 +73,7 @@ class Watchdog:
         self._cond = threading.Condition()
         self._attempts: set[Attempt] = set()
         self._thread: threading.Thread | None = None
+        self._wakes_at = float("inf")  # when the watchdog thread will next look
 
     def begin(self, seconds: float) -> Attempt:
         attempt = Attempt(time.monotonic() + seconds)
@@ -82,7 +84,11 @@ class Watchdog:
                 )
                 self._thread.start()
             self._attempts.add(attempt)
-            self._cond.notify()
+            # Wake the thread only for a deadline earlier than the one it waits for: with many
+            # attempts a second, waking it for each would cost more than the calls themselves.
+            if attempt.deadline < self._wakes_at:
+                self._wakes_at = attempt.deadline
+                self._cond.notify()
         _current.attempt = attempt
         return attempt
 
@@ -98,9 +104,9 @@ class Watchdog:
                 due = [a for a in self._attempts if a.deadline <= now]
                 for attempt in due:
                     self._attempts.discard(attempt)
-                wait = min((a.deadline for a in self._attempts), default=now + 60) - now
+                self._wakes_at = min((a.deadline for a in self._attempts), default=now + 60)
                 if not due:
-                    self._cond.wait(timeout=max(wait, 0.001))
+                    self._cond.wait(timeout=max(self._wakes_at - now, 0.001))
             for attempt in due:
                 attempt.expire()
 
@@ -187,6 +193,9 @@ def make_session(*, allow_private: bool, pool_size: int = 4) -> requests.Session
     """A session for one worker thread: keep-alive, no proxies or .netrc from the environment."""
     session = requests.Session()
     session.trust_env = False
+    # A session serves every team's tasks: a cookie one callback's server sets must never ride
+    # along on another task's call, so the session's jar keeps none.
+    session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
     session.max_redirects = limits.MAX_REDIRECTS
     adapter = GuardedAdapter(allow_private, pool_connections=pool_size, pool_maxsize=pool_size)
     session.mount("http://", adapter)

@@ -22,8 +22,10 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import datetime, timedelta
 
+import psycopg
 from psycopg.types.json import Jsonb
 
 from asyncqueue import db, limits
@@ -44,6 +46,10 @@ from asyncqueue.worker.http_client import make_session
 from asyncqueue.worker.wakeup import Listener
 
 log = logging.getLogger("asyncqueue.worker")
+
+# What a task's error says when the database refused its callback's result (it was recorded
+# without it): the worker's own fault, never expected.
+OUTCOME_NOT_STORED = "internal error: the callback's response could not be stored"
 
 # A safety net only: the dispatcher normally sleeps until a notification or the next due time.
 MAX_IDLE_WAIT = 30.0
@@ -66,7 +72,11 @@ class Worker:
         self.executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="callback")
         self.notifier = ThreadPoolExecutor(4, thread_name_prefix="on-complete")
         self._local = threading.local()
-        self._held: dict[uuid.UUID, uuid.UUID] = {}  # task id -> claim token, while in flight
+        # Claimed tasks whose outcome is not written yet: task id -> claim token. A task leaves
+        # `_busy` (its slot) as soon as its call is over, and `_held` once its outcome is written,
+        # so the next task starts while the completer is still writing the last one's outcome.
+        self._held: dict[uuid.UUID, uuid.UUID] = {}
+        self._busy: set[uuid.UUID] = set()
         self._held_lock = threading.Condition()
         self._notifications: set = set()
         self.completions: queue.Queue = queue.Queue()
@@ -85,7 +95,7 @@ class Worker:
         while not self.stopping.is_set():
             self.wake.clear()
             try:
-                free = self.concurrency - self.in_flight()
+                free = self.free_slots()
                 claimed = self._claim(free) if free > 0 else []
                 failures = 0
             except Exception as exc:  # database unreachable: wait and try again, never exit
@@ -111,6 +121,14 @@ class Worker:
         with self._held_lock:
             return len(self._held)
 
+    def free_slots(self) -> int:
+        """Slots for new tasks: the concurrency less the calls running, and none while more
+        outcomes wait to be written than there are slots (the database is falling behind)."""
+        with self._held_lock:
+            if len(self._held) - len(self._busy) >= self.concurrency:
+                return 0
+            return self.concurrency - len(self._busy)
+
     def _claim(self, free: int) -> list[dict]:
         with self.pool.connection() as conn:
             rows = conn.execute(
@@ -121,6 +139,7 @@ class Worker:
             for row in rows:
                 row["_claimed_monotonic"] = time.monotonic()
                 self._held[row["id"]] = row["claim_token"]
+                self._busy.add(row["id"])
         for row in rows:
             log_event(
                 log,
@@ -134,7 +153,7 @@ class Worker:
 
     def _idle_wait(self) -> float:
         """Seconds to sleep: until the earliest next_run_at, unless woken sooner."""
-        if self.in_flight() >= self.concurrency:
+        if self.free_slots() <= 0:
             return MAX_IDLE_WAIT  # a finishing callback wakes us
         try:
             with self.pool.connection() as conn:
@@ -218,6 +237,7 @@ class Worker:
         """Write a retry now; hand a final outcome to the completer, which writes them in batches."""
         if outcome.kind != RETRY:
             self.completions.put((row, outcome))
+            self._free_slot(row)
             return
         params = {
             "id": row["id"],
@@ -226,10 +246,17 @@ class Worker:
             "error": outcome.error,
             "delay": outcome.retry_in,
         }
-        written = self._with_retries(
-            lambda conn: conn.execute(db.query("task_schedule_retry"), params).fetchall(),
-            task_id=str(row["id"]),
-        )
+        try:
+            written = self._with_retries(
+                lambda conn: conn.execute(db.query("task_schedule_retry"), params).fetchall(),
+                task_id=str(row["id"]),
+            )
+        except psycopg.DataError:
+            params = {**params, "result": None}
+            written = self._with_retries(
+                lambda conn: conn.execute(db.query("task_schedule_retry"), params).fetchall(),
+                task_id=str(row["id"]),
+            )
         self._release([row])
         if written is None:
             return
@@ -248,13 +275,16 @@ class Worker:
 
     def _with_retries(self, write, **fields):
         """Run `write(conn)`, retrying briefly while the database is away; None if it stays
-        away (the lease then brings the task back: at-least-once)."""
+        away (the lease then brings the task back: at-least-once). Data the database refuses
+        (psycopg.DataError) is raised at once: writing it again would not help."""
         for delay in (0, 0.25, 0.5, 1, 2, 4, 8):
             if delay:
                 time.sleep(delay)
             try:
                 with self.pool.connection() as conn:
                     return write(conn)
+            except psycopg.DataError:
+                raise
             except Exception as exc:
                 log_event(
                     log,
@@ -265,10 +295,16 @@ class Worker:
                 )
         return None
 
+    def _free_slot(self, row: dict) -> None:
+        with self._held_lock:
+            self._busy.discard(row["id"])
+        self.wake.set()
+
     def _release(self, rows: list[dict]) -> None:
         with self._held_lock:
             for row in rows:
                 self._held.pop(row["id"], None)
+                self._busy.discard(row["id"])
             self._held_lock.notify_all()
         self.wake.set()
 
@@ -290,19 +326,7 @@ class Worker:
                     batch.append(self.completions.get_nowait())
                 except queue.Empty:
                     break
-            params = {"ids": [], "claim_tokens": [], "statuses": [], "results": [], "errors": []}
-            for row, outcome in batch:
-                params["ids"].append(row["id"])
-                params["claim_tokens"].append(row["claim_token"])
-                params["statuses"].append(outcome.kind)
-                params["results"].append(
-                    Jsonb(outcome.result) if outcome.result is not None else None
-                )
-                params["errors"].append(outcome.error)
-            written = self._with_retries(
-                lambda conn, p=params: conn.execute(db.query("task_finish_many"), p).fetchall(),
-                tasks=len(batch),
-            )
+            written = self._write_outcomes(batch)
             self._release([row for row, _ in batch])
             if written is None:
                 continue
@@ -324,6 +348,35 @@ class Worker:
                     future = self.notifier.submit(self._notify_completion, done)
                     self._notifications.add(future)
                     future.add_done_callback(self._notifications.discard)
+
+    def _write_outcomes(self, batch: list[tuple[dict, Outcome]]) -> list[dict] | None:
+        """Write a batch of final outcomes; the rows written, or None if the database stayed
+        away. An outcome the database refuses does not hold up the rest of its batch: the batch
+        is written again one by one, and a refused one is recorded without its result."""
+
+        def write(items):
+            params = finish_params(
+                (row["id"], row["claim_token"], outcome.kind, outcome.result, outcome.error)
+                for row, outcome in items
+            )
+            return self._with_retries(
+                lambda conn: conn.execute(db.query("task_finish_many"), params).fetchall(),
+                tasks=len(items),
+            )
+
+        try:
+            return write(batch)
+        except psycopg.DataError:
+            if len(batch) > 1:
+                return [r for item in batch for r in (self._write_outcomes([item]) or [])]
+        row, outcome = batch[0]
+        log_event(
+            log,
+            "outcome refused by the database; recorded without its result",
+            logging.ERROR,
+            task_id=str(row["id"]),
+        )
+        return write([(row, replace(outcome, result=None, error=OUTCOME_NOT_STORED))])
 
     def _notify_completion(self, row: dict) -> None:
         spec = CallSpec(
@@ -400,6 +453,24 @@ class Worker:
         end = time.monotonic() + seconds
         while time.monotonic() < end and self._notifications:
             time.sleep(0.05)
+
+
+def finish_params(outcomes) -> dict:
+    """task_finish_many's parameter from (id, claim_token, status, result, error) tuples."""
+    return {
+        "outcomes": Jsonb(
+            [
+                {
+                    "id": str(task_id),
+                    "claim_token": str(claim_token),
+                    "status": status,
+                    "result": result,
+                    "error": error,
+                }
+                for task_id, claim_token, status, result, error in outcomes
+            ]
+        )
+    }
 
 
 def run_worker(settings: Settings) -> int:

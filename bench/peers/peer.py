@@ -73,13 +73,16 @@ async def procrastinate_main(dsn: str, command: str, args: list[str]) -> None:
 
 
 async def pgqueuer_main(dsn: str, command: str, args: list[str]) -> None:
-    import psycopg
-    from pgqueuer.db import PsycopgDriver
+    import asyncpg
+    from pgqueuer.db import AsyncpgDriver
     from pgqueuer.qm import QueueManager
     from pgqueuer.queries import Queries
 
-    conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
-    driver = PsycopgDriver(conn)
+    # asyncpg, PgQueuer's first driver: its psycopg driver waits for notifications while holding
+    # the connection's lock (`notifies(timeout=1.0)`), so every query it makes can wait up to a
+    # second; measured here, that capped a drain at about 40 jobs/s.
+    conn = await asyncpg.connect(dsn)
+    driver = AsyncpgDriver(conn)
     queries = Queries(driver)
     if command == "install":
         await queries.install()
@@ -88,8 +91,8 @@ async def pgqueuer_main(dsn: str, command: str, args: list[str]) -> None:
         concurrency = int(args[1])
         manager = QueueManager(queries)
 
-        # PgQueuer's own limits hold completed jobs as "picked" until its status buffer flushes,
-        # which stalls a drain; bound the callbacks in flight with the thread pool instead.
+        # The same bound as AsyncQueue's workers: `concurrency` callbacks in flight per process,
+        # and no more jobs taken than that.
         asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(concurrency))
 
         @manager.entrypoint("post")
@@ -100,6 +103,7 @@ async def pgqueuer_main(dsn: str, command: str, args: list[str]) -> None:
         loop.add_signal_handler(signal.SIGTERM, manager.shutdown.set)
         await manager.run(
             batch_size=max(1, concurrency // 2),
+            max_concurrent_tasks=max(2, concurrency),
             dequeue_timeout=timedelta(seconds=30),
         )
     elif command == "enqueue":

@@ -103,14 +103,15 @@ FROM tasks WHERE status IN ('pending', 'delayed', 'processing');
 
 -- name: task_finish_many
 -- task_finish for a batch of outcomes in one statement; each row is fenced by its claim token.
-WITH outcome AS (
-    SELECT * FROM unnest(%(ids)s::uuid[], %(claim_tokens)s::uuid[], %(statuses)s::text[],
-                         %(results)s::jsonb[], %(errors)s::text[])
-        AS o (id, claim_token, status, result, error)
-)
+-- The batch is one JSON array of {id, claim_token, status, result, error}: one parameter to send
+-- however many outcomes pile up. Returns what the onComplete notification needs (the result only
+-- where there is somebody to notify).
 UPDATE tasks t
 SET status = o.status, result = o.result, error = o.error, completed_at = now(),
     next_run_at = NULL, claim_token = NULL
-FROM outcome o
+FROM jsonb_to_recordset(%(outcomes)s::jsonb)
+    AS o (id uuid, claim_token uuid, status text, result jsonb, error text)
 WHERE t.id = o.id AND t.claim_token = o.claim_token
-RETURNING t.*;
+RETURNING t.id, t.status, t.error, t.retry_count, t.created_at, t.completed_at,
+          t.on_complete_url,
+          CASE WHEN t.on_complete_url IS NOT NULL THEN t.result END AS result;

@@ -88,6 +88,20 @@ def test_linear_backoff(stack, receiver):
         assert expected <= gap < expected + 0.5, gaps
 
 
+def test_nul_bytes_in_a_response_are_stored_replaced_and_do_not_hold_up_others(stack, receiver):
+    # PostgreSQL's jsonb cannot hold U+0000: a response carrying NUL must still be recorded (as
+    # U+FFFD), and tasks finishing beside it must not be held up or delivered twice.
+    odd = unique("/nul")
+    plain = [unique("/ok") for _ in range(10)]
+    tasks = [stack.create(callbackUrl=receiver.url(odd))]
+    tasks += [stack.create(callbackUrl=receiver.url(p)) for p in plain]
+    done = [stack.wait_done(t["id"]) for t in tasks]
+    assert [d["status"] for d in done] == ["completed"] * 11
+    assert done[0]["result"]["body"] == '{"a": "x\ufffdy"}\ufffd'
+    assert done[0]["result"]["headers"]["x-odd"] == "p\ufffdq"
+    assert [len(receiver.calls(p)) for p in [odd, *plain]] == [1] * 11
+
+
 def test_flaky_receiver_succeeds_on_retry(stack, receiver):
     name = uuid.uuid4().hex[:8]
     task = stack.create(callbackUrl=receiver.url(f"/flaky/1/{name}"))

@@ -7,6 +7,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from asyncqueue import db
+from asyncqueue.worker.loop import finish_params
 from tests.support import make_team
 
 
@@ -207,13 +208,13 @@ def test_batched_finish_is_fenced_row_by_row(conn):
     stale_token = uuid.uuid4()
     written = conn.execute(
         db.query("task_finish_many"),
-        {
-            "ids": [r["id"] for r in rows],
-            "claim_tokens": [rows[0]["claim_token"], stale_token, rows[2]["claim_token"]],
-            "statuses": ["completed", "completed", "failed"],
-            "results": [Jsonb({"statusCode": 200}), None, None],
-            "errors": [None, None, "HTTP 503"],
-        },
+        finish_params(
+            [
+                (rows[0]["id"], rows[0]["claim_token"], "completed", {"statusCode": 200}, None),
+                (rows[1]["id"], stale_token, "completed", None, None),
+                (rows[2]["id"], rows[2]["claim_token"], "failed", None, "HTTP 503"),
+            ]
+        ),
     ).fetchall()
     assert {r["id"] for r in written} == {rows[0]["id"], rows[2]["id"]}
     by_id = {r["id"]: r for r in conn.execute("SELECT * FROM tasks")}
@@ -248,16 +249,11 @@ def test_task_counts_follow_every_change(conn, database_url):
     def claimer():
         with db.connect(database_url, autocommit=True) as own:
             while rows := claim(own, limit=7):
-                own.execute(
-                    db.query("task_finish_many"),
-                    {
-                        "ids": [r["id"] for r in rows],
-                        "claim_tokens": [r["claim_token"] for r in rows],
-                        "statuses": ["completed" if i % 3 else "failed" for i in range(len(rows))],
-                        "results": [None] * len(rows),
-                        "errors": [None] * len(rows),
-                    },
-                )
+                outcomes = [
+                    (r["id"], r["claim_token"], "completed" if i % 3 else "failed", None, None)
+                    for i, r in enumerate(rows)
+                ]
+                own.execute(db.query("task_finish_many"), finish_params(outcomes))
 
     threads = [threading.Thread(target=claimer) for _ in range(6)]
     for t in threads:
@@ -271,3 +267,29 @@ def test_task_counts_follow_every_change(conn, database_url):
     assert_counts_match(conn)
     conn.execute("DELETE FROM teams WHERE id = %s", (other["id"],))
     assert_counts_match(conn)
+
+
+def test_a_refused_outcome_does_not_hold_up_its_batch(conn, database_url):
+    # jsonb cannot hold U+0000. The worker replaces NUL in what it reads, so this is defence in
+    # depth: if the database still refuses one outcome, the rest of its batch is written, and
+    # the refused one is recorded without its result rather than retried for ever.
+    from asyncqueue.config import Settings
+    from asyncqueue.worker.decide import Outcome
+    from asyncqueue.worker.loop import OUTCOME_NOT_STORED, Worker
+
+    team, _ = make_team(conn)
+    insert_tasks(conn, team["id"], 4)
+    rows = claim(conn)
+    worker = Worker(Settings(database_url=database_url))
+    try:
+        outcomes = [Outcome("completed", result={"statusCode": 200, "body": "ok"})] * 4
+        outcomes[1] = Outcome("completed", result={"statusCode": 200, "body": "a\x00b"})
+        written = worker._write_outcomes(list(zip(rows, outcomes, strict=True)))
+    finally:
+        worker.pool.close()
+    assert {r["id"] for r in written} == {r["id"] for r in rows}
+    by_id = {r["id"]: r for r in conn.execute("SELECT * FROM tasks")}
+    assert [by_id[r["id"]]["status"] for r in rows] == ["completed"] * 4
+    assert by_id[rows[1]["id"]]["result"] is None
+    assert by_id[rows[1]["id"]]["error"] == OUTCOME_NOT_STORED
+    assert by_id[rows[0]["id"]]["result"] == {"statusCode": 200, "body": "ok"}
