@@ -27,7 +27,7 @@ import requests
 
 from asyncqueue import db, embedded_pg
 from asyncqueue.cli import create_key
-from bench.loadgen import post_load
+from bench.loadgen import RawClient, post_load
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -277,16 +277,17 @@ class Bench:
         rng = random.Random(1)
         sent: dict[str, float] = {}
         answered: dict[str, float] = {}
+        client = RawClient("127.0.0.1", self.web_port, {"X-API-Key": self.key})
         for _ in range(n):
             t0 = time.time()
-            r = self.http.post(
-                f"http://127.0.0.1:{self.web_port}/v1/tasks",
-                json={"callbackUrl": self.receiver_url("/fast")},
-                timeout=10,
+            status, answer = client.post_json(
+                "/v1/tasks", {"callbackUrl": self.receiver_url("/fast")}
             )
-            task_id = r.json()["task"]["id"]
+            assert status == 201, answer
+            task_id = answer["task"]["id"]
             sent[task_id], answered[task_id] = t0, time.time()
             time.sleep(rng.uniform(0.05, 0.1))  # at most 20 a second, at random
+        client.close()
         time.sleep(1)
         self.stop_processes(workers)
         # From the start of the create request (the measure), and from its 201 response: the

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 
 
@@ -54,3 +55,34 @@ async def _run(host, port, path, headers, body, connections, seconds, total):
 def post_load(host, port, path, headers, body, *, connections=16, seconds=10.0, total=10**9):
     """(list of (status, seconds), elapsed seconds)."""
     return asyncio.run(_run(host, port, path, headers, body, connections, seconds, total))
+
+
+class RawClient:
+    """One kept-alive HTTP/1.1 connection on a plain socket, for timing single requests: the
+    client's own cost stays out of the figure (as the peers' enqueue calls have none)."""
+
+    def __init__(self, host: str, port: int, headers: dict):
+        self.sock = socket.create_connection((host, port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.file = self.sock.makefile("rb")
+        self.host, self.port, self.headers = host, port, headers
+
+    def post_json(self, path: str, body: dict) -> tuple[int, dict]:
+        payload = json.dumps(body).encode()
+        head = [
+            f"POST {path} HTTP/1.1",
+            f"Host: {self.host}:{self.port}",
+            "Content-Type: application/json",
+            f"Content-Length: {len(payload)}",
+        ] + [f"{k}: {v}" for k, v in self.headers.items()]
+        self.sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + payload)
+        status = int(self.file.readline()[9:12])
+        length = 0
+        while (line := self.file.readline()) not in (b"\r\n", b""):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        return status, json.loads(self.file.read(length)) if length else {}
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
