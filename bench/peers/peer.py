@@ -57,6 +57,9 @@ async def procrastinate_main(dsn: str, command: str, args: list[str]) -> None:
             await app.schema_manager.apply_schema_async()
         elif command == "work":
             RECEIVER["url"] = args[0]
+            # Threads for the POSTs: as many as the worker's concurrency (asyncio's default
+            # executor would have min(32, CPUs + 4), which caps a 50 ms receiver's drain).
+            asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(int(args[1])))
             await app.run_worker_async(
                 concurrency=int(args[1]), wait=True, install_signal_handlers=True
             )
