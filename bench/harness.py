@@ -94,6 +94,20 @@ def cpu_seconds(pids: list[int]) -> float:
     return total
 
 
+def child_pids(parent: int) -> list[int]:
+    """The processes whose parent is `parent` (the postmaster's backends, gunicorn's workers)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (FileNotFoundError, ProcessLookupError, IndexError):
+                continue
+            if int(stat[1]) == parent:
+                found.append(int(entry.name))
+    return found
+
+
 @dataclass
 class Bench:
     sizes: Sizes
@@ -171,6 +185,9 @@ class Bench:
                 proc.wait(timeout=30)
         self.pg.destroy()
 
+    def postmaster_pid(self) -> int:
+        return int((self.pg.data_dir / "postmaster.pid").read_text().split()[0])
+
     def receiver_url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.receiver_port}{path}"
 
@@ -206,7 +223,7 @@ class Bench:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
 
-    def measure_create(self) -> dict:
+    def measure_create(self, seconds: float | None = None) -> dict:
         body = {
             "callbackUrl": self.receiver_url("/fast"),
             "body": "x" * 160,
@@ -214,6 +231,9 @@ class Bench:
         }
         body["body"] = "x" * (200 - len(json.dumps(body)) + 160)  # a 200-byte request body
         body["delayUntil"] = (datetime.now(UTC) + timedelta(days=300)).isoformat()
+        web = child_pids(self.web.pid)
+        database = child_pids(self.postmaster_pid())
+        cpu_before = (cpu_seconds(web), cpu_seconds(database), time.process_time())
         results, elapsed = post_load(
             "127.0.0.1",
             self.web_port,
@@ -221,8 +241,15 @@ class Bench:
             {"X-API-Key": self.key},
             body,
             connections=16,
-            seconds=self.sizes.create_seconds,
+            seconds=seconds or self.sizes.create_seconds,
         )
+        cpu_after = (cpu_seconds(web), cpu_seconds(database), time.process_time())
+        # Where the machine's CPU went, per request: web processes, PostgreSQL's backends (those
+        # open before the load; the web pools open theirs at start-up), the load generator.
+        cpu_ms = [
+            (a - b) / max(len(results), 1) * 1000
+            for a, b in zip(cpu_after, cpu_before, strict=True)
+        ]
         latencies = [s for _, s in results]
         non_2xx = sum(1 for code, _ in results if not 200 <= code < 300)
         rows = self.sql("SELECT count(*) FROM tasks WHERE status = 'delayed'")[0][0]
@@ -234,6 +261,9 @@ class Bench:
             "requests": len(results),
             "non_2xx": non_2xx,
             "rows": rows,
+            "cpu_ms_per_request": dict(
+                zip(("web", "postgres", "load_generator"), cpu_ms, strict=True)
+            ),
         }
 
     def insert_due(self, n: int, path: str) -> str:
@@ -575,6 +605,7 @@ def run(args) -> dict:
     r["machine"] = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
     try:
         log("create")
+        bench.measure_create(seconds=1.0)  # warm-up: pools, prepared statements, lazy imports
         creates = [bench.measure_create() for _ in range(sizes.repeats)]
         r["create"] = {
             **sorted(creates, key=lambda x: x["tasks_per_s"])[len(creates) // 2],
@@ -717,10 +748,12 @@ def table(r: dict) -> str:
     def rates(name):
         return ", ".join(f"{x:,.0f}" for x in r[name].get("runs", []))
 
+    split = c["cpu_ms_per_request"]
     lines.append(
         "Create runs (median reported): "
         + ", ".join(f"{x:,.0f}" for x in c.get("runs", []))
-        + " tasks/s."
+        + f" tasks/s; CPU per request in the median run: web {split['web']:.2f} ms, PostgreSQL "
+        f"{split['postgres']:.2f} ms, load generator {split['load_generator']:.2f} ms."
     )
     lines.append("")
     lines.append(
