@@ -83,7 +83,7 @@ async def pgqueuer_main(dsn: str, command: str, args: list[str]) -> None:
 
     # asyncpg, PgQueuer's first driver: its psycopg driver waits for notifications while holding
     # the connection's lock (`notifies(timeout=1.0)`), so every query it makes can wait up to a
-    # second; measured here, that capped a drain at about 40 jobs/s.
+    # second; measured here, 3,000 jobs took 25 s, in bursts a second apart.
     conn = await asyncpg.connect(dsn)
     driver = AsyncpgDriver(conn)
     queries = Queries(driver)
