@@ -332,11 +332,13 @@ class Bench:
         return {**self._latencies(sent), "after_201": self._latencies(answered)}
 
     def _latencies(self, sent: dict[str, float]) -> dict:
+        """Milliseconds from each task's time in `sent` to its first arrival at the receiver."""
         ledger = self.ledger()
         latencies = [(ledger[i][0] - t) * 1000 for i, t in sent.items() if i in ledger]
         return {
             "tasks": len(sent),
             "received": len(latencies),
+            "early": sum(1 for x in latencies if x < 0),
             "p50_ms": percentile(latencies, 50),
             "p99_ms": percentile(latencies, 99),
             "max_ms": max(latencies, default=float("nan")),
@@ -363,19 +365,7 @@ class Bench:
             due[r.json()["task"]["id"]] = datetime.fromisoformat(iso).timestamp()
         time.sleep(max(0.0, max(plans) - time.time()) + 2)
         self.stop_processes(workers)
-        return self._lateness(due)
-
-    def _lateness(self, due: dict[str, float]) -> dict:
-        ledger = self.ledger()
-        late = [(ledger[i][0] - t) * 1000 for i, t in due.items() if i in ledger]
-        return {
-            "tasks": len(due),
-            "received": len(late),
-            "early": sum(1 for x in late if x < 0),
-            "p50_ms": percentile(late, 50),
-            "p99_ms": percentile(late, 99),
-            "max_ms": max(late, default=float("nan")),
-        }
+        return self._latencies(due)
 
     # -- the limit --------------------------------------------------------------------------
 
@@ -545,7 +535,7 @@ class Bench:
                 t = enqueue({"id": job_id, "delay": when - time.time()})["t"]
                 due[job_id] = when if when > t else t
             time.sleep(max(0.0, max(plans) - time.time()) + 2)
-            out["delays"] = self._lateness(due)
+            out["delays"] = self._latencies(due)
             self.stop_processes(procs)
         finally:
             enqueuer.stdin.close()

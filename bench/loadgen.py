@@ -30,7 +30,8 @@ async def _connection(host, port, request, deadline, remaining, results):
         writer.close()
 
 
-async def _run(host, port, path, headers, body, connections, seconds, total):
+def post_request(host: str, port: int, path: str, headers: dict, body) -> bytes:
+    """The bytes of one HTTP/1.1 POST of `body` as JSON."""
     payload = json.dumps(body).encode()
     head = [
         f"POST {path} HTTP/1.1",
@@ -38,7 +39,11 @@ async def _run(host, port, path, headers, body, connections, seconds, total):
         "Content-Type: application/json",
         f"Content-Length: {len(payload)}",
     ] + [f"{k}: {v}" for k, v in headers.items()]
-    request = ("\r\n".join(head) + "\r\n\r\n").encode() + payload
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + payload
+
+
+async def _run(host, port, path, headers, body, connections, seconds, total):
+    request = post_request(host, port, path, headers, body)
     results: list[tuple[int, float]] = []
     remaining = [total]
     deadline = time.monotonic() + seconds
@@ -68,14 +73,7 @@ class RawClient:
         self.host, self.port, self.headers = host, port, headers
 
     def post_json(self, path: str, body: dict) -> tuple[int, dict]:
-        payload = json.dumps(body).encode()
-        head = [
-            f"POST {path} HTTP/1.1",
-            f"Host: {self.host}:{self.port}",
-            "Content-Type: application/json",
-            f"Content-Length: {len(payload)}",
-        ] + [f"{k}: {v}" for k, v in self.headers.items()]
-        self.sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + payload)
+        self.sock.sendall(post_request(self.host, self.port, path, self.headers, body))
         status = int(self.file.readline()[9:12])
         length = 0
         while (line := self.file.readline()) not in (b"\r\n", b""):

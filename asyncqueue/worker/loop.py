@@ -239,24 +239,24 @@ class Worker:
             self.completions.put((row, outcome))
             self._free_slot(row)
             return
-        params = {
-            "id": row["id"],
-            "claim_token": row["claim_token"],
-            "result": Jsonb(outcome.result) if outcome.result is not None else None,
-            "error": outcome.error,
-            "delay": outcome.retry_in,
-        }
+
+        def schedule(result):
+            params = {
+                "id": row["id"],
+                "claim_token": row["claim_token"],
+                "result": Jsonb(result) if result is not None else None,
+                "error": outcome.error,
+                "delay": outcome.retry_in,
+            }
+            return self._with_retries(
+                lambda conn: conn.execute(db.query("task_schedule_retry"), params).fetchall(),
+                task_id=str(row["id"]),
+            )
+
         try:
-            written = self._with_retries(
-                lambda conn: conn.execute(db.query("task_schedule_retry"), params).fetchall(),
-                task_id=str(row["id"]),
-            )
-        except psycopg.DataError:
-            params = {**params, "result": None}
-            written = self._with_retries(
-                lambda conn: conn.execute(db.query("task_schedule_retry"), params).fetchall(),
-                task_id=str(row["id"]),
-            )
+            written = schedule(outcome.result)
+        except psycopg.DataError:  # the database refused the result: keep the retry without it
+            written = schedule(None)
         self._release([row])
         if written is None:
             return
