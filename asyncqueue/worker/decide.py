@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from asyncqueue.worker.attempt import AttemptResult
 from asyncqueue.worker.backoff import retry_delay
-from asyncqueue.worker.execute import AttemptResult
 
 COMPLETED, RETRY, FAILED, TIMEOUT = "completed", "retry", "failed", "timeout"
 

@@ -4,46 +4,14 @@ from __future__ import annotations
 
 import errno
 import time
-from dataclasses import dataclass, field
 
 import requests
 
+from asyncqueue.worker.attempt import AttemptResult, CallSpec
+from asyncqueue.worker.deadline import Deadline
 from asyncqueue.worker.http_client import WATCHDOG, BlockedDestination
 
-
-@dataclass(frozen=True)
-class CallSpec:
-    method: str
-    url: str
-    headers: dict
-    body: str | None
-
-
-@dataclass
-class AttemptResult:
-    """What happened: a response (status_code set) or a failure (error set)."""
-
-    status_code: int | None = None
-    headers: dict = field(default_factory=dict)
-    body: str | None = None
-    body_truncated: bool = False
-    duration_ms: int = 0
-    error: str | None = None
-    timed_out: bool = False
-    blocked: bool = False
-
-    def result_json(self) -> dict | None:
-        if self.status_code is None:
-            return None
-        result = {
-            "statusCode": self.status_code,
-            "headers": self.headers,
-            "body": self.body,
-            "duration": self.duration_ms,
-        }
-        if self.body_truncated:
-            result["bodyTruncated"] = True
-        return result
+__all__ = ["AttemptResult", "CallSpec", "perform_attempt"]
 
 
 def _errno_name(exc: BaseException) -> str | None:
@@ -75,9 +43,9 @@ def describe_failure(exc: BaseException) -> str:
 
 
 def perform_attempt(
-    session: requests.Session, spec: CallSpec, time_limit: float, body_cap: int
+    session: requests.Session, spec: CallSpec, deadline: Deadline, body_cap: int
 ) -> AttemptResult:
-    """Make the call, following redirects, within `time_limit` seconds all told.
+    """Make the call, following redirects, before `deadline`.
 
     At most `body_cap` bytes of the response body are read and kept; the rest is never read, so
     a huge response does not grow memory.
@@ -86,6 +54,7 @@ def perform_attempt(
     if spec.method != "GET" and spec.body is not None:
         data = spec.body.encode()
     started = time.monotonic()
+    time_limit = deadline.remaining()
     attempt = WATCHDOG.begin(time_limit)
     try:
         # Prepared here rather than by Session.request: its merging of session settings (headers,

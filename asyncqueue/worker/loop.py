@@ -32,6 +32,8 @@ from asyncqueue import db, limits
 from asyncqueue.config import Settings
 from asyncqueue.logs import log_event
 from asyncqueue.task_json import completion_event
+from asyncqueue.worker.attempt import CallSpec
+from asyncqueue.worker.deadline import Deadline
 from asyncqueue.worker.decide import (
     RETRY,
     TIMEOUT,
@@ -41,7 +43,7 @@ from asyncqueue.worker.decide import (
     decide_outcome,
     max_wait_exceeded,
 )
-from asyncqueue.worker.execute import CallSpec, perform_attempt
+from asyncqueue.worker.execute import perform_attempt
 from asyncqueue.worker.http_client import make_session
 from asyncqueue.worker.wakeup import Listener
 
@@ -211,7 +213,7 @@ class Worker:
             method=row["method"], url=row["callback_url"], headers=headers, body=row["body"]
         )
         attempt = perform_attempt(
-            self._session(), spec, time_limit, self.settings.max_response_body
+            self._session(), spec, Deadline.after(time_limit), self.settings.max_response_body
         )
         outcome = decide_outcome(
             state,
@@ -385,7 +387,9 @@ class Worker:
             headers={"Content-Type": "application/json", "X-AsyncQueue-Task-Id": str(row["id"])},
             body=json.dumps(completion_event(row)),
         )
-        attempt = perform_attempt(self._session(), spec, limits.ON_COMPLETE_TIMEOUT, 4096)
+        attempt = perform_attempt(
+            self._session(), spec, Deadline.after(limits.ON_COMPLETE_TIMEOUT), 4096
+        )
         if attempt.status_code is not None and attempt.status_code < 300:
             log_event(
                 log, "onComplete delivered", task_id=str(row["id"]), status_code=attempt.status_code

@@ -10,7 +10,9 @@ import pytest
 
 from asyncqueue import destinations
 from asyncqueue.worker import http_client
-from asyncqueue.worker.execute import CallSpec, perform_attempt
+from asyncqueue.worker.attempt import CallSpec
+from asyncqueue.worker.deadline import Deadline
+from asyncqueue.worker.execute import perform_attempt
 from tests.support import Receiver, report
 
 BLOCKED_ADDRESSES = [
@@ -114,7 +116,7 @@ def connect_guard(monkeypatch):
 def attempt(url: str, allow_private: bool = False):
     session = http_client.make_session(allow_private=allow_private)
     try:
-        return perform_attempt(session, CallSpec("GET", url, {}, None), 5, 1024)
+        return perform_attempt(session, CallSpec("GET", url, {}, None), Deadline.after(5), 1024)
     finally:
         session.close()
 
@@ -208,7 +210,10 @@ def test_endless_response_is_cut_at_the_cap_without_reading_it_all():
     try:
         session = http_client.make_session(allow_private=True)
         result = perform_attempt(
-            session, CallSpec("GET", receiver.url("/endless"), {}, None), 10, 100_000
+            session,
+            CallSpec("GET", receiver.url("/endless"), {}, None),
+            Deadline.after(10),
+            100_000,
         )
         assert result.status_code == 200 and result.body_truncated
         assert len(result.body) == 100_000

@@ -4,6 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from asyncqueue.worker.attempt import AttemptResult
 from asyncqueue.worker.backoff import retry_delay
 from asyncqueue.worker.decide import (
     COMPLETED,
@@ -14,7 +15,6 @@ from asyncqueue.worker.decide import (
     attempt_time_limit,
     decide_outcome,
 )
-from asyncqueue.worker.execute import AttemptResult
 
 T0 = datetime(2026, 1, 15, 10, 30, tzinfo=UTC)
 
