@@ -14,3 +14,6 @@ keepalive = 5
 graceful_timeout = 25
 accesslog = None
 errorlog = "-"
+# gunicorn 24+ opens a control socket at one fixed path per user: several gunicorns on a machine
+# (tests, benches, more than one app) would take it from each other. We do not use it.
+control_socket_disable = True
