@@ -346,7 +346,7 @@ def keys_revoke(key_id, as_json):
 def worker():
     """Run a worker: claim due tasks and make their calls until SIGTERM."""
     from asyncqueue.logs import configure_logging
-    from asyncqueue.worker.loop import run_worker
+    from asyncqueue.worker.process import run_worker
 
     settings = _settings()
     configure_logging(settings.log_level)

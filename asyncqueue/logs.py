@@ -5,23 +5,42 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from datetime import UTC, datetime
+import time
 
 _configured = False
 
+_encode = json.JSONEncoder(default=str).encode
+
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object per record. Built for a line per finished task at INFO: the timestamp's
+    seconds part is formatted once per second, and the encoder is made once."""
+
+    def __init__(self):
+        super().__init__()
+        self._second = -1
+        self._second_text = ""
+
+    def _time(self, created: float) -> str:
+        second = int(created)
+        if second != self._second:  # a race here only formats the same text twice
+            self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
+        return f"{self._second_text}.{int((created - second) * 1000):03d}+00:00"
+
     def format(self, record: logging.LogRecord) -> str:
         entry = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "time": self._time(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
         }
-        entry.update(getattr(record, "fields", {}))
+        fields = getattr(record, "fields", None)
+        if fields:
+            entry.update(fields)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        return _encode(entry)
 
 
 def configure_logging(level: str = "INFO") -> None:
@@ -39,4 +58,5 @@ def configure_logging(level: str = "INFO") -> None:
 
 def log_event(logger: logging.Logger, message: str, level: int = logging.INFO, **fields) -> None:
     """Log `message` with `fields` as top-level keys of the JSON line."""
-    logger.log(level, message, extra={"fields": fields})
+    if logger.isEnabledFor(level):
+        logger.log(level, message, extra={"fields": fields})

@@ -18,12 +18,20 @@ log = logging.getLogger("asyncqueue.worker")
 
 
 class Listener(threading.Thread):
-    def __init__(self, url: str, wake: threading.Event, stopping: threading.Event):
+    """Sets `wake` on every notification (and after each reconnect) until stop()."""
+
+    def __init__(self, url: str, wake: threading.Event):
         super().__init__(name="listener", daemon=True)
         self.url = url
         self.wake = wake
-        self.stopping = stopping
+        self.stopping = threading.Event()
         self.connected = threading.Event()
+
+    def stop(self) -> None:
+        self.stopping.set()  # seen within a second (the notifies timeout)
+
+    def alive(self) -> bool:
+        return self.stopping.is_set() or self.is_alive()
 
     def run(self) -> None:
         delay = 0.2

@@ -77,41 +77,72 @@ WHERE id = %(id)s AND claim_token = %(claim_token)s
 RETURNING *;
 
 -- name: task_schedule_retry
--- Fenced like task_finish; the NOTIFY lets sleeping workers shorten their wait to the retry time.
-WITH retried AS (
-    UPDATE tasks
-    SET retry_count = retry_count + 1, result = %(result)s, error = %(error)s,
-        next_run_at = now() + make_interval(secs => %(delay)s), claim_token = NULL
-    WHERE id = %(id)s AND claim_token = %(claim_token)s
-    RETURNING id
+-- Retries for a batch of attempts, one JSON array of {id, claim_token, result, error, delay}:
+-- fenced like task_finish_many, and idempotent in the same way (a repeat after a lost reply
+-- returns the tasks it had already scheduled, without counting the retry twice). The NOTIFY lets
+-- sleeping workers shorten their wait to the retry time.
+WITH r AS (
+    SELECT * FROM jsonb_to_recordset(%(retries)s::jsonb)
+        AS r (id uuid, claim_token uuid, result jsonb, error text, delay float8)
+), retried AS (
+    UPDATE tasks t
+    SET retry_count = t.retry_count + 1, result = r.result, error = r.error,
+        next_run_at = now() + make_interval(secs => r.delay), claim_token = NULL,
+        outcome_claim_token = r.claim_token
+    FROM r
+    WHERE t.id = r.id AND t.claim_token = r.claim_token
+    RETURNING t.id
 )
-SELECT id, pg_notify('asyncqueue_tasks', '') FROM retried;
+SELECT id, pg_notify('asyncqueue_tasks', '')::text AS notified FROM retried
+UNION ALL
+SELECT t.id, NULL FROM tasks t JOIN r ON t.id = r.id AND t.outcome_claim_token = r.claim_token;
 
 -- name: task_release
--- Hand claimed tasks back on shutdown: due again at once, status and counters untouched.
+-- Hand claimed tasks back on shutdown: due again at once, status and counters untouched. Only
+-- a claim still held matches: one whose outcome or retry was written has no claim_token left.
 WITH released AS (
     UPDATE tasks t SET next_run_at = now(), claim_token = NULL
     FROM unnest(%(ids)s::uuid[], %(claim_tokens)s::uuid[]) AS held (id, claim_token)
-    WHERE t.id = held.id AND t.claim_token = held.claim_token
+    WHERE t.id = held.id AND t.claim_token = held.claim_token AND t.status = 'processing'
     RETURNING t.id
 )
 SELECT id, pg_notify('asyncqueue_tasks', '') FROM released;
 
 -- name: task_seconds_until_due
-SELECT extract(epoch FROM min(next_run_at) - clock_timestamp()) AS seconds
-FROM tasks WHERE status IN ('pending', 'delayed', 'processing');
+-- seconds: until the earliest next_run_at (zero or less: something is due now); next_seconds:
+-- until the earliest one still in the future. When something is due that the claim did not get
+-- (another session holds its row), the worker waits for the second, or its idle floor.
+SELECT extract(epoch FROM (
+           SELECT min(next_run_at) FROM tasks
+           WHERE status IN ('pending', 'delayed', 'processing')) - now()) AS seconds,
+       extract(epoch FROM (
+           SELECT min(next_run_at) FROM tasks
+           WHERE status IN ('pending', 'delayed', 'processing') AND next_run_at > now())
+           - now()) AS next_seconds;
 
 -- name: task_finish_many
--- task_finish for a batch of outcomes in one statement; each row is fenced by its claim token.
--- The batch is one JSON array of {id, claim_token, status, result, error}: one parameter to send
--- however many outcomes pile up. Returns what the onComplete notification needs (the result only
--- where there is somebody to notify).
-UPDATE tasks t
-SET status = o.status, result = o.result, error = o.error, completed_at = now(),
-    next_run_at = NULL, claim_token = NULL
-FROM jsonb_to_recordset(%(outcomes)s::jsonb)
-    AS o (id uuid, claim_token uuid, status text, result jsonb, error text)
-WHERE t.id = o.id AND t.claim_token = o.claim_token
-RETURNING t.id, t.status, t.error, t.retry_count, t.created_at, t.completed_at,
-          t.on_complete_url,
-          CASE WHEN t.on_complete_url IS NOT NULL THEN t.result END AS result;
+-- Final outcomes for a batch in one statement; each row is fenced by its claim token. The batch
+-- is one JSON array of {id, claim_token, status, result, error}: one parameter to send however
+-- many outcomes pile up. Idempotent for the claim that made it: a repeat after a lost reply (the
+-- first run committed and cleared claim_token) finds the task by outcome_claim_token and returns
+-- it unchanged, so the onComplete is still sent. Returns what the onComplete notification needs
+-- (the result only where there is somebody to notify).
+WITH o AS (
+    SELECT * FROM jsonb_to_recordset(%(outcomes)s::jsonb)
+        AS o (id uuid, claim_token uuid, status text, result jsonb, error text)
+), finished AS (
+    UPDATE tasks t
+    SET status = o.status, result = o.result, error = o.error, completed_at = now(),
+        next_run_at = NULL, claim_token = NULL, outcome_claim_token = o.claim_token
+    FROM o
+    WHERE t.id = o.id AND t.claim_token = o.claim_token
+    RETURNING t.*
+)
+SELECT id, team_id, status, error, retry_count, created_at, completed_at, on_complete_url,
+       CASE WHEN on_complete_url IS NOT NULL THEN result END AS result
+FROM finished
+UNION ALL
+SELECT t.id, t.team_id, t.status, t.error, t.retry_count, t.created_at, t.completed_at,
+       t.on_complete_url, CASE WHEN t.on_complete_url IS NOT NULL THEN t.result END
+FROM tasks t JOIN o ON t.id = o.id AND t.outcome_claim_token = o.claim_token
+WHERE t.status IN ('completed', 'failed', 'timeout');

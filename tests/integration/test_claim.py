@@ -1,13 +1,17 @@
 """The claim, lease and fence queries under concurrency, against a real PostgreSQL."""
 
+import contextlib
 import threading
 import uuid
 
 import psycopg
+import pytest
 from psycopg.types.json import Jsonb
 
 from asyncqueue import db
-from asyncqueue.worker.loop import finish_params
+from asyncqueue.worker.completer import Completer, finish_params, retry_params
+from asyncqueue.worker.dispatcher import SlotTable
+from asyncqueue.worker.runner import Finished
 from tests.support import make_team
 
 
@@ -97,7 +101,13 @@ def test_fenced_late_write_changes_nothing(conn):
         "error": "late",
     }
     assert conn.execute(db.query("task_finish"), {**late, "status": "failed"}).fetchone() is None
-    assert conn.execute(db.query("task_schedule_retry"), {**late, "delay": 1}).fetchone() is None
+    assert (
+        conn.execute(
+            db.query("task_schedule_retry"),
+            retry_params([(stale["id"], stale["claim_token"], None, "late", 1)]),
+        ).fetchone()
+        is None
+    )
     done = conn.execute(
         db.query("task_finish"),
         {
@@ -119,13 +129,7 @@ def test_retry_keeps_processing_and_counts(conn):
     (row,) = claim(conn)
     written = conn.execute(
         db.query("task_schedule_retry"),
-        {
-            "id": row["id"],
-            "claim_token": row["claim_token"],
-            "result": None,
-            "error": "HTTP 503",
-            "delay": 2,
-        },
+        retry_params([(row["id"], row["claim_token"], None, "HTTP 503", 2)]),
     ).fetchone()
     assert written is not None
     after = conn.execute("SELECT *, next_run_at - now() AS wait FROM tasks").fetchone()
@@ -273,23 +277,137 @@ def test_a_refused_outcome_does_not_hold_up_its_batch(conn, database_url):
     # jsonb cannot hold U+0000. The worker replaces NUL in what it reads, so this is defence in
     # depth: if the database still refuses one outcome, the rest of its batch is written, and
     # the refused one is recorded without its result rather than retried for ever.
-    from asyncqueue.config import Settings
+    from asyncqueue.worker.completer import OUTCOME_NOT_STORED
     from asyncqueue.worker.decide import Outcome
-    from asyncqueue.worker.loop import OUTCOME_NOT_STORED, Worker
 
     team, _ = make_team(conn)
     insert_tasks(conn, team["id"], 4)
     rows = claim(conn)
-    worker = Worker(Settings(database_url=database_url))
-    try:
-        outcomes = [Outcome("completed", result={"statusCode": 200, "body": "ok"})] * 4
-        outcomes[1] = Outcome("completed", result={"statusCode": 200, "body": "a\x00b"})
-        written = worker._write_outcomes(list(zip(rows, outcomes, strict=True)))
-    finally:
-        worker.pool.close()
-    assert {r["id"] for r in written} == {r["id"] for r in rows}
+    outcomes = [Outcome("completed", result={"statusCode": 200, "body": "ok"})] * 4
+    outcomes[1] = Outcome("completed", result={"statusCode": 200, "body": "a\x00b"})
+    with completer_for(database_url) as (completer, slots):
+        claims = slots.add(rows)
+        completer.write([Finished(c, o) for c, o in zip(claims, outcomes, strict=True)])
+        assert slots.held() == 0
     by_id = {r["id"]: r for r in conn.execute("SELECT * FROM tasks")}
     assert [by_id[r["id"]]["status"] for r in rows] == ["completed"] * 4
     assert by_id[rows[1]["id"]]["result"] is None
     assert by_id[rows[1]["id"]]["error"] == OUTCOME_NOT_STORED
     assert by_id[rows[0]["id"]]["result"] == {"statusCode": 200, "body": "ok"}
+
+
+@contextlib.contextmanager
+def completer_for(database_url, notified=None):
+    """A completer on its own pool (not started: tests call write() directly)."""
+    pool = db.make_pool(database_url, 2, name="test-completer")
+    slots = SlotTable(16)
+    try:
+        yield (
+            Completer(
+                pool, slots, (notified if notified is not None else []).append, threading.Event()
+            ),
+            slots,
+        )
+    finally:
+        pool.close()
+
+
+def test_a_repeated_finish_returns_what_its_first_run_wrote(conn):
+    # The reply to an outcome write can be lost after the write committed; the repeat must find
+    # the row (so its onComplete is still sent), change nothing, and still refuse stale claims.
+    team, _ = make_team(conn)
+    insert_tasks(conn, team["id"], 2)
+    rows = claim(conn)
+    params = finish_params(
+        [(r["id"], r["claim_token"], "completed", {"statusCode": 200}, None) for r in rows]
+    )
+    first = conn.execute(db.query("task_finish_many"), params).fetchall()
+    again = conn.execute(db.query("task_finish_many"), params).fetchall()
+    assert {r["id"] for r in first} == {r["id"] for r in again} == {r["id"] for r in rows}
+    assert sorted(first, key=lambda r: r["id"]) == sorted(again, key=lambda r: r["id"])
+    stale = conn.execute(
+        db.query("task_finish_many"),
+        finish_params([(rows[0]["id"], uuid.uuid4(), "failed", None, "late")]),
+    ).fetchall()
+    assert stale == []
+
+
+def test_a_repeated_retry_counts_once_and_is_still_found(conn):
+    team, _ = make_team(conn)
+    insert_tasks(conn, team["id"], 1)
+    (row,) = claim(conn)
+    params = retry_params([(row["id"], row["claim_token"], None, "HTTP 503", 5)])
+    first = conn.execute(db.query("task_schedule_retry"), params).fetchall()
+    again = conn.execute(db.query("task_schedule_retry"), params).fetchall()
+    assert [r["id"] for r in first] == [r["id"] for r in again] == [row["id"]]
+    after = conn.execute("SELECT retry_count, claim_token, error FROM tasks").fetchone()
+    assert after == {"retry_count": 1, "claim_token": None, "error": "HTTP 503"}
+
+
+class LostReply:
+    """A pool whose first connection commits the write, then fails as a lost reply would."""
+
+    def __init__(self, pool):
+        self.pool, self.lost = pool, 0
+
+    @contextlib.contextmanager
+    def connection(self, **kwargs):
+        with self.pool.connection(**kwargs) as conn:
+            if self.lost:
+                yield conn
+                return
+            self.lost += 1
+
+            class Committed:
+                def execute(self, query, params):
+                    conn.execute(query, params)
+                    raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+            yield Committed()
+
+
+def test_a_lost_reply_to_an_outcome_write_still_sends_the_on_complete(conn, database_url):
+    from asyncqueue.worker.decide import Outcome
+
+    team, _ = make_team(conn)
+    insert_tasks(conn, team["id"], 1)
+    conn.execute("UPDATE tasks SET on_complete_url = 'http://127.0.0.1/done'")
+    rows = claim(conn)
+    notified: list[dict] = []
+    with completer_for(database_url, notified) as (completer, slots):
+        completer.pool = LostReply(completer.pool)
+        (c,) = slots.add(rows)
+        completer.write([Finished(c, Outcome("completed", result={"statusCode": 200}))])
+        assert completer.pool.lost == 1  # the first reply was lost
+    assert [n["id"] for n in notified] == [rows[0]["id"]]
+    assert conn.execute("SELECT status FROM tasks").fetchone()["status"] == "completed"
+
+
+def test_only_connection_errors_are_retried(database_url):
+    from asyncqueue.worker.decide import Outcome
+
+    calls = []
+
+    class Broken:
+        @contextlib.contextmanager
+        def connection(self, **kwargs):
+            calls.append(1)
+            raise psycopg.ProgrammingError("a bug, not an outage")
+            yield
+
+    with completer_for(database_url) as (completer, slots):
+        completer.pool = Broken()
+        (c,) = slots.add([fake_row()])
+        with pytest.raises(psycopg.ProgrammingError):
+            completer.write([Finished(c, Outcome("completed"))])
+    assert len(calls) == 1
+
+
+def fake_row(**overrides) -> dict:
+    return {
+        "id": uuid.uuid4(),
+        "claim_token": uuid.uuid4(),
+        "team_id": uuid.uuid4(),
+        "attempts": 1,
+        "retry_count": 0,
+    } | overrides

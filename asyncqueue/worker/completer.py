@@ -1,0 +1,259 @@
+"""The completer: writes outcomes (final ones and retries) in batches, one statement each for all
+that have piled up, then hands finished tasks with an onCompleteUrl to the notifier.
+
+* Idempotent for the claim that made it: a write repeated after a lost reply returns the rows
+  its first run wrote (task_finish_many, task_schedule_retry), so no onComplete is lost.
+* Only connection errors (psycopg.OperationalError) are retried, for as long as the process
+  runs; data the database refuses is written again without the result; anything else is a bug.
+* Supervised: a batch that fails unexpectedly is logged and its claims left to their leases;
+  after MAX_UNEXPECTED_FAILURES such batches in a row the thread ends, and the process, seeing
+  it dead, exits non-zero rather than stay alive writing nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from asyncqueue import db
+from asyncqueue.logs import log_event
+from asyncqueue.worker.decide import RETRY
+from asyncqueue.worker.dispatcher import SlotTable
+from asyncqueue.worker.runner import Finished
+from asyncqueue.worker.service import ThreadService
+
+log = logging.getLogger("asyncqueue.worker")
+
+# What a task's error says when the database refused its callback's result (it was recorded
+# without it): the worker's own fault, never expected.
+OUTCOME_NOT_STORED = "internal error: the callback's response could not be stored"
+MAX_BATCH = 500
+MAX_UNEXPECTED_FAILURES = 3
+RETRY_DELAYS = (0.25, 0.5, 1, 2, 4, 5)  # then every 5 s while the database stays away
+
+
+class GaveUp(Exception):
+    """The database stayed away until the flush deadline at shutdown."""
+
+
+def finish_params(outcomes) -> dict:
+    """task_finish_many's parameter from (id, claim_token, status, result, error) tuples."""
+    return {
+        "outcomes": Jsonb(
+            [
+                {
+                    "id": str(task_id),
+                    "claim_token": str(claim_token),
+                    "status": status,
+                    "result": result,
+                    "error": error,
+                }
+                for task_id, claim_token, status, result, error in outcomes
+            ]
+        )
+    }
+
+
+def retry_params(retries) -> dict:
+    """task_schedule_retry's parameter from (id, claim_token, result, error, delay) tuples."""
+    return {
+        "retries": Jsonb(
+            [
+                {
+                    "id": str(task_id),
+                    "claim_token": str(claim_token),
+                    "result": result,
+                    "error": error,
+                    "delay": delay,
+                }
+                for task_id, claim_token, result, error, delay in retries
+            ]
+        )
+    }
+
+
+class Completer(ThreadService):
+    name = "completer"
+
+    def __init__(self, pool, slots: SlotTable, notify: Callable[[dict], None], wake):
+        super().__init__()
+        self.pool = pool
+        self.slots = slots
+        self.notify = notify
+        self.wake = wake
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._flush_deadline: float | None = None  # set by stop(): retry no longer than this
+        self.failures = 0
+
+    def put(self, finished: Finished) -> None:
+        self._queue.put(finished)
+
+    def _wake(self) -> None:
+        self._queue.put(None)
+
+    def stop(self, timeout: float | None = 5.0) -> None:
+        """Write everything queued (retrying a missing database until `timeout`), then end."""
+        self._flush_deadline = time.monotonic() + (timeout or 0)
+        super().stop(timeout)
+
+    def run(self) -> None:
+        while True:
+            batch = self._take()
+            if batch:
+                try:
+                    self.write(batch)
+                    self.failures = 0
+                except GaveUp:
+                    self._give_up(batch, "database unreachable at shutdown")
+                except Exception:
+                    self.failures += 1
+                    log.exception(
+                        "writing outcomes failed; their leases will bring the tasks back",
+                        extra={"fields": {"tasks": len(batch), "failures": self.failures}},
+                    )
+                    self._give_up(batch, None)
+                    if self.failures >= MAX_UNEXPECTED_FAILURES:
+                        return  # the process sees a dead completer and exits non-zero
+            if self.stopping.is_set() and self._queue.empty():
+                return
+
+    def _take(self) -> list[Finished]:
+        first = self._queue.get()
+        batch = [] if first is None else [first]
+        while len(batch) < MAX_BATCH:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                batch.append(item)
+        return batch
+
+    def _give_up(self, batch: list[Finished], reason: str | None) -> None:
+        self.slots.release([f.claim for f in batch])
+        self.wake.set()
+        if reason:
+            log_event(
+                log,
+                "outcomes not written; their leases will bring the tasks back",
+                logging.WARNING,
+                tasks=len(batch),
+                reason=reason,
+            )
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def write(self, batch: list[Finished]) -> None:
+        retries = [f for f in batch if f.outcome.kind == RETRY]
+        finals = [f for f in batch if f.outcome.kind != RETRY]
+        retried = set(self._write_retries(retries)) if retries else set()
+        written = {r["id"]: r for r in self._write_finals(finals)} if finals else {}
+        self.slots.release([f.claim for f in batch])
+        self.wake.set()
+        for f in retries:
+            self._log(f, "retry scheduled" if f.claim.task_id in retried else None)
+        for f in finals:
+            done = written.get(f.claim.task_id)
+            self._log(f, "task finished" if done is not None else None)
+            if done is not None and done["on_complete_url"]:
+                self.notify(done)
+
+    def _log(self, f: Finished, message: str | None) -> None:
+        claim, outcome = f.claim, f.outcome
+        if message is None:
+            log_event(
+                log,
+                "stale claim: another worker owns this task now; result discarded",
+                logging.WARNING,
+                task_id=str(claim.task_id),
+            )
+            return
+        # One line per attempt at INFO, carrying what claim, attempt and outcome say.
+        log_event(
+            log,
+            message,
+            task_id=str(claim.task_id),
+            team_id=str(claim.team_id),
+            status=outcome.kind,
+            attempt=claim.row["attempts"],
+            retry_count=claim.row["retry_count"],
+            status_code=f.status_code,
+            duration_ms=f.duration_ms,
+            error=outcome.error,
+            retry_in=outcome.retry_in,
+        )
+
+    def _write_retries(self, items: list[Finished]) -> list:
+        def params(items, keep_result=True):
+            return retry_params(
+                (
+                    f.claim.task_id,
+                    f.claim.token,
+                    f.outcome.result if keep_result else None,
+                    f.outcome.error,
+                    f.outcome.retry_in,
+                )
+                for f in items
+            )
+
+        try:
+            rows = self._execute("task_schedule_retry", params(items))
+        except psycopg.DataError:  # the database refused a result: keep the retries without
+            rows = self._execute("task_schedule_retry", params(items, keep_result=False))
+        return [r["id"] for r in rows]
+
+    def _write_finals(self, items: list[Finished]) -> list[dict]:
+        """The rows written. An outcome the database refuses does not hold up the rest of its
+        batch: the batch is written again one by one, and a refused one is recorded without its
+        result."""
+
+        def params(items):
+            return finish_params(
+                (f.claim.task_id, f.claim.token, f.outcome.kind, f.outcome.result, f.outcome.error)
+                for f in items
+            )
+
+        try:
+            return self._execute("task_finish_many", params(items))
+        except psycopg.DataError:
+            if len(items) > 1:
+                return [r for f in items for r in self._write_finals([f])]
+        (f,) = items
+        log_event(
+            log,
+            "outcome refused by the database; recorded without its result",
+            logging.ERROR,
+            task_id=str(f.claim.task_id),
+        )
+        plain = replace(f, outcome=replace(f.outcome, result=None, error=OUTCOME_NOT_STORED))
+        return self._execute("task_finish_many", params([plain]))
+
+    def _execute(self, name: str, params: dict) -> list[dict]:
+        """Run a named write, retrying while the connection fails (the write is idempotent, so a
+        repeat after a lost reply is safe). Any other error is raised at once."""
+        attempt = 0
+        while True:
+            try:
+                with self.pool.connection() as conn:
+                    return conn.execute(db.query(name), params).fetchall()
+            except psycopg.OperationalError as exc:
+                delay = RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)]
+                attempt += 1
+                log_event(
+                    log,
+                    "recording outcomes failed; retrying",
+                    logging.WARNING,
+                    error=str(exc).strip(),
+                    retry_in=delay,
+                )
+                if self._flush_deadline is not None and time.monotonic() + delay > (
+                    self._flush_deadline
+                ):
+                    raise GaveUp from exc
+                time.sleep(delay)

@@ -1,0 +1,263 @@
+"""The dispatcher: claim due tasks into free slots, and sleep well when there is nothing to do.
+
+Slots are kept per claim (its token), not per task: a task claimed again by this worker after its
+lease ran out is a different claim, and finishing the old one must not free the new one's slot.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import psycopg
+
+from asyncqueue import db
+from asyncqueue.logs import log_event
+from asyncqueue.worker.service import ThreadService
+
+log = logging.getLogger("asyncqueue.worker")
+
+# A safety net only: the dispatcher normally sleeps until a notification or the next due time.
+MAX_IDLE_WAIT = 30.0
+# When something is due but the claim got nothing (another session holds the row), the next
+# look waits 0, then FLOOR_START doubling up to FLOOR_MAX: a row that merely became due between
+# the claim and the look is taken at once, one held for long costs a claim a second, not a spin.
+FLOOR_START = 0.01
+FLOOR_MAX = 1.0
+# Claims that fail for a reason other than the database being away (a bug) are retried this
+# many times in a row before the dispatcher gives up and the process exits non-zero.
+MAX_UNEXPECTED_FAILURES = 5
+
+
+@dataclass(eq=False, slots=True)
+class Claim:
+    """One claim of one task by this worker: the claimed row, and where its call stands."""
+
+    row: dict
+    claimed_monotonic: float
+    running: bool = True  # its call is open (its slot is taken)
+    cut: bool = False  # shutdown cut its call: hand the task back rather than record an outcome
+    outcome_queued: bool = False  # its outcome went to the completer: never hand it back
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def token(self) -> uuid.UUID:
+        return self.row["claim_token"]
+
+    @property
+    def task_id(self) -> uuid.UUID:
+        return self.row["id"]
+
+    @property
+    def team_id(self) -> uuid.UUID:
+        return self.row["team_id"]
+
+
+class SlotTable:
+    """The claims this worker holds, by claim token. A claim takes a slot while its call runs and
+    stays held until its outcome is written, so that the next call starts while the completer is
+    still writing the last one's outcome."""
+
+    def __init__(self, concurrency: int):
+        self.concurrency = concurrency
+        self._cond = threading.Condition()
+        self._claims: dict[uuid.UUID, Claim] = {}
+        self._running = 0
+        self._running_by_team: Counter = Counter()
+
+    def add(self, rows: list[dict]) -> list[Claim]:
+        now = time.monotonic()
+        claims = [Claim(row, now) for row in rows]
+        with self._cond:
+            for claim in claims:
+                self._claims[claim.token] = claim
+                self._running_by_team[claim.team_id] += 1
+            self._running += len(claims)
+        return claims
+
+    def call_ended(self, claim: Claim) -> None:
+        """Free the claim's slot; it stays held until release()."""
+        with self._cond:
+            if claim.running and self._claims.get(claim.token) is claim:
+                self._end_call(claim)
+            self._cond.notify_all()
+
+    def release(self, claims) -> None:
+        """Forget these claims (outcome written, handed back, or left to their leases)."""
+        with self._cond:
+            for claim in claims:
+                if self._claims.get(claim.token) is not claim:
+                    continue
+                if claim.running:
+                    self._end_call(claim)
+                del self._claims[claim.token]
+            self._cond.notify_all()
+
+    def _end_call(self, claim: Claim) -> None:
+        claim.running = False
+        self._running -= 1
+        self._running_by_team[claim.team_id] -= 1
+        if not self._running_by_team[claim.team_id]:
+            del self._running_by_team[claim.team_id]
+
+    def free(self) -> int:
+        """Slots for new claims: the concurrency less the calls running, and none while more
+        outcomes wait to be written than there are slots (the database is falling behind)."""
+        with self._cond:
+            if len(self._claims) - self._running >= self.concurrency:
+                return 0
+            return self.concurrency - self._running
+
+    def held(self) -> int:
+        with self._cond:
+            return len(self._claims)
+
+    def running(self) -> list[Claim]:
+        with self._cond:
+            return [c for c in self._claims.values() if c.running]
+
+    def claims(self) -> list[Claim]:
+        with self._cond:
+            return list(self._claims.values())
+
+    def running_by_team(self) -> dict[uuid.UUID, int]:
+        """Calls in flight per team (for fair claiming and metrics): a copy, kept as claims come
+        and go, so asking costs nothing per task."""
+        with self._cond:
+            return dict(self._running_by_team)
+
+    def wait_until(self, predicate: Callable[[], bool], deadline: float) -> bool:
+        """Wait until `predicate()` (called with the table locked) or the monotonic deadline."""
+        with self._cond:
+            while not predicate():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+            return True
+
+    def no_calls_running(self) -> bool:
+        return self._running == 0
+
+
+def idle_wait(
+    seconds: float | None, next_seconds: float | None, stuck_rounds: int
+) -> tuple[float, int]:
+    """How long an idle dispatcher sleeps (unless woken), and its new count of rounds in which
+    something was due that the claim could not take.
+
+    `seconds` is until the earliest next_run_at (None: nothing waits), `next_seconds` until the
+    earliest one still in the future. Due work the claim did not get is held by another session;
+    looking again at once would spin, so the wait grows from 0 to FLOOR_MAX, never past the next
+    future due time."""
+    if seconds is None:
+        return MAX_IDLE_WAIT, 0
+    if seconds > 0:
+        return min(seconds, MAX_IDLE_WAIT), 0
+    floor = 0.0 if stuck_rounds == 0 else min(FLOOR_START * 2 ** (stuck_rounds - 1), FLOOR_MAX)
+    if next_seconds is not None:
+        floor = min(floor, max(0.0, next_seconds))
+    return floor, stuck_rounds + 1
+
+
+class Dispatcher(ThreadService):
+    """Claims due tasks into free slots and hands them to `run` (the runner)."""
+
+    name = "dispatcher"
+
+    def __init__(
+        self,
+        pool,
+        slots: SlotTable,
+        run: Callable[[list[Claim]], None],
+        wake: threading.Event,
+        *,
+        worker_name: str,
+        lease_grace: float,
+    ):
+        super().__init__()
+        self.pool = pool
+        self.slots = slots
+        self.run_claims = run
+        self.wake = wake
+        self.worker_name = worker_name
+        self.lease_grace = lease_grace
+        self._stuck_rounds = 0
+
+    def _wake(self) -> None:
+        self.wake.set()
+
+    def run(self) -> None:
+        db_failures = unexpected = 0
+        while not self.stopping.is_set():
+            self.wake.clear()
+            try:
+                free = self.slots.free()
+                claimed = self.claim(free) if free > 0 else []
+                if claimed:
+                    self.run_claims(claimed)
+                full = free > 0 and len(claimed) == free
+                wait = 0.0 if full else self._idle_wait(bool(claimed))
+                db_failures = unexpected = 0
+            except psycopg.OperationalError as exc:  # database away: wait and try again
+                db_failures += 1
+                wait = min(0.25 * 2**db_failures, 5.0)
+                log_event(
+                    log,
+                    "claim failed; retrying",
+                    logging.WARNING,
+                    error=str(exc).strip(),
+                    retry_in=wait,
+                )
+                self.stopping.wait(wait)
+                continue
+            except Exception:
+                unexpected += 1
+                log.exception("dispatcher error", extra={"fields": {"failures": unexpected}})
+                if unexpected >= MAX_UNEXPECTED_FAILURES:
+                    return  # the process sees a dead dispatcher and exits non-zero
+                self.stopping.wait(1.0)
+                continue
+            if wait > 0:
+                self.wake.wait(wait)
+
+    def claim_params(self, free: int) -> dict:
+        """task_claim's parameters (one place to add per-team fairness inputs)."""
+        return {"limit": free, "grace": self.lease_grace, "worker": self.worker_name}
+
+    def claim(self, free: int) -> list[Claim]:
+        with self.pool.connection() as conn:
+            rows = conn.execute(db.query("task_claim"), self.claim_params(free)).fetchall()
+        claims = self.slots.add(rows)
+        if claims and log.isEnabledFor(logging.DEBUG):
+            for claim in claims:
+                log_event(
+                    log,
+                    "task claimed",
+                    logging.DEBUG,
+                    task_id=str(claim.task_id),
+                    team_id=str(claim.team_id),
+                    attempt=claim.row["attempts"],
+                )
+        return claims
+
+    def _idle_wait(self, claimed_any: bool) -> float:
+        """Seconds to sleep: until the earliest next_run_at, unless woken sooner."""
+        if claimed_any:
+            self._stuck_rounds = 0
+        if self.slots.free() <= 0:
+            return MAX_IDLE_WAIT  # a call ending wakes us
+        with self.pool.connection() as conn:
+            row = conn.execute(db.query("task_seconds_until_due")).fetchone()
+        seconds, next_seconds = row["seconds"], row["next_seconds"]
+        wait, self._stuck_rounds = idle_wait(
+            None if seconds is None else float(seconds),
+            None if next_seconds is None else float(next_seconds),
+            self._stuck_rounds,
+        )
+        return wait

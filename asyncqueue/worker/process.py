@@ -1,0 +1,228 @@
+"""The worker process: its parts, started in order, watched, and stopped in order.
+
+    listener ── LISTEN ── wakes the dispatcher (it also wakes at the earliest next_run_at)
+    dispatcher ── claim batch (one short transaction) ──> runner threads (one call each)
+    runner ── outcome ──> completer ── batched, fenced, idempotent writes ──> notifier
+
+Shutdown (SIGTERM/SIGINT): stop claiming; give calls the grace; cut the calls still open (their
+sockets shut) and wait for them to return; flush the completer (every outcome and retry is
+written); hand back the tasks whose calls were cut and have ended (due again at once, never a
+task whose call is still open, never over a written retry); give onComplete deliveries what is
+left of the grace; stop the other services. A part that dies makes the process exit 1, so the
+platform restarts it; it never stays alive claiming nothing. A second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+
+from asyncqueue import db
+from asyncqueue.config import Settings
+from asyncqueue.logs import log_event
+from asyncqueue.worker import execute
+from asyncqueue.worker.completer import Completer
+from asyncqueue.worker.dispatcher import Dispatcher, SlotTable
+from asyncqueue.worker.http_client import make_session
+from asyncqueue.worker.notifier import Notifier
+from asyncqueue.worker.runner import Runner
+from asyncqueue.worker.wakeup import Listener
+
+log = logging.getLogger("asyncqueue.worker")
+
+SUPERVISE_EVERY = 1.0  # seconds between looks at the parts' health
+CUT_WAIT = 2.0  # seconds cut calls get to return
+FLUSH_WAIT = 3.0  # seconds the completer gets to write what is left, at most
+NOTIFY_WAIT_MIN = 1.0  # seconds queued onComplete events get at least, after the flush
+
+
+class WorkerProcess:
+    def __init__(self, settings: Settings, services: list | None = None):
+        self.settings = settings
+        self.name = f"{socket.gethostname()}:{os.getpid()}"
+        concurrency = settings.worker_concurrency
+        self.pool = db.make_pool(
+            settings.database_url,
+            max(2, min(concurrency, 10)),
+            name="asyncqueue-worker",
+            timeout=10.0,
+        )
+        self.stop_requested = threading.Event()
+        self.wake = threading.Event()
+        self.slots = SlotTable(concurrency)
+
+        def session():
+            return make_session(allow_private=settings.allow_private_networks)
+
+        self.listener = Listener(settings.database_url, self.wake)
+        self.notifier = Notifier(session)
+        self.completer = Completer(self.pool, self.slots, self.notifier.put, self.wake)
+        self.runner = Runner(
+            self.slots,
+            self.completer.put,
+            self.wake,
+            threads=concurrency,
+            body_cap=settings.max_response_body,
+            make_session=session,
+        )
+        self.dispatcher = Dispatcher(
+            self.pool,
+            self.slots,
+            self.runner.submit,
+            self.wake,
+            worker_name=self.name,
+            lease_grace=settings.lease_grace,
+        )
+        # Maintenance services (heartbeat, pruner, ...): objects with start() and stop(),
+        # started after the core parts and stopped before them.
+        self.services: list = list(services or [])
+
+    def add_service(self, service) -> None:
+        self.services.append(service)
+
+    # -- running ---------------------------------------------------------------------------
+
+    def parts(self) -> list:
+        return [
+            self.listener,
+            self.notifier,
+            self.completer,
+            self.runner,
+            self.dispatcher,
+            *self.services,
+        ]
+
+    def start(self) -> None:
+        self.listener.start()
+        self.notifier.start()
+        self.completer.start()
+        self.runner.start()
+        for service in self.services:
+            service.start()
+        self.dispatcher.start()
+        log_event(
+            log, "worker started", worker=self.name, concurrency=self.settings.worker_concurrency
+        )
+
+    def dead_part(self) -> str | None:
+        for part in self.parts():
+            alive = getattr(part, "alive", None)
+            if alive is not None and not alive():
+                return getattr(part, "name", type(part).__name__)
+        return None
+
+    def run(self, install_signals: bool = True) -> int:
+        """Run until a signal (or request_stop()); the exit code: 0, or 1 if a part failed."""
+        if install_signals:
+            self._install_signal_handlers()
+        self.start()
+        failed = None
+        while not self.stop_requested.wait(SUPERVISE_EVERY):
+            failed = self.dead_part()
+            if failed:
+                log_event(
+                    log, "worker part failed; exiting to be restarted", logging.ERROR, part=failed
+                )
+                break
+        self.shutdown()
+        return 1 if failed else 0
+
+    def request_stop(self) -> None:
+        self.stop_requested.set()
+
+    def _install_signal_handlers(self) -> None:
+        def handle(signum, _frame):
+            if self.stop_requested.is_set():
+                log_event(log, "second signal: exiting now", logging.WARNING)
+                os._exit(1)
+            log_event(
+                log,
+                "shutting down",
+                signal=signal.Signals(signum).name,
+                in_flight=self.slots.held(),
+                grace=self.settings.shutdown_grace,
+            )
+            self.stop_requested.set()
+
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)
+
+    # -- stopping --------------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        end = time.monotonic() + self.settings.shutdown_grace
+        self.dispatcher.stop()
+        if not self.slots.wait_until(self.slots.no_calls_running, end):
+            self._cut_calls()
+        self.completer.stop(FLUSH_WAIT)
+        self.hand_back()
+        self.runner.stop()
+        self.notifier.stop(max(end - time.monotonic(), NOTIFY_WAIT_MIN))
+        for service in reversed(self.services):
+            service.stop()
+        self.listener.stop()
+        self.pool.close()
+        log_event(log, "worker stopped", worker=self.name)
+
+    def _cut_calls(self) -> None:
+        """Cut the calls still open: mark their claims (so no outcome is recorded for them),
+        shut their sockets, and wait a little for them to return."""
+        open_calls = self.slots.running()
+        for claim in open_calls:
+            claim.cut = True
+        cut = execute.cut_all_attempts()
+        returned = self.slots.wait_until(self.slots.no_calls_running, time.monotonic() + CUT_WAIT)
+        log_event(
+            log,
+            "calls cut at shutdown",
+            open=len(open_calls),
+            cut=cut,
+            returned=returned,
+        )
+
+    def hand_back(self) -> None:
+        """Make due again at once the tasks whose calls were cut and have ended. A call still
+        open (it could not be cut) keeps its task until the lease runs out, so that no other
+        worker can start it meanwhile; a written retry has no claim token left to match."""
+        claims = self.slots.claims()
+        ended = [c for c in claims if c.cut and not c.running and not c.outcome_queued]
+        still_open = [c for c in claims if c.running]
+        if ended:
+            try:
+                with self.pool.connection(timeout=2.0) as conn:
+                    conn.execute(
+                        db.query("task_release"),
+                        {
+                            "ids": [c.task_id for c in ended],
+                            "claim_tokens": [c.token for c in ended],
+                        },
+                    ).fetchall()
+                log_event(log, "handed back unfinished tasks", count=len(ended))
+            except Exception as exc:
+                log_event(
+                    log,
+                    "could not hand back tasks; their leases will",
+                    logging.WARNING,
+                    count=len(ended),
+                    error=str(exc).strip(),
+                )
+        if still_open:
+            log_event(
+                log,
+                "calls still open at exit; their leases will bring the tasks back",
+                logging.WARNING,
+                count=len(still_open),
+            )
+        self.slots.release(ended)
+
+
+def run_worker(settings: Settings) -> int:
+    """Run a worker process until SIGTERM; exits the interpreter with its code (threads still
+    inside a call cannot be interrupted, and their tasks are handed back or left to leases)."""
+    code = WorkerProcess(settings).run()
+    logging.shutdown()
+    os._exit(code)
