@@ -142,6 +142,8 @@ class Notifier:
                 del self._queues[team]
             elif self._open[team] < self.per_team:
                 self._ready.append(team)  # behind every other team waiting
+            if self._ready:
+                self._cond.notify()  # another thread can take the next team now
             return team, row
 
     def _done(self, team) -> None:

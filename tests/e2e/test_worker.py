@@ -6,9 +6,11 @@ import signal
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
+from asyncqueue import db
 from tests.support import wait_for
 
 
@@ -163,12 +165,16 @@ def test_delayed_task_waits_then_runs(stack, receiver):
 
 
 def test_cancelled_before_run_is_never_called(stack, receiver):
-    path = unique("/ok")
+    path, twin_path = unique("/ok"), unique("/ok")
     when = datetime.now(UTC) + timedelta(seconds=1)
     task = stack.create(callbackUrl=receiver.url(path), delayUntil=when.isoformat())
+    twin = stack.create(callbackUrl=receiver.url(twin_path), delayUntil=when.isoformat())
     response = stack.http.post(stack.url(f"/v1/tasks/{task['id']}/cancel"))
     assert response.json()["task"]["status"] == "cancelled"
-    time.sleep(2)
+    # Positive control: the un-cancelled twin, due at the same time, is called.
+    assert stack.wait_done(twin["id"])["status"] == "completed"
+    assert len(receiver.calls(twin_path)) == 1
+    time.sleep(0.5)
     assert receiver.calls(path) == []
     assert stack.get(task["id"])["status"] == "cancelled"
 
@@ -220,7 +226,7 @@ def test_failing_on_complete_leaves_the_task_alone(stack, receiver):
     hook = unique("/status/500")
     task = stack.create(callbackUrl=receiver.url(unique("/ok")), onCompleteUrl=receiver.url(hook))
     wait_for(lambda: receiver.calls(hook), timeout=10)
-    time.sleep(0.5)
+    time.sleep(5)  # past any backoff a retry would have used (1, 2 s)
     done = stack.get(task["id"])
     assert done["status"] == "completed" and done["retryCount"] == 0
     assert len(receiver.calls(hook)) == 1  # not retried
@@ -260,6 +266,14 @@ def test_sigterm_hands_back_what_outlives_the_grace(own_stack, receiver):
     assert worker.wait(timeout=10) == 0
     handed_back = own_stack.get(task["id"])
     assert handed_back["status"] == "processing"  # not failed
+    assert handed_back["retryCount"] == 0 and "error" not in handed_back
+    with db.connect(own_stack.database_url) as conn:
+        row = conn.execute(
+            "SELECT claim_token, next_run_at <= now() AS due FROM tasks WHERE id = %s",
+            (task["id"],),
+        ).fetchone()
+    # Handed back: due at once with no claim, not left to its lease (10 s + 1 s grace).
+    assert row == {"claim_token": None, "due": True}
     own_stack.start_worker()
     assert own_stack.wait_done(task["id"], timeout=20)["status"] == "completed"
 
@@ -289,3 +303,30 @@ def test_logs_never_hold_keys_or_bodies(stack, receiver):
     assert task["id"] in logs  # the worker did log this task's attempts
     for secret in (stack.key, secret_body, secret_header):
         assert secret not in logs
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_idle_worker_does_not_spin_on_a_due_row_locked_elsewhere(own_stack, receiver):
+    # Another session holds a due task's row: the claim skips it, and the idle worker must not
+    # look again and again (it used to burn 1.6 CPU-s in 3 s doing so).
+    path = unique("/ok")
+    worker = own_stack.start_worker()
+    when = datetime.now(UTC) + timedelta(seconds=2)
+    task = own_stack.create(callbackUrl=receiver.url(path), delayUntil=when.isoformat())
+    with db.connect(own_stack.database_url) as holder:
+        holder.execute("SELECT id FROM tasks WHERE id = %s FOR UPDATE", (task["id"],))
+        time.sleep(max(0.0, when.timestamp() - time.time()) + 1.0)  # due, and the worker idle
+        before = cpu_seconds(worker.pid)
+        time.sleep(3)
+        used = cpu_seconds(worker.pid) - before
+        assert own_stack.get(task["id"])["status"] == "delayed"
+        holder.rollback()  # let go of the row
+    assert used < 0.05 * 3, f"{used:.2f} CPU-s in 3 s"
+    # Positive control: the worker was idle, not stuck; it takes the row once it is free.
+    assert own_stack.wait_done(task["id"], timeout=10)["status"] == "completed"
+    assert len(receiver.calls(path)) == 1

@@ -1,0 +1,99 @@
+"""The dispatcher's slot table (keyed by claim) and its idle wait, without a database."""
+
+import threading
+import time
+import uuid
+
+import pytest
+
+from asyncqueue.worker.dispatcher import FLOOR_MAX, MAX_IDLE_WAIT, SlotTable, idle_wait
+
+
+def row(task_id=None, team_id=None) -> dict:
+    return {
+        "id": task_id or uuid.uuid4(),
+        "claim_token": uuid.uuid4(),
+        "team_id": team_id or uuid.uuid4(),
+    }
+
+
+@pytest.mark.parametrize(
+    "seconds, next_seconds, rounds, expected",
+    [
+        (None, None, 0, (MAX_IDLE_WAIT, 0)),  # nothing waits at all
+        (None, None, 4, (MAX_IDLE_WAIT, 0)),
+        (2.5, 2.5, 0, (2.5, 0)),  # the next due time
+        (2.5, 2.5, 3, (2.5, 0)),  # nothing stuck any more: the count starts again
+        (90.0, 90.0, 0, (MAX_IDLE_WAIT, 0)),  # a safety net
+        (0.0, None, 0, (0.0, 1)),  # due now and not claimed: look once more at once
+        (-1.0, None, 1, (0.01, 2)),  # still there: held by another session, back off
+        (-1.0, None, 2, (0.02, 3)),
+        (-1.0, None, 5, (0.16, 6)),
+        (-1.0, None, 30, (FLOOR_MAX, 31)),  # never longer than the floor's ceiling
+        (-1.0, 0.3, 30, (0.3, 31)),  # ... nor past the next task coming due
+        (-1.0, 0.005, 2, (0.005, 3)),
+    ],
+)
+def test_idle_wait(seconds, next_seconds, rounds, expected):
+    wait, new_rounds = idle_wait(seconds, next_seconds, rounds)
+    assert (round(wait, 6), new_rounds) == expected
+
+
+def test_a_held_due_row_costs_about_one_look_a_second():
+    waited, rounds = 0.0, 0
+    looks = 0
+    while waited < 60:
+        wait, rounds = idle_wait(-5.0, None, rounds)
+        waited += wait
+        looks += 1
+    assert looks < 70
+
+
+def test_free_slots_count_running_calls_and_the_write_backlog():
+    slots = SlotTable(4)
+    claims = slots.add([row() for _ in range(3)])
+    assert slots.free() == 1
+    for claim in claims:
+        slots.call_ended(claim)  # outcomes not written yet
+    assert slots.free() == 4 and slots.held() == 3
+    more = slots.add([row()])
+    slots.call_ended(more[0])
+    assert slots.free() == 0  # as many outcomes wait as there are slots: the database lags
+    slots.release(claims)
+    assert slots.free() == 4 and slots.held() == 1
+
+
+def test_releasing_an_old_claim_leaves_the_new_claim_of_the_same_task_alone():
+    # The completer fell behind past the lease and this worker claimed the task again: the old
+    # batch's release must not free the new claim's slot nor drop it from the hand-back.
+    slots = SlotTable(2)
+    task_id = uuid.uuid4()
+    (old,) = slots.add([row(task_id)])
+    slots.call_ended(old)
+    (new,) = slots.add([row(task_id)])
+    slots.release([old])
+    assert slots.claims() == [new] and slots.running() == [new]
+    assert slots.free() == 1  # the new call still holds its slot
+    slots.call_ended(old)  # a late report about the old claim changes nothing either
+    assert slots.running() == [new]
+
+
+def test_running_calls_per_team():
+    slots = SlotTable(8)
+    a, b = uuid.uuid4(), uuid.uuid4()
+    claims = slots.add([row(team_id=a), row(team_id=a), row(team_id=b)])
+    assert slots.running_by_team() == {a: 2, b: 1}
+    slots.call_ended(claims[0])
+    slots.release([claims[2]])
+    assert slots.running_by_team() == {a: 1}
+
+
+def test_wait_until_wakes_when_the_last_call_ends():
+    slots = SlotTable(2)
+    (claim,) = slots.add([row()])
+    threading.Timer(0.1, slots.call_ended, [claim]).start()
+    started = time.monotonic()
+    assert slots.wait_until(slots.no_calls_running, time.monotonic() + 10)
+    assert time.monotonic() - started < 5
+    (other,) = slots.add([row()])
+    assert not slots.wait_until(slots.no_calls_running, time.monotonic() + 0.05)

@@ -1,0 +1,29 @@
+"""Every named query the code asks for exists in sql/queries (a typo would fail only at run
+time, on the path that uses it)."""
+
+import re
+from pathlib import Path
+
+from asyncqueue import db
+
+ROOT = Path(__file__).resolve().parents[2]
+# db.query("name"), and the two helpers that pass a name on to it: the completer's
+# _execute("name", ...) and the CLI's _refuse_over_plan_limit(conn, team, "name", ...).
+QUERY_NAME_USE = re.compile(
+    r"""(?:db\.query\(|_execute\(|_refuse_over_plan_limit\(\s*\w+,\s*\w+,)\s*["']([^"']+)["']"""
+)
+
+
+def names_used() -> dict[str, list[str]]:
+    used: dict[str, list[str]] = {}
+    for path in sorted((ROOT / "asyncqueue").rglob("*.py")):
+        for name in re.findall(QUERY_NAME_USE, path.read_text()):
+            used.setdefault(name, []).append(str(path.relative_to(ROOT)))
+    return used
+
+
+def test_every_query_the_code_names_exists():
+    used = names_used()
+    assert len(used) > 10  # the search did find the code's queries
+    missing = {name: where for name, where in used.items() if name not in db.queries()}
+    assert missing == {}
