@@ -9,6 +9,7 @@ import os
 import tempfile
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import psycopg
@@ -54,6 +55,7 @@ def test_database_drill(private_server, pg_admin_url, template_db, receiver, tmp
     for _ in range(2):
         stack.start_worker()
 
+    hook = "/ok/drill-hook"
     responses: list[tuple[float, int, object]] = []  # (time, status, json body)
     created: list[str] = []
     stop_creating = threading.Event()
@@ -65,7 +67,9 @@ def test_database_drill(private_server, pg_admin_url, template_db, receiver, tmp
         while not stop_creating.is_set():
             try:
                 r = http.post(
-                    stack.url("/v1/tasks"), json={"callbackUrl": receiver.url("/ok")}, timeout=15
+                    stack.url("/v1/tasks"),
+                    json={"callbackUrl": receiver.url("/ok"), "onCompleteUrl": receiver.url(hook)},
+                    timeout=15,
                 )
                 body = r.json()
                 responses.append((time.monotonic(), r.status_code, body))
@@ -121,8 +125,22 @@ def test_database_drill(private_server, pg_admin_url, template_db, receiver, tmp
             message="every task to complete",
         )
         stored = conn.execute("SELECT count(*) AS n FROM tasks").fetchone()["n"]
-    delivered = {r.headers.get("X-AsyncQueue-Task-Id") for r in receiver.requests}
-    lost = [t for t in created if t not in delivered]
+        # onComplete is sent after the outcome is written: give the last ones time to arrive.
+        wait_for(
+            lambda: len({e["task"]["id"] for e in receiver.json_bodies(hook)}) >= len(created),
+            timeout=20,
+            interval=0.2,
+            message="an onComplete for every task",
+        )
+    calls = Counter(
+        r.headers.get("X-AsyncQueue-Task-Id")
+        for r in receiver.requests
+        if not r.path.startswith(hook)
+    )
+    notices = Counter(e["task"]["id"] for e in receiver.json_bodies(hook))
+    lost = [t for t in created if calls[t] < 1]
+    duplicates = sum(calls[t] - 1 for t in created if calls[t] > 1)
+    notices_wrong = {t: notices[t] for t in created if notices[t] != 1}
     statuses = sorted({s for _, s, _ in responses})
     errors = [b for _, s, b in responses if s == 503]
     alive = [p.poll() is None for p in [stack.web, *stack.workers]]
@@ -131,8 +149,9 @@ def test_database_drill(private_server, pg_admin_url, template_db, receiver, tmp
         f"database drill: {len(created)} tasks created, {terminations} connections terminated "
         f"over {TERMINATE_SECONDS} s, outage {OUTAGE_SECONDS if recovery is not None else 0} s, "
         f"API statuses seen {statuses}, recovery after restart "
-        f"{recovered}, lost {len(lost)}, "
-        f"processes alive {sum(alive)}/{len(alive)}"
+        f"{recovered}, lost {len(lost)}, duplicate calls {duplicates}, "
+        f"onComplete per task {sum(notices.values()) / max(1, len(created)):g} "
+        f"({len(notices_wrong)} tasks not exactly once), processes alive {sum(alive)}/{len(alive)}"
     )
     stack.stop()
     assert set(statuses) <= {201, 503}
@@ -145,4 +164,6 @@ def test_database_drill(private_server, pg_admin_url, template_db, receiver, tmp
         assert recovery <= 10
     assert stored == len(created)
     assert lost == []
+    assert duplicates == 0  # no lease ran out (31 s): nothing had to be called again
+    assert notices_wrong == {}
     assert all(alive)
