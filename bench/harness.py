@@ -139,7 +139,6 @@ class Bench:
             "PORT": str(self.web_port),
             "WEB_CONCURRENCY": os.environ.get("WEB_CONCURRENCY", "2"),
             "ASYNCQUEUE_ALLOW_PRIVATE_NETWORKS": "true",
-            "ASYNCQUEUE_LOG_LEVEL": "WARNING",
             "ASYNCQUEUE_DB_POOL_SIZE": "4",
         }
         self.web = self.spawn(

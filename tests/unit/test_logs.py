@@ -1,0 +1,37 @@
+"""Log lines: one JSON object each, in the shape they always had."""
+
+import json
+import logging
+from datetime import UTC, datetime
+
+from asyncqueue.logs import JsonFormatter
+
+
+def record(created: float, **fields) -> logging.LogRecord:
+    r = logging.LogRecord("asyncqueue.worker", logging.INFO, __file__, 1, "task finished", (), None)
+    r.created = created
+    r.fields = fields
+    return r
+
+
+def test_a_line_is_one_json_object_with_the_fields_on_top():
+    formatter = JsonFormatter()
+    at = datetime(2026, 1, 15, 10, 30, 5, 123456, tzinfo=UTC).timestamp()
+    line = formatter.format(record(at, task_id="t-1", status_code=200, at=datetime(2026, 1, 1)))
+    assert json.loads(line) == {
+        "time": "2026-01-15T10:30:05.123+00:00",
+        "level": "info",
+        "logger": "asyncqueue.worker",
+        "message": "task finished",
+        "task_id": "t-1",
+        "status_code": 200,
+        "at": "2026-01-01 00:00:00",
+    }
+
+
+def test_the_time_is_right_across_seconds():
+    formatter = JsonFormatter()
+    times = [1_700_000_000.999, 1_700_000_001.0, 1_700_000_001.5, 1_699_999_999.25]
+    got = [json.loads(formatter.format(record(t)))["time"] for t in times]
+    want = [datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds") for t in times]
+    assert got == want
