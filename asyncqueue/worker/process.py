@@ -35,9 +35,11 @@ from asyncqueue.worker.wakeup import Listener
 log = logging.getLogger("asyncqueue.worker")
 
 SUPERVISE_EVERY = 1.0  # seconds between looks at the parts' health
-CUT_WAIT = 2.0  # seconds cut calls get to return
-FLUSH_WAIT = 3.0  # seconds the completer gets to write what is left, at most
-NOTIFY_WAIT_MIN = 1.0  # seconds queued onComplete events get at least, after the flush
+# After the grace, at most about 5 s more (so 30 s with the default grace of 25 s):
+CUT_WAIT = 1.5  # seconds cut calls get to return
+FLUSH_WAIT = 2.0  # seconds the completer gets to write what is left, at most
+HAND_BACK_WAIT = 1.0  # seconds to get a connection for the hand-back
+NOTIFY_WAIT_MIN = 0.5  # seconds queued onComplete events get at least, after the flush
 
 
 class WorkerProcess:
@@ -193,7 +195,7 @@ class WorkerProcess:
         still_open = [c for c in claims if c.running]
         if ended:
             try:
-                with self.pool.connection(timeout=2.0) as conn:
+                with self.pool.connection(timeout=HAND_BACK_WAIT) as conn:
                     conn.execute(
                         db.query("task_release"),
                         {

@@ -196,6 +196,32 @@ def test_release_hands_back_only_held_claims(conn):
     assert [r["id"] for r in again] == [rows[0]["id"]]
 
 
+def test_release_never_undoes_a_written_outcome_or_retry(conn):
+    team, _ = make_team(conn)
+    insert_tasks(conn, team["id"], 2)
+    retried, finished = claim(conn)
+    conn.execute(
+        db.query("task_schedule_retry"),
+        retry_params([(retried["id"], retried["claim_token"], None, "HTTP 503", 60)]),
+    )
+    conn.execute(
+        db.query("task_finish_many"),
+        finish_params([(finished["id"], finished["claim_token"], "completed", None, None)]),
+    )
+    released = conn.execute(
+        db.query("task_release"),
+        {
+            "ids": [retried["id"], finished["id"]],
+            "claim_tokens": [retried["claim_token"], finished["claim_token"]],
+        },
+    ).fetchall()
+    assert released == []
+    rows = {r["id"]: r for r in conn.execute("SELECT *, next_run_at > now() AS later FROM tasks")}
+    assert rows[retried["id"]]["retry_count"] == 1 and rows[retried["id"]]["later"]
+    assert rows[finished["id"]]["status"] == "completed"
+    assert rows[finished["id"]]["next_run_at"] is None
+
+
 def test_insert_notifies_listeners(conn, database_url):
     team, _ = make_team(conn)
     with psycopg.connect(database_url, autocommit=True) as listener:
