@@ -351,3 +351,32 @@ def test_a_finished_task_logs_one_line_at_info_saying_what_happened(stack, recei
     assert entry["status"] == "completed" and entry["status_code"] == 200
     assert entry["attempt"] == 1 and entry["retry_count"] == 0
     assert isinstance(entry["duration_ms"], int)
+
+
+def test_one_teams_slow_on_complete_receivers_do_not_delay_another_teams(own_stack, receiver):
+    import requests
+
+    from tests.support import make_team
+
+    run = uuid.uuid4().hex[:8]
+    own_stack.start_worker()
+    slow_hook = f"/sleep/5/slow-{run}"
+    for _ in range(8):
+        own_stack.create(callbackUrl=receiver.url("/ok"), onCompleteUrl=receiver.url(slow_hook))
+    wait_for(lambda: len(receiver.calls(slow_hook)) >= 2, timeout=15, message="slow hooks")
+    first_slow = min(c.at for c in receiver.calls(slow_hook))
+    with db.connect(own_stack.database_url, autocommit=True) as conn:
+        _, other_key = make_team(conn, "other", "pro")
+    other = requests.Session()
+    other.trust_env = False
+    quick_hook = f"/ok/quick-{run}"
+    response = other.post(
+        own_stack.url("/v1/tasks"),
+        json={"callbackUrl": receiver.url("/ok"), "onCompleteUrl": receiver.url(quick_hook)},
+        headers={"X-API-Key": other_key},
+        timeout=10,
+    )
+    assert response.status_code == 201
+    (quick,) = wait_for(lambda: receiver.calls(quick_hook), timeout=30)
+    # Delivered while the slow team's first deliveries (5 s each) were still open.
+    assert quick.at - first_slow < 4.5, quick.at - first_slow
