@@ -12,7 +12,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import psycopg
 
@@ -43,7 +43,6 @@ class Claim:
     running: bool = True  # its call is open (its slot is taken)
     cut: bool = False  # shutdown cut its call: hand the task back rather than record an outcome
     outcome_queued: bool = False  # its outcome went to the completer: never hand it back
-    extra: dict = field(default_factory=dict)
 
     @property
     def token(self) -> uuid.UUID:
