@@ -325,6 +325,9 @@ def test_idle_worker_does_not_spin_on_a_due_row_locked_elsewhere(own_stack, rece
         time.sleep(3)
         used = cpu_seconds(worker.pid) - before
         assert own_stack.get(task["id"])["status"] == "delayed"
+        # Meanwhile a new task is picked up as usual: the held row holds nothing else up.
+        other = own_stack.create(callbackUrl=receiver.url(unique("/ok")))
+        assert own_stack.wait_done(other["id"], timeout=10)["status"] == "completed"
         holder.rollback()  # let go of the row
     assert used < 0.05 * 3, f"{used:.2f} CPU-s in 3 s"
     # Positive control: the worker was idle, not stuck; it takes the row once it is free.

@@ -1,0 +1,110 @@
+"""The runner with a fake HTTP attempt: one explicit Deadline per call, outcomes passed on, the
+slot freed, and a call cut by shutdown passing nothing on."""
+
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from asyncqueue.worker.attempt import AttemptResult
+from asyncqueue.worker.deadline import Deadline
+from asyncqueue.worker.dispatcher import SlotTable
+from asyncqueue.worker.runner import Runner
+from tests.support import wait_for
+
+NOW = datetime(2026, 1, 15, 10, 30, tzinfo=UTC)
+
+
+def claimed_row(**overrides) -> dict:
+    return {
+        "id": uuid.uuid4(),
+        "claim_token": uuid.uuid4(),
+        "team_id": uuid.uuid4(),
+        "attempts": 1,
+        "retry_count": 0,
+        "max_retries": 3,
+        "retry_backoff": "exponential",
+        "max_wait_time": 30.0,
+        "timeout": 5.0,
+        "claimed_at": NOW,
+        "deadline": NOW + timedelta(seconds=30),
+        "headers": {"X-Custom": "v"},
+        "method": "POST",
+        "callback_url": "http://127.0.0.1:9/x",
+        "body": "b",
+        "result": None,
+    } | overrides
+
+
+def runner_with(attempt, slots):
+    done = []
+    runner = Runner(
+        slots,
+        done.append,
+        threading.Event(),
+        threads=2,
+        body_cap=100,
+        make_session=lambda: "session",
+        attempt=attempt,
+    )
+    return runner, done
+
+
+def test_a_call_gets_one_deadline_and_its_outcome_goes_on():
+    seen = []
+
+    def attempt(session, spec, deadline, body_cap):
+        seen.append((session, spec, deadline, body_cap))
+        return AttemptResult(status_code=503, duration_ms=7)
+
+    slots = SlotTable(2)
+    runner, done = runner_with(attempt, slots)
+    runner.start()
+    (claim,) = slots.add([claimed_row()])
+    runner.submit([claim])
+    wait_for(lambda: done and not claim.running, timeout=10)
+    runner.stop()
+    ((session, spec, deadline, cap),) = seen
+    assert session == "session" and cap == 100
+    assert isinstance(deadline, Deadline) and 4 < deadline.remaining() <= 5  # the timeout
+    assert spec.headers["X-AsyncQueue-Task-Id"] == str(claim.task_id)
+    (finished,) = done
+    assert finished.outcome.kind == "retry" and finished.outcome.error == "HTTP 503"
+    assert (finished.status_code, finished.duration_ms) == (503, 7)
+    assert slots.free() == 2 and slots.held() == 1  # the slot is free, the claim still held
+
+
+def test_the_deadline_is_the_max_wait_time_when_that_comes_first():
+    seen = []
+    slots = SlotTable(1)
+    runner, done = runner_with(
+        lambda s, spec, deadline, cap: seen.append(deadline) or AttemptResult(timed_out=True),
+        slots,
+    )
+    runner.start()
+    (claim,) = slots.add([claimed_row(deadline=NOW + timedelta(seconds=2))])
+    runner.submit([claim])
+    wait_for(lambda: done, timeout=10)
+    runner.stop()
+    assert seen[0].remaining() <= 2
+    assert done[0].outcome.kind == "timeout"
+
+
+def test_a_call_cut_by_shutdown_passes_nothing_on():
+    started = threading.Event()
+
+    def attempt(session, spec, deadline, body_cap):
+        started.set()
+        time.sleep(0.2)
+        return AttemptResult(timed_out=True)  # what a cut call returns
+
+    slots = SlotTable(1)
+    runner, done = runner_with(attempt, slots)
+    runner.start()
+    (claim,) = slots.add([claimed_row()])
+    runner.submit([claim])
+    started.wait(10)
+    claim.cut = True
+    wait_for(lambda: not claim.running, timeout=10)
+    runner.stop()
+    assert done == [] and slots.claims() == [claim] and not claim.outcome_queued
