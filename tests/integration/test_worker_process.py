@@ -185,3 +185,34 @@ def test_shutdown_writes_a_pending_retry_before_handing_anything_back(
     row = status(conn, task)
     assert row["retry_count"] == 1 and row["error"] == "HTTP 503"
     assert row["claim_token"] is None and row["status"] == "processing"
+
+
+class Recorder:
+    """A maintenance service as ops will add them: start(), stop(), and optionally alive()."""
+
+    def __init__(self, name, events, healthy=True):
+        self.name, self.events, self.healthy = name, events, healthy
+
+    def start(self):
+        self.events.append(("start", self.name))
+
+    def stop(self):
+        self.events.append(("stop", self.name))
+
+    def alive(self):
+        return self.healthy
+
+
+def test_services_given_up_front_run_and_a_failed_one_means_exit_1(database_url):
+    events = []
+    process = WorkerProcess(
+        Settings(database_url=database_url, allow_private_networks=True),
+        services=[Recorder("heartbeat", events), Recorder("pruner", events, healthy=False)],
+    )
+    assert process.run(install_signals=False) == 1  # the pruner reports itself dead
+    assert events == [
+        ("start", "heartbeat"),
+        ("start", "pruner"),
+        ("stop", "pruner"),
+        ("stop", "heartbeat"),
+    ]
