@@ -171,7 +171,10 @@ class Worker:
     def _session(self):
         session = getattr(self._local, "session", None)
         if session is None:
-            session = make_session(allow_private=self.settings.allow_private_networks)
+            session = make_session(
+                allow_private=self.settings.allow_private_networks,
+                ca_bundle=self.settings.ca_bundle,
+            )
             self._local.session = session
         return session
 
