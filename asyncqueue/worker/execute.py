@@ -148,8 +148,10 @@ def _read_final(response, attempt: Attempt, body_cap: int, started: float) -> At
             size += len(chunk)
         complete = True
     finally:
-        if not complete or size > body_cap:
-            response.close()  # the rest is never read: the connection cannot be reused
+        # The rest is never read, so the connection cannot be reused; nor after a 1xx taken as
+        # the final response (what follows it would be read as the next call's response).
+        if not complete or size > body_cap or response.status < 200:
+            response.close()
         response.release_conn()
     if attempt.expired:
         raise TimeoutError("the attempt's deadline passed while its response was read")
