@@ -56,7 +56,7 @@ def perform_attempt(
     try:
         return _perform(session, spec, deadline, body_cap, started)
     except Exception as exc:  # a fault of ours: an outcome all the same, never a stuck task
-        log.exception("attempt failed inside the worker", extra={"fields": {"url": spec.url}})
+        log.exception("attempt failed inside the worker")
         return AttemptResult(
             error=f"internal error: {type(exc).__name__}: {exc}"[:500],
             internal=True,

@@ -216,6 +216,8 @@ def resolve(host: str, port: int, attempt: Attempt) -> list[tuple[int, tuple]]:
             return [(socket.AF_INET6, (str(ip), port, 0, 0))]
         return [(socket.AF_INET, (str(ip), port))]
     attempt.wake.clear()
+    if attempt.expired:  # (checked after the clear, so an expiry cannot slip between the two)
+        raise TimeoutError(f"the attempt's deadline passed before resolving {host}")
     future = RESOLVER.submit(host, port)
     future.add_done_callback(lambda _: attempt.wake.set())
     attempt.wake.wait(attempt.deadline.remaining())
@@ -317,6 +319,8 @@ class _GuardedConnection:
             raise NameResolutionError(self.host, self, e) from e
         except TimeoutError as e:
             raise ConnectTimeoutError(self, str(e)) from e
+        if not addresses:
+            raise NameResolutionError(self.host, self, socket.gaierror("no address"))
         allowed, reasons = judge(addresses, allow_private=self.allow_private)
         if not allowed:
             raise BlockedDestination(f"{self.host}: {reasons[0]}")

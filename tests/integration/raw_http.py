@@ -100,12 +100,15 @@ def header(head: bytes, name: str) -> str | None:
 
 
 class HangingListener:
-    """A port on 127.0.0.1 whose connects hang: a listening socket with a full backlog that
-    never accepts (the kernel drops further SYNs)."""
+    """A port on `host` whose connects hang: a listening socket with a full backlog that never
+    accepts (the kernel drops further SYNs)."""
+
+    def __init__(self, host: str = "127.0.0.1"):
+        self.host = host
 
     def __enter__(self) -> HangingListener:
         self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.bind((self.host, 0))
         self.sock.listen(0)
         self.port = self.sock.getsockname()[1]
         self.fillers = []
@@ -113,13 +116,13 @@ class HangingListener:
             s = socket.socket()
             s.setblocking(False)
             with contextlib.suppress(BlockingIOError):
-                s.connect(("127.0.0.1", self.port))
+                s.connect((self.host, self.port))
             self.fillers.append(s)
         time.sleep(0.1)
         probe = socket.socket()
         probe.settimeout(0.3)
         try:
-            probe.connect(("127.0.0.1", self.port))
+            probe.connect((self.host, self.port))
             raise RuntimeError("the backlog did not fill: connects to it would not hang")
         except TimeoutError:
             pass

@@ -155,12 +155,26 @@ def test_cut_all_attempts_ends_attempts_in_progress_at_once(resolver):
 # -- every allowed address is tried (item 3) ---------------------------------------------------
 
 
-def test_a_dead_address_is_skipped_for_a_live_one(receiver, resolver):
-    # Nothing listens on 127.0.0.2 at the receiver's port: refused, then 127.0.0.1 answers.
-    resolver.add("two.test", "127.0.0.2", "127.0.0.1")
-    result = call(f"http://two.test:{receiver.port}/ok/two-addresses")
+@pytest.mark.parametrize("dead", ["127.0.0.2", "::1"])
+def test_a_dead_address_is_skipped_for_a_live_one(receiver, resolver, dead):
+    # Nothing listens there at the receiver's port: refused, then 127.0.0.1 answers.
+    resolver.add("two.test", dead, "127.0.0.1")
+    result = call(f"http://two.test:{receiver.port}/ok/two-addresses-{dead}")
     assert result.status_code == 200, result
-    assert len(receiver.calls("/ok/two-addresses")) == 1
+    assert len(receiver.calls(f"/ok/two-addresses-{dead}")) == 1
+
+
+def test_an_address_whose_connect_hangs_gets_only_its_share_of_the_time(resolver):
+    with HangingListener("127.0.0.2") as hanging:
+        live = Receiver(port=hanging.port).start()  # the same port, on 127.0.0.1
+        try:
+            resolver.add("hangs-then-live.test", "127.0.0.2", "127.0.0.1")
+            url = f"http://hangs-then-live.test:{hanging.port}/ok/after-hang"
+            result, took = timed(lambda: call(url, seconds=4.0))
+        finally:
+            live.stop()
+    assert result.status_code == 200, result
+    assert 1.5 < took < 3.5  # half of the 4 s for the first address, then the second answers
 
 
 def test_every_address_refused_is_a_network_error(resolver):
