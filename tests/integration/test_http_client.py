@@ -290,6 +290,14 @@ def raw(data: bytes):
             "fetch failed: incomplete response",
         ),
         (b"", "fetch failed: ECONNRESET"),
+        (
+            b"HTTP/1.1 200 OK\r\n" + b"X-A: 1\r\n" * 101 + b"Content-Length: 0\r\n\r\n",
+            "fetch failed: malformed response",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nX-Long: " + b"l" * 70000 + b"\r\nContent-Length: 0\r\n\r\n",
+            "fetch failed: malformed response",
+        ),
     ],
 )
 def test_a_response_cut_short_or_malformed_is_a_network_error(scripted, data, error):
