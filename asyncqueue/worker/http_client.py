@@ -418,6 +418,9 @@ class CallbackClient:
     default CAs or `ca_bundle`. Redirects are followed by the caller, hop by hop."""
 
     def __init__(self, *, allow_private: bool, ca_bundle: str | None = None, pool_size: int = 4):
+        if ca_bundle and not os.path.exists(ca_bundle):
+            # Loudly, once, rather than as a puzzling failure of every HTTPS callback.
+            raise ValueError(f"ASYNCQUEUE_CA_BUNDLE: no file or folder at {ca_bundle!r}")
         self.adapter = GuardedAdapter(
             allow_private, pool_connections=pool_size, pool_maxsize=pool_size
         )

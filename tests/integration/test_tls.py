@@ -103,3 +103,8 @@ def test_the_ca_bundle_is_read_from_the_environment():
     env = {"DATABASE_URL": "postgresql://x/y", "ASYNCQUEUE_CA_BUNDLE": "/etc/ssl/private-ca.pem"}
     assert Settings.from_env(env).ca_bundle == "/etc/ssl/private-ca.pem"
     assert Settings.from_env({"DATABASE_URL": "postgresql://x/y"}).ca_bundle is None
+
+
+def test_a_missing_ca_bundle_is_refused_when_the_client_is_made(tmp_path):
+    with pytest.raises(ValueError, match="ASYNCQUEUE_CA_BUNDLE"):
+        http_client.make_session(allow_private=False, ca_bundle=str(tmp_path / "missing.pem"))
