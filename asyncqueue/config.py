@@ -47,6 +47,7 @@ class Settings:
     max_response_body: int = 65536
     max_delay_days: float = 365.0
     log_level: str = "INFO"
+    ca_bundle: str | None = None
 
     @classmethod
     def from_env(cls, env: dict | None = None) -> Settings:
@@ -66,4 +67,5 @@ class Settings:
             max_response_body=int(_number(env, "ASYNCQUEUE_MAX_RESPONSE_BODY", 65536, minimum=0)),
             max_delay_days=_number(env, "ASYNCQUEUE_MAX_DELAY_DAYS", 365.0, minimum=0),
             log_level=env.get("ASYNCQUEUE_LOG_LEVEL", "INFO").upper(),
+            ca_bundle=env.get("ASYNCQUEUE_CA_BUNDLE") or None,
         )

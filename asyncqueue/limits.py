@@ -11,6 +11,12 @@ MAX_HEADER_COUNT = 64
 MAX_TIMEOUT = 120  # seconds, the per-attempt `timeout`
 MAX_RETRIES = 10
 MAX_REDIRECTS = 5
+# A callback's response, as stored: headers past these are left out (result.headersTruncated).
+MAX_RESPONSE_HEADERS_TOTAL = 16 * KIB  # names plus values, as UTF-8
+MAX_RESPONSE_HEADER_COUNT = 64
+# A redirect's body is never decoded; one this small is read (raw) so its connection can be
+# kept alive, a larger one is not read at all (the connection is closed instead).
+MAX_REDIRECT_BODY_DRAINED = 4 * KIB
 ON_COMPLETE_TIMEOUT = 10  # seconds, as the API document promises
 
 LIST_DEFAULT_LIMIT = 50

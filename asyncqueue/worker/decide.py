@@ -4,6 +4,10 @@ The document's rules: 2xx, 3xx (after redirects) and 4xx complete the task; a ne
 5xx or an attempt timeout is retried while retries are left, after the backoff delay counted from
 the failure; then the task fails. Above all stands maxWaitTime: no attempt runs past
 startedAt + maxWaitTime, and a retry that could only start after it ends the task as `timeout`.
+
+Failures that would repeat identically are not retried: a blocked destination, and a request
+that cannot be sent as given (`unsendable`). An internal error of the worker's own is retried
+like a network error, within maxRetries: it may not recur, and the task still ends.
 """
 
 from __future__ import annotations
@@ -57,7 +61,7 @@ def decide_outcome(
     the task's own timeout, so an attempt that ran out of time ends the task as `timeout`.
     """
     result = attempt.result_json()
-    if attempt.blocked:
+    if attempt.blocked or attempt.unsendable:
         return Outcome(FAILED, error=attempt.error)
     if attempt.status_code is not None and attempt.status_code < 500:
         return Outcome(COMPLETED, result=result)

@@ -1,135 +1,280 @@
-"""One HTTP attempt of a task's callback: the I/O half of the worker, with no decisions in it."""
+"""One HTTP attempt of a task's callback: the I/O half of the worker, with no decisions in it.
+
+`perform_attempt` never raises: every attempt ends in an AttemptResult that decide.py rules on.
+Redirects are followed here, hop by hop (see redirects.py for the rules): a redirect's body is
+never decoded, and never read beyond limits.MAX_REDIRECT_BODY_DRAINED bytes.
+"""
 
 from __future__ import annotations
 
 import errno
+import http.client
+import logging
+import socket
+import ssl
 import time
 
 import requests
+import urllib3.exceptions
 
+from asyncqueue import limits
+from asyncqueue.worker import redirects
 from asyncqueue.worker.attempt import AttemptResult, CallSpec
 from asyncqueue.worker.deadline import Deadline
-from asyncqueue.worker.http_client import WATCHDOG, BlockedDestination
+from asyncqueue.worker.http_client import (
+    WATCHDOG,
+    Attempt,
+    BlockedDestination,
+    CallbackClient,
+    IncompleteResponse,
+    MalformedResponse,
+)
+from asyncqueue.worker.response_text import decode_body, stored_headers
 
-__all__ = ["AttemptResult", "CallSpec", "perform_attempt"]
+__all__ = ["AttemptResult", "CallSpec", "cut_all_attempts", "perform_attempt"]
 
-
-def _errno_name(exc: BaseException) -> str | None:
-    """The errno name (ECONNREFUSED, ...) found anywhere in an exception's chain."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, OSError) and exc.errno in errno.errorcode:
-            return errno.errorcode[exc.errno]
-        if "NameResolutionError" in type(exc).__name__:
-            return "ENOTFOUND"
-        nested = exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else None
-        exc = exc.__cause__ or exc.__context__ or nested or getattr(exc, "reason", None)
-    return None
+log = logging.getLogger("asyncqueue.worker")
 
 
-def describe_failure(exc: BaseException) -> str:
-    """A short, stable error text in the document's style: `fetch failed: ECONNREFUSED`."""
-    if isinstance(exc, requests.TooManyRedirects):
-        return "fetch failed: too many redirects"
-    if isinstance(exc, requests.exceptions.SSLError):
-        return "fetch failed: TLS error"
-    name = _errno_name(exc)
-    if name:
-        return f"fetch failed: {name}"
-    if isinstance(exc, requests.exceptions.ChunkedEncodingError | requests.ConnectionError):
-        return "fetch failed: ECONNRESET"
-    return f"fetch failed: {type(exc).__name__}"
+class TooManyRedirects(Exception):
+    pass
+
+
+class Unsendable(Exception):
+    """The task's request cannot be sent as given; sending it again would not help."""
 
 
 def perform_attempt(
-    session: requests.Session, spec: CallSpec, deadline: Deadline, body_cap: int
+    session: CallbackClient, spec: CallSpec, deadline: Deadline, body_cap: int
 ) -> AttemptResult:
-    """Make the call, following redirects, before `deadline`.
+    """Make the call, following redirects, before `deadline`; never raises.
 
-    At most `body_cap` bytes of the response body are read and kept; the rest is never read, so
-    a huge response does not grow memory.
+    At most `body_cap` bytes of the final response's body are read and kept (decoded); the rest
+    is never read, so a huge response does not grow memory.
     """
-    data = None
-    if spec.method != "GET" and spec.body is not None:
-        data = spec.body.encode()
     started = time.monotonic()
-    time_limit = deadline.remaining()
-    attempt = WATCHDOG.begin(time_limit)
     try:
-        # Prepared here rather than by Session.request: its merging of session settings (headers,
-        # cookies, hooks, proxies, environment) was a quarter of a worker's CPU per callback, and
-        # none of it applies (no cookies are kept, no proxies or environment are used).
-        request = requests.PreparedRequest()
-        request.prepare(
-            method=spec.method,
-            url=spec.url,
-            headers=_with_defaults(session, spec.headers),
-            data=data,
-        )
-        response = session.send(
-            request,
-            timeout=(time_limit, time_limit),
-            allow_redirects=True,
-            stream=True,
-            proxies={},
-        )
-        try:
-            chunks, size, truncated = [], 0, False
-            for chunk in response.iter_content(chunk_size=16384):
-                if size + len(chunk) > body_cap:
-                    chunks.append(chunk[: body_cap - size])
-                    truncated = True
-                    break
-                chunks.append(chunk)
-                size += len(chunk)
-        finally:
-            response.close()
-        if attempt.expired:
-            raise requests.Timeout("deadline")
-        raw = b"".join(chunks)
+        return _perform(session, spec, deadline, body_cap, started)
+    except Exception as exc:  # a fault of ours: an outcome all the same, never a stuck task
+        log.exception("attempt failed inside the worker")
         return AttemptResult(
-            status_code=response.status_code,
-            headers={k.lower(): _storable(v) for k, v in response.headers.items()},
-            body=_storable(raw.decode(response.encoding or "utf-8", errors="replace")),
-            body_truncated=truncated,
-            duration_ms=round((time.monotonic() - started) * 1000),
+            error=f"internal error: {type(exc).__name__}: {exc}"[:500],
+            internal=True,
+            duration_ms=_elapsed(started),
         )
+
+
+def cut_all_attempts() -> int:
+    """Expire every attempt in progress (at shutdown): their sockets are shut down and their name
+    lookups abandoned, so each returns at once, as timed out with `cut_short` set; how many."""
+    return WATCHDOG.cut_all()
+
+
+def _perform(
+    client: CallbackClient, spec: CallSpec, deadline: Deadline, body_cap: int, started: float
+) -> AttemptResult:
+    headers = _with_defaults(client.default_headers, spec.headers)
+    body = spec.body.encode() if spec.method != "GET" and spec.body is not None else None
+    try:
+        _check_headers_sendable(headers)
+        request = _prepare(spec.method, spec.url, headers, body)
+    except (Unsendable, requests.RequestException) as exc:
+        return AttemptResult(error=f"invalid request: {exc}", unsendable=True)
+    attempt = WATCHDOG.begin(deadline)
+    try:
+        return _follow(client, spec, request, headers, attempt, body_cap, started)
     except BlockedDestination as exc:
-        return AttemptResult(
-            error=f"blocked destination: {exc}", blocked=True, duration_ms=_elapsed(started)
-        )
-    except (requests.RequestException, OSError) as exc:
-        if attempt.expired or isinstance(exc, requests.Timeout):
-            return AttemptResult(timed_out=True, duration_ms=_elapsed(started))
+        error = f"blocked destination: {exc}"
+        return AttemptResult(error=error, blocked=True, duration_ms=_elapsed(started))
+    except redirects.RedirectRefused as exc:
+        if exc.blocked:
+            error = f"blocked destination: {exc}"
+            return AttemptResult(error=error, blocked=True, duration_ms=_elapsed(started))
+        return AttemptResult(error=f"fetch failed: {exc}", duration_ms=_elapsed(started))
+    except TooManyRedirects:
+        error = "fetch failed: too many redirects"
+        return AttemptResult(error=error, duration_ms=_elapsed(started))
+    except (
+        requests.RequestException,
+        urllib3.exceptions.HTTPError,
+        http.client.HTTPException,
+        OSError,
+    ) as exc:
+        if attempt.expired or deadline.expired or _is_timeout(exc):
+            return AttemptResult(
+                timed_out=True, cut_short=attempt.cut_short, duration_ms=_elapsed(started)
+            )
         return AttemptResult(error=describe_failure(exc), duration_ms=_elapsed(started))
     finally:
         WATCHDOG.end(attempt)
 
 
-def _with_defaults(session: requests.Session, headers: dict) -> dict:
-    """The task's headers over the session's defaults, names compared without case, as
-    Session.request would merge them."""
+def _follow(client, spec, request, headers, attempt: Attempt, body_cap, started):
+    """Send `request`, then each redirect's hop, and read the final response."""
+    method, url, body = spec.method, spec.url, request.body
+    for followed in range(limits.MAX_REDIRECTS + 1):
+        response = client.send(request, attempt)
+        location = response.headers.get("location")
+        if not redirects.is_redirect(response.status, location):
+            return _read_final(response, attempt, body_cap, started)
+        _discard(response)
+        if followed == limits.MAX_REDIRECTS:
+            raise TooManyRedirects()
+        hop = redirects.next_hop(response.status, method, url, location)
+        method, url = hop.method, hop.url
+        if not hop.keeps_body:
+            body = None
+        hop_headers = redirects.hop_headers(
+            headers,
+            client.default_headers,
+            own_origin=redirects.same_origin(spec.url, url),
+            keeps_body=hop.keeps_body,
+        )
+        try:
+            request = _prepare(method, url, hop_headers, body)
+        except requests.exceptions.InvalidURL as exc:
+            raise redirects.RedirectRefused(f"invalid redirect location ({exc})") from exc
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _read_final(response, attempt: Attempt, body_cap: int, started: float) -> AttemptResult:
+    chunks, size, complete = [], 0, False
+    try:
+        while size <= body_cap:
+            chunk = response.read(body_cap + 1 - size, decode_content=True)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        complete = True
+    finally:
+        # The rest is never read, so the connection cannot be reused; nor after a 1xx taken as
+        # the final response (what follows it would be read as the next call's response).
+        if not complete or size > body_cap or response.status < 200:
+            response.close()
+        response.release_conn()
+    if attempt.expired:
+        raise TimeoutError("the attempt's deadline passed while its response was read")
+    raw = b"".join(chunks)
+    headers, headers_truncated = stored_headers(response.headers.itermerged())
+    return AttemptResult(
+        status_code=response.status,
+        headers=headers,
+        headers_truncated=headers_truncated,
+        body=decode_body(raw[:body_cap], response.headers.get("content-type")),
+        body_truncated=size > body_cap,
+        duration_ms=_elapsed(started),
+    )
+
+
+def _discard(response) -> None:
+    """Be done with a redirect's response without decoding its body: a small one is read raw,
+    so that its connection can be kept alive; a larger or unsized one is left unread and its
+    connection closed."""
+    length = response.length_remaining
+    try:
+        if length is None or length > limits.MAX_REDIRECT_BODY_DRAINED:
+            response.close()
+        else:  # (even an empty body is read: that is what frees the connection for reuse)
+            response.read(decode_content=False)
+    except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError):
+        response.close()  # the hop's target decides the attempt, not this body
+    finally:
+        response.release_conn()
+
+
+def _check_headers_sendable(headers: dict) -> None:
+    """Refuse, before anything is sent, what http.client could not send: header values are
+    ISO-8859-1 text on the wire, names ASCII."""
+    for name, value in headers.items():
+        try:
+            name.encode("ascii")
+            value.encode("latin-1")
+        except UnicodeEncodeError as exc:
+            bad = exc.object[exc.start : exc.end]
+            raise Unsendable(
+                f"header {name!r} has characters HTTP headers cannot carry ({bad!r}); "
+                "header values must be ISO-8859-1 text"
+            ) from None
+
+
+def _prepare(method: str, url: str, headers: dict, body: bytes | None):
+    """A prepared request. Only the steps that apply: Session.request's merging of settings
+    (cookies, hooks, auth, proxies, environment) was a quarter of a worker's CPU per callback,
+    and none of it applies here."""
+    request = requests.PreparedRequest()
+    request.prepare_method(method)
+    request.prepare_url(url, None)
+    request.prepare_headers(headers)
+    request.prepare_body(body, None, None)
+    return request
+
+
+def _with_defaults(defaults: dict, headers: dict) -> dict:
+    """The task's headers over the defaults, names compared without case."""
     given = {name.lower() for name in headers}
-    merged = {k: v for k, v in session.headers.items() if k.lower() not in given}
+    merged = {k: v for k, v in defaults.items() if k.lower() not in given}
     merged.update(headers)
     return merged
 
 
-def _storable(text: str) -> str:
-    """The text with NUL replaced by U+FFFD: PostgreSQL's text and jsonb cannot hold U+0000."""
-    return text.replace("\x00", "\ufffd") if "\x00" in text else text
+# -- describing failures ----------------------------------------------------------------------
+
+
+def _chain(exc: BaseException):
+    """Every exception behind `exc`: causes, contexts, and exceptions held in args or .reason
+    (how requests and urllib3 wrap the one that happened)."""
+    seen, todo = set(), [exc]
+    while todo:
+        e = todo.pop(0)
+        if not isinstance(e, BaseException) or id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        todo.extend((e.__cause__, e.__context__, getattr(e, "reason", None), *e.args))
+
+
+NAME_ERRORS = (socket.gaierror, urllib3.exceptions.NameResolutionError)
+TIMEOUTS = (TimeoutError, urllib3.exceptions.TimeoutError, requests.Timeout)
+TLS_ERRORS = (ssl.SSLError, ssl.CertificateError, urllib3.exceptions.SSLError)
+INCOMPLETE = (IncompleteResponse, http.client.IncompleteRead)
+MALFORMED = (
+    MalformedResponse,
+    http.client.HTTPException,  # bad status line, header line too long, over 100 headers
+    urllib3.exceptions.DecodeError,  # a body its Content-Encoding does not describe
+)
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    # (urllib3's NewConnectionError is a ConnectTimeoutError for compatibility: not a timeout.)
+    return any(
+        isinstance(e, TIMEOUTS) and not isinstance(e, urllib3.exceptions.NewConnectionError)
+        for e in _chain(exc)
+    )
+
+
+def describe_failure(exc: BaseException) -> str:
+    """A short, stable error text in the document's style: `fetch failed: ECONNREFUSED`."""
+    chain = list(_chain(exc))
+    if any(isinstance(e, TLS_ERRORS) for e in chain):
+        return "fetch failed: TLS error"
+    if any(isinstance(e, NAME_ERRORS) for e in chain):
+        return "fetch failed: ENOTFOUND"
+    if any(isinstance(e, INCOMPLETE) for e in chain):
+        return "fetch failed: incomplete response"
+    if any(isinstance(e, http.client.RemoteDisconnected) for e in chain):
+        return "fetch failed: ECONNRESET"  # closed without answering
+    if any(isinstance(e, MALFORMED) for e in chain):
+        return "fetch failed: malformed response"
+    for e in chain:
+        if isinstance(e, OSError) and e.errno in errno.errorcode:
+            return f"fetch failed: {errno.errorcode[e.errno]}"
+    if any(
+        isinstance(e, requests.ConnectionError | urllib3.exceptions.ProtocolError) for e in chain
+    ):
+        return "fetch failed: ECONNRESET"
+    return f"fetch failed: {type(exc).__name__}"
 
 
 def _elapsed(started: float) -> int:
     return round((time.monotonic() - started) * 1000)
-
-
-def cut_all_attempts() -> int:
-    """Expire every attempt in progress (their sockets are shut, so their calls end now), for a
-    worker's shutdown; the number cut."""
-    with WATCHDOG._cond:
-        attempts = list(WATCHDOG._attempts)
-    for attempt in attempts:
-        attempt.expire()
-    return len(attempts)

@@ -1,64 +1,106 @@
-"""The worker's HTTP client: requests, with every connection checked against the SSRF policy and
-every attempt held to a hard deadline.
+"""The worker's HTTP transport: requests' adapter over urllib3, with every connection checked
+against the SSRF policy and every attempt held to one hard deadline.
 
-* Each connection resolves the name itself, judges every address with `destinations`, and
-  connects to an address it has checked; the Host header, SNI and certificate check still use the
-  name, so DNS rebinding between check and connect cannot slip through. Redirect hops open new
-  connections and are checked the same way.
-* A watchdog thread shuts down the sockets of an attempt that outlives its deadline, so a server
-  that trickles bytes cannot stretch an attempt past its time limit.
+* One `Deadline` bounds the whole attempt. It is passed explicitly, inside the `Attempt` handed
+  to `CallbackClient.send`, down to name resolution (run on a small resolver pool and waited for
+  at most until the deadline), each connect, each redirect hop and each read: no step starts a
+  fresh timeout of its own.
+* Each new connection resolves the name itself, judges every address with `destinations`, and
+  tries the allowed ones in turn (families interleaved, happy-eyeballs order), sharing out the
+  time left; the Host header, SNI and certificate check still use the name, so DNS rebinding
+  between check and connect cannot slip through.
+* A watchdog thread shuts down the sockets of an attempt that outlives its deadline (or of every
+  attempt, on `cut_all`), so a server that trickles bytes, or a connect or TLS handshake that
+  hangs, cannot stretch an attempt past its time limit. It shuts down its own duplicate of each
+  socket, never the object urllib3 is using.
+* Responses are held to HTTP framing: a header block cut short, or a Content-Length that is not
+  a number, is an error rather than an empty success.
 """
 
 from __future__ import annotations
 
 import contextlib
-import http.cookiejar
+import http.client
 import ipaddress
+import os
+import queue
 import socket
 import threading
 import time
+from concurrent.futures import Future
 
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import NameResolutionError, NewConnectionError
-from urllib3.util import connection as urllib3_connection
+from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
+from urllib3.util import Timeout
 
-from asyncqueue import limits
 from asyncqueue.destinations import blocked_reason
+from asyncqueue.worker.deadline import Deadline
+
+USER_AGENT = "AsyncQueue/1.0"
+# Our own request headers, sent on every hop (the task's own go only to its own origin).
+DEFAULT_HEADERS = {
+    "User-Agent": USER_AGENT,
+    "Accept-Encoding": "gzip, deflate",
+    "Accept": "*/*",
+}
+RESOLVER_THREADS = 8
 
 
 class BlockedDestination(Exception):
     """The URL's host is, or resolves only to, an address the policy forbids."""
 
 
-_current = threading.local()
+class IncompleteResponse(http.client.HTTPException):
+    """The connection ended before the response's header block did."""
+
+
+class MalformedResponse(http.client.HTTPException):
+    """The response breaks HTTP framing (a Content-Length that is not a number, say)."""
+
+
+# -- the watchdog -----------------------------------------------------------------------------
 
 
 class Attempt:
-    """One callback attempt: its deadline and the sockets it has used."""
+    """One callback attempt: its deadline, and duplicates of the sockets it uses (so that the
+    watchdog can shut the connection down without touching urllib3's socket objects)."""
 
-    def __init__(self, deadline: float):
+    def __init__(self, deadline: Deadline):
         self.deadline = deadline
-        self.sockets: list[socket.socket] = []
         self.expired = False
-        self.lock = threading.Lock()
+        self.cut_short = False  # expired by cut_all (shutdown), not by its deadline
+        self._copies: list[socket.socket] = []
+        self._lock = threading.Lock()
+        # Set on expiry, and by a finished name resolution: what a resolution waits on.
+        self.wake = threading.Event()
 
     def track(self, sock: socket.socket | None) -> None:
         if sock is None:
             return
-        with self.lock:
+        try:
+            copy = socket.socket(fileno=os.dup(sock.fileno()))
+        except OSError:
+            return  # already closed: nothing left to cut
+        with self._lock:
             if self.expired:
-                _shutdown(sock)
-            else:
-                self.sockets.append(sock)
+                _shutdown(copy)
+            self._copies.append(copy)
 
     def expire(self) -> None:
-        with self.lock:
+        with self._lock:
             self.expired = True
-            for sock in self.sockets:
-                _shutdown(sock)
+            for copy in self._copies:
+                _shutdown(copy)
+        self.wake.set()
+
+    def close(self) -> None:
+        with self._lock:
+            copies, self._copies = self._copies, []
+        for copy in copies:
+            copy.close()
 
 
 def _shutdown(sock: socket.socket) -> None:
@@ -75,8 +117,8 @@ class Watchdog:
         self._thread: threading.Thread | None = None
         self._wakes_at = float("inf")  # when the watchdog thread will next look
 
-    def begin(self, seconds: float) -> Attempt:
-        attempt = Attempt(time.monotonic() + seconds)
+    def begin(self, deadline: Deadline) -> Attempt:
+        attempt = Attempt(deadline)
         with self._cond:
             if self._thread is None:
                 self._thread = threading.Thread(
@@ -86,25 +128,33 @@ class Watchdog:
             self._attempts.add(attempt)
             # Wake the thread only for a deadline earlier than the one it waits for: with many
             # attempts a second, waking it for each would cost more than the calls themselves.
-            if attempt.deadline < self._wakes_at:
-                self._wakes_at = attempt.deadline
+            if deadline.at < self._wakes_at:
+                self._wakes_at = deadline.at
                 self._cond.notify()
-        _current.attempt = attempt
         return attempt
 
     def end(self, attempt: Attempt) -> None:
-        _current.attempt = None
         with self._cond:
             self._attempts.discard(attempt)
+        attempt.close()
+
+    def cut_all(self) -> int:
+        """Expire every attempt in progress now (at shutdown); how many there were."""
+        with self._cond:
+            attempts, self._attempts = list(self._attempts), set()
+        for attempt in attempts:
+            attempt.cut_short = True
+            attempt.expire()
+        return len(attempts)
 
     def _run(self) -> None:
         while True:
             with self._cond:
                 now = time.monotonic()
-                due = [a for a in self._attempts if a.deadline <= now]
+                due = [a for a in self._attempts if a.deadline.at <= now]
                 for attempt in due:
                     self._attempts.discard(attempt)
-                self._wakes_at = min((a.deadline for a in self._attempts), default=now + 60)
+                self._wakes_at = min((a.deadline.at for a in self._attempts), default=now + 60)
                 if not due:
                     self._cond.wait(timeout=max(self._wakes_at - now, 0.001))
             for attempt in due:
@@ -114,64 +164,232 @@ class Watchdog:
 WATCHDOG = Watchdog()
 
 
-def _track_current(sock: socket.socket | None) -> None:
-    attempt = getattr(_current, "attempt", None)
-    if attempt is not None:
-        attempt.track(sock)
+# -- name resolution --------------------------------------------------------------------------
+
+
+class _Resolver:
+    """getaddrinfo on a few daemon threads, so that a caller can stop waiting at its deadline
+    (getaddrinfo itself cannot be interrupted; a stuck lookup holds one thread until it ends)."""
+
+    def __init__(self, threads: int):
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._threads = threads
+        self._started = False
+        self._lock = threading.Lock()
+
+    def submit(self, host: str, port: int) -> Future:
+        if not self._started:
+            with self._lock:
+                if not self._started:
+                    for i in range(self._threads):
+                        threading.Thread(
+                            target=self._run, name=f"resolver-{i}", daemon=True
+                        ).start()
+                    self._started = True
+        future: Future = Future()
+        self._jobs.put((future, host, port))
+        return future
+
+    def _run(self) -> None:
+        while True:
+            future, host, port = self._jobs.get()
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                # Looked up on the module at call time, so tests can stand in a resolver.
+                future.set_result(socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM))
+            except BaseException as exc:
+                future.set_exception(exc)
+
+
+RESOLVER = _Resolver(RESOLVER_THREADS)
+
+
+def resolve(host: str, port: int, attempt: Attempt) -> list[tuple[int, tuple]]:
+    """(family, sockaddr) for every address of `host`, waiting no longer than the deadline."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:  # a literal: nothing to look up
+        if ip.version == 6:
+            return [(socket.AF_INET6, (str(ip), port, 0, 0))]
+        return [(socket.AF_INET, (str(ip), port))]
+    attempt.wake.clear()
+    if attempt.expired:  # (checked after the clear, so an expiry cannot slip between the two)
+        raise TimeoutError(f"the attempt's deadline passed before resolving {host}")
+    future = RESOLVER.submit(host, port)
+    future.add_done_callback(lambda _: attempt.wake.set())
+    attempt.wake.wait(attempt.deadline.remaining())
+    if not future.done() or attempt.expired:
+        future.cancel()
+        raise TimeoutError(f"resolving {host} outlived the attempt's deadline")
+    return [(family, sockaddr) for family, _, _, _, sockaddr in future.result()]
+
+
+def interleave_families(addresses: list[tuple[int, tuple]]) -> list[tuple[int, tuple]]:
+    """The order to try addresses in (RFC 8305): the resolver's first family first, then
+    alternating between families, each family keeping the resolver's order; duplicates dropped."""
+    seen, by_family = set(), {}
+    for family, sockaddr in addresses:
+        if sockaddr[:2] in seen:
+            continue
+        seen.add(sockaddr[:2])
+        by_family.setdefault(family, []).append((family, sockaddr))
+    queues = list(by_family.values())
+    ordered = []
+    while queues:
+        for q in queues:
+            ordered.append(q.pop(0))
+        queues = [q for q in queues if q]
+    return ordered
+
+
+def judge(addresses: list[tuple[int, tuple]], *, allow_private: bool):
+    """(allowed addresses, reasons the others were refused)."""
+    allowed, reasons = [], []
+    for family, sockaddr in addresses:
+        ip = ipaddress.ip_address(sockaddr[0].split("%")[0])
+        if family == socket.AF_INET6 and len(sockaddr) > 3 and sockaddr[3]:
+            reason = f"{sockaddr[0]} is link-local (scoped)"
+        else:
+            reason = blocked_reason(ip, allow_private=allow_private)
+        if reason:
+            reasons.append(reason)
+        else:
+            allowed.append((family, sockaddr))
+    return allowed, reasons
+
+
+# -- connections ------------------------------------------------------------------------------
+
+
+class _HeaderWatch:
+    """Stands in for a response's file while its header block is read, noting whether the
+    block ended at end of file instead of at an empty line (a response cut short)."""
+
+    def __init__(self, fp):
+        self._fp = fp
+        self.cut = False
+
+    def readline(self, limit: int = -1) -> bytes:
+        line = self._fp.readline(limit)
+        if not line.endswith(b"\n") and len(line) <= http.client._MAXLINE:
+            self.cut = True
+        return line
+
+    def __getattr__(self, name):
+        return getattr(self._fp, name)
+
+
+class StrictHTTPResponse(http.client.HTTPResponse):
+    """http.client's response, refusing what http.client lets through: a header block cut short
+    by the connection's end, and a Content-Length that is not a non-negative number."""
+
+    def begin(self) -> None:
+        if self.headers is not None:
+            return
+        fp, watch = self.fp, _HeaderWatch(self.fp)
+        self.fp = watch
+        try:
+            super().begin()
+        finally:
+            if self.fp is watch:  # (http.client sets it to None when it closes early)
+                self.fp = fp
+        if watch.cut:
+            raise IncompleteResponse("the connection ended inside the response's headers")
+        if not self.chunked:
+            lengths = self.msg.get_all("content-length") or []
+            values = {v.strip() for value in lengths for v in value.split(",")}
+            if values and (len(values) > 1 or not values.pop().isdigit()):
+                raise MalformedResponse(f"invalid Content-Length: {', '.join(lengths)}")
 
 
 class _GuardedConnection:
     allow_private = False
+    response_class = StrictHTTPResponse
+    attempt: Attempt | None = None  # set by the pool before each request
 
     def _new_conn(self) -> socket.socket:
+        attempt = self.attempt
         host = self._dns_host.strip("[]")
         try:
-            infos = socket.getaddrinfo(host, self.port, 0, socket.SOCK_STREAM)
+            addresses = resolve(host, self.port, attempt)
         except socket.gaierror as e:
             raise NameResolutionError(self.host, self, e) from e
-        reasons = []
-        for *_, sockaddr in infos:
-            ip = ipaddress.ip_address(sockaddr[0].split("%")[0])
-            if isinstance(ip, ipaddress.IPv6Address) and len(sockaddr) > 3 and sockaddr[3]:
-                reason = f"{sockaddr[0]} is link-local (scoped)"
-            else:
-                reason = blocked_reason(ip, allow_private=self.allow_private)
-            if reason:
-                reasons.append(reason)
-                continue
-            try:
-                sock = urllib3_connection.create_connection(
-                    (str(ip), self.port),
-                    self.timeout,
-                    source_address=self.source_address,
-                    socket_options=self.socket_options,
-                )
-            except OSError as e:
-                raise NewConnectionError(self, f"Failed to establish a new connection: {e}") from e
-            _track_current(sock)
-            return sock
-        raise BlockedDestination(f"{self.host}: {reasons[0]}")
+        except TimeoutError as e:
+            raise ConnectTimeoutError(self, str(e)) from e
+        if not addresses:
+            raise NameResolutionError(self.host, self, socket.gaierror("no address"))
+        allowed, reasons = judge(addresses, allow_private=self.allow_private)
+        if not allowed:
+            raise BlockedDestination(f"{self.host}: {reasons[0]}")
+        return self._connect_any(interleave_families(allowed), attempt)
 
-    def request(self, *args, **kwargs):
-        # A kept-alive connection was tracked by an earlier attempt: track it for this one too.
-        _track_current(self.sock)
-        return super().request(*args, **kwargs)
+    def _connect_any(self, addresses, attempt: Attempt) -> socket.socket:
+        """A socket connected to the first address that answers, each given an equal share of
+        the time left (the last one all of it)."""
+        error: OSError | None = None
+        for i, (family, sockaddr) in enumerate(addresses):
+            remaining = attempt.deadline.remaining()
+            if remaining <= 0 or attempt.expired:
+                break
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            # Tracked before connecting: a shutdown at the deadline ends a connect that hangs.
+            attempt.track(sock)
+            try:
+                for option in self.socket_options or ():
+                    sock.setsockopt(*option)
+                sock.settimeout(remaining / (len(addresses) - i))
+                sock.connect(sockaddr)
+            except OSError as e:
+                sock.close()
+                error = e
+                continue
+            sock.settimeout(attempt.deadline.remaining() or 0.001)
+            return sock
+        if attempt.expired or attempt.deadline.expired or isinstance(error, TimeoutError):
+            raise ConnectTimeoutError(self, f"connecting to {self.host} outlived the deadline")
+        raise NewConnectionError(self, f"Failed to establish a new connection: {error}") from error
+
+
+class _AttemptTimeout(Timeout):
+    """urllib3's timeout, read from the attempt's deadline each time urllib3 asks for it: the
+    way the attempt travels from `CallbackClient.send` to the connection."""
+
+    def __init__(self, attempt: Attempt):
+        super().__init__(connect=None, read=None)
+        self.attempt = attempt
+
+    def clone(self) -> _AttemptTimeout:
+        return _AttemptTimeout(self.attempt)
+
+    @property
+    def connect_timeout(self) -> float:
+        return self.attempt.deadline.remaining()
+
+    @property
+    def read_timeout(self) -> float:
+        return self.attempt.deadline.remaining()
+
+
+class _GuardedPool:
+    def _make_request(self, conn, method, url, *args, timeout, **kwargs):
+        conn.attempt = timeout.attempt
+        # A kept-alive connection was tracked by an earlier attempt: track it for this one.
+        timeout.attempt.track(conn.sock)
+        return super()._make_request(conn, method, url, *args, timeout=timeout, **kwargs)
 
 
 def _pool_classes(allow_private: bool) -> dict:
-    http_conn = type(
-        "GuardedHTTPConnection",
-        (_GuardedConnection, HTTPConnection),
-        {"allow_private": allow_private},
-    )
-    https_conn = type(
-        "GuardedHTTPSConnection",
-        (_GuardedConnection, HTTPSConnection),
-        {"allow_private": allow_private},
-    )
+    def pool(name, base_pool, base_conn):
+        conn = type(f"{name}Connection", (_GuardedConnection, base_conn), {})
+        conn.allow_private = allow_private
+        return type(f"{name}Pool", (_GuardedPool, base_pool), {"ConnectionCls": conn})
+
     return {
-        "http": type("GuardedHTTPPool", (HTTPConnectionPool,), {"ConnectionCls": http_conn}),
-        "https": type("GuardedHTTPSPool", (HTTPSConnectionPool,), {"ConnectionCls": https_conn}),
+        "http": pool("GuardedHTTP", HTTPConnectionPool, HTTPConnection),
+        "https": pool("GuardedHTTPS", HTTPSConnectionPool, HTTPSConnection),
     }
 
 
@@ -185,20 +403,42 @@ class GuardedAdapter(HTTPAdapter):
         self.poolmanager.pool_classes_by_scheme = self._pool_classes
         self.poolmanager.key_fn_by_scheme = dict(self.poolmanager.key_fn_by_scheme)
 
+    def build_response(self, req, resp):
+        # urllib3's response as it is: a requests.Response would parse cookies (none are kept)
+        # and copy the headers, for nothing.
+        return resp
+
     def proxy_manager_for(self, *args, **kwargs):  # pragma: no cover - proxies are never used
         raise BlockedDestination("proxies are not used for callbacks")
 
 
-def make_session(*, allow_private: bool, pool_size: int = 4) -> requests.Session:
-    """A session for one worker thread: keep-alive, no proxies or .netrc from the environment."""
-    session = requests.Session()
-    session.trust_env = False
-    # A session serves every team's tasks: a cookie one callback's server sets must never ride
-    # along on another task's call, so the session's jar keeps none.
-    session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
-    session.max_redirects = limits.MAX_REDIRECTS
-    adapter = GuardedAdapter(allow_private, pool_connections=pool_size, pool_maxsize=pool_size)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    session.headers["User-Agent"] = "AsyncQueue/1.0"
-    return session
+class CallbackClient:
+    """What one worker thread makes its calls with: kept-alive connections per host, no proxies,
+    no .netrc, no cookies (one client serves every team's tasks), and TLS checked against the
+    default CAs or `ca_bundle`. Redirects are followed by the caller, hop by hop."""
+
+    def __init__(self, *, allow_private: bool, ca_bundle: str | None = None, pool_size: int = 4):
+        if ca_bundle and not os.path.exists(ca_bundle):
+            # Loudly, once, rather than as a puzzling failure of every HTTPS callback.
+            raise ValueError(f"ASYNCQUEUE_CA_BUNDLE: no file or folder at {ca_bundle!r}")
+        self.adapter = GuardedAdapter(
+            allow_private, pool_connections=pool_size, pool_maxsize=pool_size
+        )
+        self.verify = ca_bundle or True
+        self.default_headers = dict(DEFAULT_HEADERS)
+
+    def send(self, request: requests.PreparedRequest, attempt: Attempt):
+        """Send one prepared request (no redirects followed); urllib3's streaming response."""
+        return self.adapter.send(
+            request, stream=True, timeout=_AttemptTimeout(attempt), verify=self.verify, proxies={}
+        )
+
+    def close(self) -> None:
+        self.adapter.close()
+
+
+def make_session(
+    *, allow_private: bool, ca_bundle: str | None = None, pool_size: int = 4
+) -> CallbackClient:
+    """A client for one worker thread (what `perform_attempt` takes as its session)."""
+    return CallbackClient(allow_private=allow_private, ca_bundle=ca_bundle, pool_size=pool_size)

@@ -58,7 +58,9 @@ class WorkerProcess:
         self.slots = SlotTable(concurrency)
 
         def session():
-            return make_session(allow_private=settings.allow_private_networks)
+            return make_session(
+                allow_private=settings.allow_private_networks, ca_bundle=settings.ca_bundle
+            )
 
         self.listener = Listener(settings.database_url, self.wake)
         self.notifier = Notifier(session)

@@ -55,6 +55,8 @@ def response(code):
 REFUSED = AttemptResult(error="fetch failed: ECONNREFUSED")
 TIMED_OUT = AttemptResult(timed_out=True)
 BLOCKED = AttemptResult(error="blocked destination: x: 10.0.0.1 is private", blocked=True)
+UNSENDABLE = AttemptResult(error="invalid request: header 'X-A' ...", unsendable=True)
+INTERNAL = AttemptResult(error="internal error: RuntimeError: boom", internal=True)
 
 
 @pytest.mark.parametrize(
@@ -87,6 +89,20 @@ BLOCKED = AttemptResult(error="blocked destination: x: 10.0.0.1 is private", blo
         ),
         # A blocked destination fails at once: retrying cannot help.
         (state(), BLOCKED, False, 0, FAILED, "blocked destination: x: 10.0.0.1 is private", None),
+        # So does a request that cannot be sent as given (it would fail the same way again).
+        (state(), UNSENDABLE, False, 0, FAILED, "invalid request: header 'X-A' ...", None),
+        # An internal error of the worker's own is retried like a network error, within
+        # maxRetries, so the task still ends.
+        (state(), INTERNAL, False, 0, RETRY, "internal error: RuntimeError: boom", 1),
+        (
+            state(retry_count=3),
+            INTERNAL,
+            False,
+            0,
+            FAILED,
+            "internal error: RuntimeError: boom",
+            None,
+        ),
         # maxWaitTime: an attempt cut by the deadline, or a retry that would start after it.
         (
             state(max_wait=10, timeout=30),
@@ -145,3 +161,24 @@ def test_result_is_kept_for_completed_and_failed_responses():
 def test_attempt_time_limit(max_wait, timeout, elapsed, limit):
     task = state(max_wait=max_wait, timeout=timeout)
     assert attempt_time_limit(task, T0 + timedelta(seconds=elapsed)) == limit
+
+
+def test_truncated_headers_are_marked_in_the_result():
+    attempt = AttemptResult(status_code=200, headers={"a": "b"}, body="", headers_truncated=True)
+    outcome = decide_outcome(state(), attempt, limit_was_deadline=False, now=T0)
+    assert outcome.result["headersTruncated"] is True
+    assert "bodyTruncated" not in outcome.result
+
+
+def test_decide_does_not_import_the_http_client():
+    # decide is pure: importing it must not pull in requests or the worker's I/O modules.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, asyncqueue.worker.decide; "
+        "bad = [m for m in ('requests', 'urllib3', 'asyncqueue.worker.http_client', "
+        "'asyncqueue.worker.execute') if m in sys.modules]; print(bad); sys.exit(bool(bad))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
