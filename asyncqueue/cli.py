@@ -13,7 +13,7 @@ import sys
 import click
 import psycopg
 
-from asyncqueue import db, keys, limits
+from asyncqueue import __version__, db, keys, limits
 from asyncqueue.config import ConfigError, Settings
 from asyncqueue.task_json import format_time
 
@@ -110,6 +110,7 @@ def _refuse_over_plan_limit(conn, team: dict, count_query: str, plan_limits: dic
 
 
 @click.group(cls=Group)
+@click.version_option(__version__, prog_name="asyncqueue")
 def main():
     """AsyncQueue: make HTTP calls later, reliably."""
 
