@@ -7,6 +7,7 @@ operators can script it. Errors are one line on stderr and a non-zero exit, neve
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 
@@ -340,7 +341,20 @@ def keys_revoke(key_id, as_json):
     _emit(as_json, _key_json(row), f"revoked key {row['id']} ({row['prefix']}…)")
 
 
-# -- worker ------------------------------------------------------------------------------------
+# -- web and worker ----------------------------------------------------------------------------
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.argument("gunicorn_args", nargs=-1, type=click.UNPROCESSED)
+def web(gunicorn_args):
+    """Serve the API with gunicorn (extra arguments go to gunicorn), after checking settings:
+    gunicorn itself would stop on a malformed WEB_CONCURRENCY with a traceback."""
+    Settings.from_env(
+        dict(os.environ)
+    )  # no unknown-variable warnings: gunicorn's config gives them
+    command = [sys.executable, "-m", "gunicorn", "-c", "python:asyncqueue.gunicorn_config"]
+    # exec: gunicorn's master takes this process's id, so the platform's signals reach it.
+    os.execv(sys.executable, [*command, *gunicorn_args, "asyncqueue.api:create_app()"])
 
 
 @main.command()
