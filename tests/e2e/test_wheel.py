@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,9 +23,12 @@ import requests
 
 from tests.conftest import _with_dbname
 from tests.stack import free_port
-from tests.support import wait_for
+from tests.support import report, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
+# Local state, caches and build output; everything else in the tree is source.
+NOT_SOURCE = (".git", ".venv*", ".asyncqueue", "*.egg-info", "build", "dist", "__pycache__")
+NOT_SOURCE += (".pytest_cache", ".ruff_cache", "results")
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 
 
@@ -66,8 +70,12 @@ def installed(tmp_path_factory):
     pip = [py, "-m", "pip", "--disable-pip-version-check", "--quiet"]
     # setuptools builds the sdist (Python 3.12+ venvs do not come with it; pip's cache has it).
     _run([*pip, "install", "setuptools>=61"], base, env)
+    # From a copy, as from a fresh clone: without a VCS plugin, setuptools would also pack the
+    # files listed in a stale asyncqueue.egg-info/SOURCES.txt of the working tree.
+    source = base / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(*NOT_SOURCE))
     build_sdist = f"from setuptools import build_meta; print(build_meta.build_sdist({str(dist)!r}))"
-    sdist = dist / _run([py, "-c", build_sdist], ROOT, env).strip().splitlines()[-1]
+    sdist = dist / _run([py, "-c", build_sdist], source, env).strip().splitlines()[-1]
     _run([*pip, "wheel", "--no-deps", "-w", str(dist), str(sdist)], base, env)
     (wheel,) = dist.glob("asyncqueue-*.whl")
     _run([*pip, "install", str(wheel)], base, env)
@@ -80,7 +88,7 @@ def _source_files(pattern_root: str, pattern: str) -> set[str]:
 
 def test_sdist_and_wheel_carry_the_code_and_the_sql(installed):
     _, sdist, wheel, seconds = installed
-    print(f"venv, sdist, wheel from sdist and install: {seconds:.1f} s")
+    report(f"wheel: fresh venv, sdist, wheel from the sdist and install took {seconds:.1f} s")
     sql = _source_files("sql", "*.sql")
     code = {p for p in _source_files("asyncqueue", "*.py") if "__pycache__" not in p}
     assert any(p.startswith("sql/migrations/") for p in sql) and "sql/queries/tasks.sql" in sql
