@@ -100,10 +100,20 @@ def readable_file(raw: str) -> str:
     return raw
 
 
-def setting(env: str, parse: Callable[[str], object], default=MISSING, *, required: str = ""):
-    """A Settings field read from the variable `env`. An empty value counts as unset. Without a
-    default the variable is required, and `required` says how to get it."""
+def setting(
+    env: str,
+    parse: Callable[[str], object],
+    default=MISSING,
+    *,
+    factory: Callable[[], object] | None = None,
+    required: str = "",
+):
+    """A Settings field read from the variable `env`. An empty value counts as unset. `factory`
+    makes a mutable default (a dict, say). Without either the variable is required, and
+    `required` says how to get it."""
     metadata = {"env": env, "parse": parse, "required": required}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
     return field(default=default, metadata=metadata)
 
 
@@ -140,7 +150,7 @@ class Settings:
             name, parse = f.metadata["env"], f.metadata["parse"]
             raw = env.get(name, "")
             if raw.strip() == "":
-                if f.default is MISSING:
+                if f.default is MISSING and f.default_factory is MISSING:
                     raise ConfigError(f"{name} is not set ({f.metadata['required']})")
                 continue
             try:

@@ -115,3 +115,16 @@ def test_every_variable_is_declared_once():
 )
 def test_unknown_asyncqueue_variables_are_named(env, messages):
     assert unknown_variables(env) == messages
+
+
+def test_a_setting_can_have_a_mutable_default():
+    from dataclasses import dataclass
+
+    from asyncqueue.config import setting, whole
+
+    @dataclass(frozen=True)
+    class Example(Settings):
+        rates: dict = setting("ASYNCQUEUE_EXAMPLE", whole(0), factory=lambda: {"free": 1})
+
+    assert Example.from_env({"DATABASE_URL": URL}).rates == {"free": 1}
+    assert Example.from_env({"DATABASE_URL": URL, "ASYNCQUEUE_EXAMPLE": "5"}).rates == 5
