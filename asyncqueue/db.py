@@ -99,7 +99,7 @@ def migrate(url: str) -> list[str]:
                 "CREATE TABLE IF NOT EXISTS schema_migrations ("
                 " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
             )
-            done = {r["version"] for r in conn.execute("SELECT version FROM schema_migrations")}
+            done = {r["version"] for r in conn.execute(query("schema_migration_versions"))}
             for path in migration_files():
                 version = migration_version(path)
                 if version in done:

@@ -1,3 +1,3 @@
 -- name: schema_migration_versions
--- For /readyz: which migrations this database has (a handful of rows).
+-- Which migrations this database has (a handful of rows): for migrate and /readyz.
 SELECT version FROM schema_migrations;

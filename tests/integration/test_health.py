@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 import uuid
@@ -14,6 +15,7 @@ from asyncqueue.api import create_app
 from asyncqueue.config import Settings
 from asyncqueue.readiness import schema_readiness
 from tests.conftest import _with_dbname
+from tests.support import wait_for
 
 KNOWN = ["0001_initial", "0002_claimed_by", "0003_task_counts"]
 
@@ -132,3 +134,36 @@ def test_readiness_does_not_hang_on_a_server_that_never_answers():
             assert time.monotonic() - started < 30
         finally:
             app.extensions["asyncqueue"].database.close()
+
+
+def test_readiness_follows_a_database_stop_and_restart(tmp_path):
+    """PostgreSQL stopped under a running app: /readyz says 503 (bounded), /healthz stays 200,
+    and /readyz is 200 again after the restart, without restarting the app."""
+    if os.environ.get("TEST_DATABASE_URL"):
+        pytest.skip("needs a PostgreSQL of its own to stop")
+    from asyncqueue import embedded_pg
+
+    server = embedded_pg.ensure_running(tmp_path / "pgdata", fast_unsafe=True)
+    app = None
+    try:
+        db.migrate(server.url)
+        app = _app(server.url)
+        client = app.test_client()
+        assert client.get("/readyz").status_code == 200
+        server.stop()
+        started = time.monotonic()
+        down = client.get("/readyz")
+        assert (down.status_code, down.get_json()["error"]) == (503, "database unreachable")
+        assert time.monotonic() - started < 30
+        assert client.get("/healthz").status_code == 200
+        server.start()
+        wait_for(
+            lambda: client.get("/readyz").status_code == 200,
+            timeout=60,
+            interval=0.5,
+            message="/readyz to recover after the restart",
+        )
+    finally:
+        if app is not None:
+            app.extensions["asyncqueue"].database.close()
+        server.destroy()
