@@ -107,11 +107,12 @@ def setting(
     *,
     factory: Callable[[], object] | None = None,
     required: str = "",
+    secret: bool = False,
 ):
     """A Settings field read from the variable `env`. An empty value counts as unset. `factory`
     makes a mutable default (a dict, say). Without either the variable is required, and
-    `required` says how to get it."""
-    metadata = {"env": env, "parse": parse, "required": required}
+    `required` says how to get it. A `secret` value is never repeated in an error message."""
+    metadata = {"env": env, "parse": parse, "required": required, "secret": secret}
     if factory is not None:
         return field(default_factory=factory, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -120,7 +121,7 @@ def setting(
 @dataclass(frozen=True)
 class Settings:
     # fmt: off
-    database_url: str = setting("DATABASE_URL", database_url, required="bin/dev sets it for you; in production the platform's PostgreSQL add-on does")
+    database_url: str = setting("DATABASE_URL", database_url, required="bin/dev sets it for you; in production the platform's PostgreSQL add-on does", secret=True)
     port: int = setting("PORT", whole(1, 65535), 8000)
     web_concurrency: int = setting("WEB_CONCURRENCY", whole(1), 2)
     web_threads: int = setting("ASYNCQUEUE_WEB_THREADS", whole(1), 4)
@@ -134,7 +135,7 @@ class Settings:
     log_level: str = setting("ASYNCQUEUE_LOG_LEVEL", one_of(*LOG_LEVELS), "INFO")
     retention_days: float = setting("ASYNCQUEUE_RETENTION_DAYS", number(0), 30.0)  # 0 keeps all
     worker_metrics_port: int | None = setting("ASYNCQUEUE_WORKER_METRICS_PORT", whole(1, 65535), None)
-    metrics_token: str | None = setting("ASYNCQUEUE_METRICS_TOKEN", text, None)
+    metrics_token: str | None = setting("ASYNCQUEUE_METRICS_TOKEN", text, None, secret=True)
     ca_bundle: str | None = setting("ASYNCQUEUE_CA_BUNDLE", readable_file, None)  # a PEM file
     # fmt: on
 
@@ -156,7 +157,8 @@ class Settings:
             try:
                 values[f.name] = parse(raw)
             except ValueError as exc:
-                raise ConfigError(f"{name} must be {exc}, got {raw!r}") from None
+                got = "" if f.metadata["secret"] else f", got {raw!r}"
+                raise ConfigError(f"{name} must be {exc}{got}") from None
         return cls(**values)
 
 

@@ -128,3 +128,10 @@ def test_a_setting_can_have_a_mutable_default():
 
     assert Example.from_env({"DATABASE_URL": URL}).rates == {"free": 1}
     assert Example.from_env({"DATABASE_URL": URL, "ASYNCQUEUE_EXAMPLE": "5"}).rates == 5
+
+
+def test_a_malformed_database_url_is_named_without_repeating_its_password():
+    with pytest.raises(ConfigError) as refused:
+        Settings.from_env({"DATABASE_URL": "postgresql://aq:s3cret@host:notaport/x?a=b=c"})
+    assert str(refused.value).startswith("DATABASE_URL must be a PostgreSQL URL")
+    assert "s3cret" not in str(refused.value)
