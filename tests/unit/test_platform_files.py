@@ -60,3 +60,13 @@ def test_readme_links_stay_inside_the_repository():
         if not target.startswith("http"):
             assert (ROOT / target).resolve().is_relative_to(ROOT), target
             assert (ROOT / target).exists(), target
+
+
+def test_version_option_prints_the_projects_version():
+    from click.testing import CliRunner
+
+    from asyncqueue.cli import main
+
+    result = CliRunner().invoke(main, ["--version"])
+    assert result.exit_code == 0
+    assert result.output == f"asyncqueue, version {PYPROJECT['project']['version']}\n"
