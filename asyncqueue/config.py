@@ -24,7 +24,9 @@ import psycopg.conninfo
 
 PREFIX = "ASYNCQUEUE_"
 # Read by the test suite only (tests/), never by the service; not typos.
-TEST_ONLY_VARIABLES = frozenset({"ASYNCQUEUE_SOAK", "ASYNCQUEUE_FUZZ_EXAMPLES"})
+TEST_ONLY_VARIABLES = frozenset(
+    {"ASYNCQUEUE_SOAK", "ASYNCQUEUE_FUZZ_EXAMPLES", "ASYNCQUEUE_FUZZ_SECONDS"}
+)
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -137,6 +139,8 @@ class Settings:
     worker_metrics_port: int | None = setting("ASYNCQUEUE_WORKER_METRICS_PORT", whole(1, 65535), None)
     metrics_token: str | None = setting("ASYNCQUEUE_METRICS_TOKEN", text, None, secret=True)
     ca_bundle: str | None = setting("ASYNCQUEUE_CA_BUNDLE", readable_file, None)  # a PEM file
+    header_timeout: float = setting("ASYNCQUEUE_HEADER_TIMEOUT", number(0.001), 10.0)  # web: request line and headers
+    body_timeout: float = setting("ASYNCQUEUE_BODY_TIMEOUT", number(0.001), 30.0)  # web: body after headers
     # fmt: on
 
     @classmethod

@@ -18,6 +18,7 @@ def test_defaults_are_the_documented_ones():
     assert (s.allow_private_networks, s.max_response_body, s.max_delay_days) == (False, 65536, 365)
     assert (s.log_level, s.retention_days) == ("INFO", 30.0)
     assert (s.worker_metrics_port, s.metrics_token, s.ca_bundle) == (None, None, None)
+    assert (s.header_timeout, s.body_timeout) == (10.0, 30.0)
 
 
 @pytest.mark.parametrize(
@@ -63,6 +64,8 @@ def test_valid_values(name, raw, value):
         ("ASYNCQUEUE_MAX_DELAY_DAYS", "-1", "must be a number of at least 0"),
         ("ASYNCQUEUE_LOG_LEVEL", "loud", "must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL"),
         ("ASYNCQUEUE_WORKER_METRICS_PORT", "70000", "at most 65535"),
+        ("ASYNCQUEUE_HEADER_TIMEOUT", "0", "must be a number of at least 0.001"),
+        ("ASYNCQUEUE_BODY_TIMEOUT", "soon", "must be a number of at least 0.001"),
         ("ASYNCQUEUE_CA_BUNDLE", "/nonexistent/ca.pem", "must be the path of a readable file"),
         ("DATABASE_URL", "postgresql://aq@host:notaport/x?sslmode=bogus=", "must be a PostgreSQL"),
     ],
