@@ -7,13 +7,14 @@ operators can script it. Errors are one line on stderr and a non-zero exit, neve
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 
 import click
 import psycopg
 
-from asyncqueue import db, keys, limits
+from asyncqueue import __version__, db, keys, limits
 from asyncqueue.config import ConfigError, Settings
 from asyncqueue.task_json import format_time
 
@@ -110,6 +111,7 @@ def _refuse_over_plan_limit(conn, team: dict, count_query: str, plan_limits: dic
 
 
 @click.group(cls=Group)
+@click.version_option(__version__, prog_name="asyncqueue")
 def main():
     """AsyncQueue: make HTTP calls later, reliably."""
 
@@ -339,7 +341,20 @@ def keys_revoke(key_id, as_json):
     _emit(as_json, _key_json(row), f"revoked key {row['id']} ({row['prefix']}…)")
 
 
-# -- worker ------------------------------------------------------------------------------------
+# -- web and worker ----------------------------------------------------------------------------
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.argument("gunicorn_args", nargs=-1, type=click.UNPROCESSED)
+def web(gunicorn_args):
+    """Serve the API with gunicorn (extra arguments go to gunicorn), after checking settings:
+    gunicorn itself would stop on a malformed WEB_CONCURRENCY with a traceback."""
+    Settings.from_env(
+        dict(os.environ)
+    )  # no unknown-variable warnings: gunicorn's config gives them
+    command = [sys.executable, "-m", "gunicorn", "-c", "python:asyncqueue.gunicorn_config"]
+    # exec: gunicorn's master takes this process's id, so the platform's signals reach it.
+    os.execv(sys.executable, [*command, *gunicorn_args, "asyncqueue.api:create_app()"])
 
 
 @main.command()

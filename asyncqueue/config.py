@@ -1,71 +1,201 @@
-"""Settings read once from the environment (12-factor), with the defaults the README documents."""
+"""Settings read once from the environment (12-factor), with the defaults the README documents.
+
+Every variable any process reads is declared here, once, as a field of `Settings`:
+
+    name: type = setting("ENV_NAME", parser, default)
+
+`Settings.from_env()` parses them all and refuses the first malformed one with a single line
+naming it, so the web (gunicorn's master, before any worker forks), the worker and the CLI stop
+at start instead of failing later. An `ASYNCQUEUE_*` variable nobody declared (a typo) is warned
+about. Parsers are pure: they take the raw string and return the value or raise ValueError with
+what was expected.
+"""
 
 from __future__ import annotations
 
+import difflib
+import math
 import os
-from dataclasses import dataclass
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, dataclass, field, fields
+
+import psycopg.conninfo
+
+PREFIX = "ASYNCQUEUE_"
+# Read by the test suite only (tests/), never by the service; not typos.
+TEST_ONLY_VARIABLES = frozenset(
+    {"ASYNCQUEUE_SOAK", "ASYNCQUEUE_FUZZ_EXAMPLES", "ASYNCQUEUE_FUZZ_SECONDS"}
+)
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 class ConfigError(ValueError):
-    """A setting in the environment is missing or malformed."""
+    """A setting in the environment is missing or malformed (the message is one line)."""
 
 
-def _number(env: dict, name: str, default: float, *, minimum: float = 0) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
-    if value < minimum:
-        raise ConfigError(f"{name} must be at least {minimum:g}, got {raw!r}")
-    return value
+# -- parsers: raw string -> value, or ValueError saying what was expected -----------------------
 
 
-def _flag(env: dict, name: str, default: bool) -> bool:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    if raw.lower() in ("1", "true", "yes", "on"):
+def whole(minimum: int = 0, maximum: int | None = None) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            value = None
+        if value is None or value < minimum or (maximum is not None and value > maximum):
+            upper = f" and at most {maximum}" if maximum is not None else ""
+            raise ValueError(f"a whole number of at least {minimum}{upper}")
+        return value
+
+    return parse
+
+
+def number(minimum: float = 0) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            value = None
+        # NaN and infinity are no use as seconds, days or bytes (and NaN compares False).
+        if value is None or not math.isfinite(value) or value < minimum:
+            raise ValueError(f"a number of at least {minimum:g}")
+        return value
+
+    return parse
+
+
+def flag(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
         return True
-    if raw.lower() in ("0", "false", "no", "off"):
+    if lowered in ("0", "false", "no", "off"):
         return False
-    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+    raise ValueError("true or false")
+
+
+def one_of(*choices: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().upper()
+        if value not in choices:
+            raise ValueError("one of " + ", ".join(choices))
+        return value
+
+    return parse
+
+
+def text(raw: str) -> str:
+    return raw
+
+
+def database_url(raw: str) -> str:
+    try:
+        psycopg.conninfo.conninfo_to_dict(raw)
+    except psycopg.Error:
+        raise ValueError("a PostgreSQL URL (postgresql://user:password@host:5432/name)") from None
+    return raw
+
+
+def readable_file(raw: str) -> str:
+    if not (os.path.isfile(raw) and os.access(raw, os.R_OK)):
+        raise ValueError("the path of a readable file")
+    return raw
+
+
+def setting(
+    env: str,
+    parse: Callable[[str], object],
+    default=MISSING,
+    *,
+    factory: Callable[[], object] | None = None,
+    required: str = "",
+    secret: bool = False,
+):
+    """A Settings field read from the variable `env`. An empty value counts as unset. `factory`
+    makes a mutable default (a dict, say). Without either the variable is required, and
+    `required` says how to get it. A `secret` value is never repeated in an error message."""
+    metadata = {"env": env, "parse": parse, "required": required, "secret": secret}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass(frozen=True)
 class Settings:
-    database_url: str
-    port: int = 8000
-    web_concurrency: int = 2
-    worker_concurrency: int = 16
-    db_pool_size: int = 4
-    lease_grace: float = 10.0
-    shutdown_grace: float = 25.0
-    allow_private_networks: bool = False
-    max_response_body: int = 65536
-    max_delay_days: float = 365.0
-    log_level: str = "INFO"
-    ca_bundle: str | None = None
+    # fmt: off
+    database_url: str = setting("DATABASE_URL", database_url, required="bin/dev sets it for you; in production the platform's PostgreSQL add-on does", secret=True)
+    port: int = setting("PORT", whole(1, 65535), 8000)
+    web_concurrency: int = setting("WEB_CONCURRENCY", whole(1), 2)
+    web_threads: int = setting("ASYNCQUEUE_WEB_THREADS", whole(1), 4)
+    db_pool_size: int = setting("ASYNCQUEUE_DB_POOL_SIZE", whole(1), 4)
+    worker_concurrency: int = setting("ASYNCQUEUE_WORKER_CONCURRENCY", whole(1), 16)
+    lease_grace: float = setting("ASYNCQUEUE_LEASE_GRACE", number(0), 10.0)
+    shutdown_grace: float = setting("ASYNCQUEUE_SHUTDOWN_GRACE", number(0), 25.0)
+    allow_private_networks: bool = setting("ASYNCQUEUE_ALLOW_PRIVATE_NETWORKS", flag, False)
+    max_response_body: int = setting("ASYNCQUEUE_MAX_RESPONSE_BODY", whole(0), 65536)
+    max_delay_days: float = setting("ASYNCQUEUE_MAX_DELAY_DAYS", number(0), 365.0)
+    log_level: str = setting("ASYNCQUEUE_LOG_LEVEL", one_of(*LOG_LEVELS), "INFO")
+    retention_days: float = setting("ASYNCQUEUE_RETENTION_DAYS", number(0), 30.0)  # 0 keeps all
+    worker_metrics_port: int | None = setting("ASYNCQUEUE_WORKER_METRICS_PORT", whole(1, 65535), None)
+    metrics_token: str | None = setting("ASYNCQUEUE_METRICS_TOKEN", text, None, secret=True)
+    ca_bundle: str | None = setting("ASYNCQUEUE_CA_BUNDLE", readable_file, None)  # a PEM file
+    header_timeout: float = setting("ASYNCQUEUE_HEADER_TIMEOUT", number(0.001), 10.0)  # web: request line and headers
+    body_timeout: float = setting("ASYNCQUEUE_BODY_TIMEOUT", number(0.001), 30.0)  # web: body after headers
+    # fmt: on
 
     @classmethod
-    def from_env(cls, env: dict | None = None) -> Settings:
-        env = os.environ if env is None else env
-        url = env.get("DATABASE_URL", "")
-        if not url:
-            raise ConfigError("DATABASE_URL is not set (bin/dev sets it for you)")
-        return cls(
-            database_url=url,
-            port=int(_number(env, "PORT", 8000, minimum=1)),
-            web_concurrency=int(_number(env, "WEB_CONCURRENCY", 2, minimum=1)),
-            worker_concurrency=int(_number(env, "ASYNCQUEUE_WORKER_CONCURRENCY", 16, minimum=1)),
-            db_pool_size=int(_number(env, "ASYNCQUEUE_DB_POOL_SIZE", 4, minimum=1)),
-            lease_grace=_number(env, "ASYNCQUEUE_LEASE_GRACE", 10.0),
-            shutdown_grace=_number(env, "ASYNCQUEUE_SHUTDOWN_GRACE", 25.0),
-            allow_private_networks=_flag(env, "ASYNCQUEUE_ALLOW_PRIVATE_NETWORKS", False),
-            max_response_body=int(_number(env, "ASYNCQUEUE_MAX_RESPONSE_BODY", 65536, minimum=0)),
-            max_delay_days=_number(env, "ASYNCQUEUE_MAX_DELAY_DAYS", 365.0, minimum=0),
-            log_level=env.get("ASYNCQUEUE_LOG_LEVEL", "INFO").upper(),
-            ca_bundle=env.get("ASYNCQUEUE_CA_BUNDLE") or None,
-        )
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Settings from `env` (the process environment if None, which also warns on stderr
+        about unknown ASYNCQUEUE_* variables). Raises ConfigError naming the first bad one."""
+        if env is None:
+            env = os.environ
+            warn_unknown_variables(env)
+        values = {}
+        for f in fields(cls):
+            name, parse = f.metadata["env"], f.metadata["parse"]
+            raw = env.get(name, "")
+            if raw.strip() == "":
+                if f.default is MISSING and f.default_factory is MISSING:
+                    raise ConfigError(f"{name} is not set ({f.metadata['required']})")
+                continue
+            try:
+                values[f.name] = parse(raw)
+            except ValueError as exc:
+                got = "" if f.metadata["secret"] else f", got {raw!r}"
+                raise ConfigError(f"{name} must be {exc}{got}") from None
+        return cls(**values)
+
+
+def known_variables() -> frozenset[str]:
+    return frozenset(f.metadata["env"] for f in fields(Settings)) | TEST_ONLY_VARIABLES
+
+
+def unknown_variables(env: Mapping[str, str]) -> list[str]:
+    """One message per ASYNCQUEUE_* variable that no setting reads, with a likely intended one."""
+    known = known_variables()
+    messages = []
+    for name in sorted(n for n in env if n.startswith(PREFIX) and n not in known):
+        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.8)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        messages.append(f"{name} is not a setting AsyncQueue reads; it is ignored{hint}")
+    return messages
+
+
+_warned: set[str] = set()
+
+
+def warn_unknown_variables(env: Mapping[str, str]) -> None:
+    for message in unknown_variables(env):
+        if message not in _warned:  # once per process, however often settings are read
+            _warned.add(message)
+            print(f"asyncqueue: warning: {message}", file=sys.stderr, flush=True)
+
+
+def settings_or_exit() -> Settings:
+    """Settings from the environment, or one line on stderr and exit status 2 (for entry points
+    that are not the CLI, such as gunicorn's config)."""
+    try:
+        return Settings.from_env()
+    except ConfigError as exc:
+        print(f"asyncqueue: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None

@@ -1,18 +1,23 @@
-"""Connections, the named queries in sql/queries, and the migrations runner."""
+"""Connections, the named queries in sql/queries, and the migrations runner.
+
+sql/ is installed as the package `asyncqueue.sql` (see setup.py), so it is found through the
+package wherever it is installed, never through the working directory.
+"""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
 from functools import cache
-from pathlib import Path
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 
 import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
-MIGRATIONS_DIR = SQL_DIR / "migrations"
+SQL_DIR = files("asyncqueue.sql")
+MIGRATION_NAME = re.compile(r"^[0-9]{4}_.*\.sql$")
 # Any fixed number works; it only has to be the same in every process that migrates.
 MIGRATION_LOCK_ID = 7_302_001
 
@@ -21,7 +26,7 @@ MIGRATION_LOCK_ID = 7_302_001
 def queries() -> dict[str, str]:
     """Every `-- name: x` block of sql/queries/*.sql, by name."""
     found: dict[str, str] = {}
-    for path in sorted((SQL_DIR / "queries").glob("*.sql")):
+    for path in _sql_files("queries"):
         for block in re.split(r"^-- name: ", path.read_text(), flags=re.M)[1:]:
             name, _, text = block.partition("\n")
             name = name.strip()
@@ -64,8 +69,20 @@ def make_pool(
     )
 
 
-def migration_files() -> list[Path]:
-    return sorted(MIGRATIONS_DIR.glob("[0-9][0-9][0-9][0-9]_*.sql"))
+def _sql_files(folder: str) -> list[Traversable]:
+    return sorted(
+        (f for f in SQL_DIR.joinpath(folder).iterdir() if f.name.endswith(".sql")),
+        key=lambda f: f.name,
+    )
+
+
+def migration_files() -> list[Traversable]:
+    """The numbered migrations, in order (each has .name, .stem and .read_text())."""
+    return [f for f in _sql_files("migrations") if MIGRATION_NAME.match(f.name)]
+
+
+def migration_version(path: Traversable) -> str:
+    return path.name.removesuffix(".sql")
 
 
 def migrate(url: str) -> list[str]:
@@ -82,9 +99,9 @@ def migrate(url: str) -> list[str]:
                 "CREATE TABLE IF NOT EXISTS schema_migrations ("
                 " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
             )
-            done = {r["version"] for r in conn.execute("SELECT version FROM schema_migrations")}
+            done = {r["version"] for r in conn.execute(query("schema_migration_versions"))}
             for path in migration_files():
-                version = path.stem
+                version = migration_version(path)
                 if version in done:
                     continue
                 with conn.transaction():

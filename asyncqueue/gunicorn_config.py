@@ -1,15 +1,19 @@
 """gunicorn settings (`gunicorn -c python:asyncqueue.gunicorn_config ...`), from the environment.
 
+The master reads this module before forking, so a malformed setting stops it here with one
+line on stderr and a non-zero exit, instead of a traceback from every worker it would boot.
 Threads let one process serve keep-alive clients concurrently; the database pool is opened
 lazily in each worker after fork, never in the master.
 """
 
-import os
+from asyncqueue.config import settings_or_exit
 
-bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+_settings = settings_or_exit()
+
+bind = f"0.0.0.0:{_settings.port}"
+workers = _settings.web_concurrency
 worker_class = "gthread"
-threads = int(os.environ.get("ASYNCQUEUE_WEB_THREADS", "4"))
+threads = _settings.web_threads
 keepalive = 5
 graceful_timeout = 25
 accesslog = None

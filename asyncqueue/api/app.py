@@ -11,6 +11,7 @@ from flask import Flask, g, jsonify
 
 from asyncqueue import db, limits
 from asyncqueue.api.errors import register_error_handlers
+from asyncqueue.api.health import bp as health_bp
 from asyncqueue.api.openapi import openapi_document
 from asyncqueue.api.tasks import bp as tasks_bp
 from asyncqueue.config import Settings
@@ -75,12 +76,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     def openapi():
         return jsonify(openapi_document())
 
-    @app.get("/healthz")
-    def healthz():
-        with app.extensions["asyncqueue"].pool().connection() as conn:
-            conn.execute("SELECT 1")
-        return jsonify(status="ok")
-
     app.register_blueprint(tasks_bp)
+    app.register_blueprint(health_bp)
     register_error_handlers(app)
     return app

@@ -99,9 +99,14 @@ def test_a_tls_handshake_that_hangs_ends_at_the_deadline():
     assert took <= 1.5
 
 
-def test_the_ca_bundle_is_read_from_the_environment():
-    env = {"DATABASE_URL": "postgresql://x/y", "ASYNCQUEUE_CA_BUNDLE": "/etc/ssl/private-ca.pem"}
-    assert Settings.from_env(env).ca_bundle == "/etc/ssl/private-ca.pem"
+def test_the_ca_bundle_is_read_from_the_environment(tmp_path):
+    bundle = tmp_path / "private-ca.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+    env = {"DATABASE_URL": "postgresql://x/y", "ASYNCQUEUE_CA_BUNDLE": str(bundle)}
+    assert Settings.from_env(env).ca_bundle == str(bundle)
+    env["ASYNCQUEUE_CA_BUNDLE"] = str(tmp_path / "missing.pem")
+    with pytest.raises(ValueError, match="ASYNCQUEUE_CA_BUNDLE"):
+        Settings.from_env(env)
     assert Settings.from_env({"DATABASE_URL": "postgresql://x/y"}).ca_bundle is None
 
 
