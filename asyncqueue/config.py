@@ -47,6 +47,9 @@ class Settings:
     max_response_body: int = 65536
     max_delay_days: float = 365.0
     log_level: str = "INFO"
+    retention_days: float = 30.0
+    worker_metrics_port: int | None = None
+    metrics_token: str | None = None
 
     @classmethod
     def from_env(cls, env: dict | None = None) -> Settings:
@@ -66,4 +69,9 @@ class Settings:
             max_response_body=int(_number(env, "ASYNCQUEUE_MAX_RESPONSE_BODY", 65536, minimum=0)),
             max_delay_days=_number(env, "ASYNCQUEUE_MAX_DELAY_DAYS", 365.0, minimum=0),
             log_level=env.get("ASYNCQUEUE_LOG_LEVEL", "INFO").upper(),
+            retention_days=_number(env, "ASYNCQUEUE_RETENTION_DAYS", 30.0),
+            worker_metrics_port=(
+                int(_number(env, "ASYNCQUEUE_WORKER_METRICS_PORT", 0, minimum=1)) or None
+            ),
+            metrics_token=env.get("ASYNCQUEUE_METRICS_TOKEN") or None,
         )

@@ -11,6 +11,7 @@ from flask import Flask, g, jsonify
 
 from asyncqueue import db, limits
 from asyncqueue.api.errors import register_error_handlers
+from asyncqueue.api.metrics import install_metrics  # ops-wiring
 from asyncqueue.api.openapi import openapi_document
 from asyncqueue.api.tasks import bp as tasks_bp
 from asyncqueue.config import Settings
@@ -82,5 +83,6 @@ def create_app(settings: Settings | None = None) -> Flask:
         return jsonify(status="ok")
 
     app.register_blueprint(tasks_bp)
+    install_metrics(app)  # ops-wiring: GET /metrics and the request count/duration hooks
     register_error_handlers(app)
     return app

@@ -32,6 +32,7 @@ from asyncqueue import db, limits
 from asyncqueue.config import Settings
 from asyncqueue.logs import log_event
 from asyncqueue.task_json import completion_event
+from asyncqueue.worker import metrics  # ops-wiring
 from asyncqueue.worker.attempt import CallSpec
 from asyncqueue.worker.deadline import Deadline
 from asyncqueue.worker.decide import (
@@ -44,7 +45,9 @@ from asyncqueue.worker.decide import (
     max_wait_exceeded,
 )
 from asyncqueue.worker.execute import perform_attempt
+from asyncqueue.worker.heartbeat import Heartbeat  # ops-wiring
 from asyncqueue.worker.http_client import make_session
+from asyncqueue.worker.pruner import Pruner  # ops-wiring
 from asyncqueue.worker.wakeup import Listener
 
 log = logging.getLogger("asyncqueue.worker")
@@ -85,6 +88,8 @@ class Worker:
         self.completer = threading.Thread(
             target=self._complete_batches, name="completer", daemon=True
         )
+        self.heartbeat = Heartbeat(self.pool, self.name, self.in_flight)  # ops-wiring
+        self.pruner = Pruner(settings, self.pool)  # ops-wiring
 
     # -- dispatcher ---------------------------------------------------------------------------
 
@@ -92,6 +97,13 @@ class Worker:
         self._install_signal_handlers()
         self.listener.start()
         self.completer.start()
+        self.heartbeat.start()  # ops-wiring
+        self.pruner.start()  # ops-wiring
+        metrics.track_in_flight(self.in_flight)  # ops-wiring
+        if self.settings.worker_metrics_port:  # ops-wiring
+            metrics.serve_worker_metrics(  # ops-wiring
+                self.settings.worker_metrics_port, self.settings.metrics_token
+            )
         log_event(log, "worker started", worker=self.name, concurrency=self.concurrency)
         failures = 0
         while not self.stopping.is_set():
@@ -137,6 +149,7 @@ class Worker:
                 db.query("task_claim"),
                 {"limit": free, "grace": self.settings.lease_grace, "worker": self.name},
             ).fetchall()
+        metrics.observe_claim(len(rows))  # ops-wiring
         with self._held_lock:
             for row in rows:
                 row["_claimed_monotonic"] = time.monotonic()
@@ -221,6 +234,7 @@ class Worker:
             limit_was_deadline=time_limit < state.timeout,
             now=self._db_now(row),
         )
+        metrics.observe_attempt(outcome.kind, attempt.duration_ms)  # ops-wiring
         log_event(
             log,
             "attempt",
@@ -328,6 +342,7 @@ class Worker:
                     batch.append(self.completions.get_nowait())
                 except queue.Empty:
                     break
+            metrics.observe_outcome_batch(len(batch))  # ops-wiring
             written = self._write_outcomes(batch)
             self._release([row for row, _ in batch])
             if written is None:
@@ -426,6 +441,7 @@ class Worker:
 
     def _shutdown(self) -> int:
         deadline = time.monotonic() + self.settings.shutdown_grace
+        self.pruner.stop()  # ops-wiring
         with self._held_lock:
             while self._held and time.monotonic() < deadline:
                 self._held_lock.wait(timeout=max(0.0, deadline - time.monotonic()))
@@ -448,6 +464,7 @@ class Worker:
                 )
         self.notifier.shutdown(wait=False)
         self._wait_for_notifier(max(0.0, deadline - time.monotonic()))
+        self.heartbeat.stop()  # ops-wiring: deletes this worker's row
         log_event(log, "worker stopped", worker=self.name)
         logging.shutdown()
         # Threads still inside a callback cannot be interrupted; their tasks are handed back.

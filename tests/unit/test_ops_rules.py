@@ -1,0 +1,131 @@
+"""Pure rules behind metrics and heartbeats, in tables."""
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from asyncqueue.api.metrics import method_label, queue_families, route_label
+from asyncqueue.config import ConfigError, Settings
+from asyncqueue.metrics_auth import metrics_allowed
+from asyncqueue.worker.heartbeat import SILENT_AFTER, worker_state
+
+
+@pytest.mark.parametrize(
+    "header, token, allowed",
+    [
+        (None, None, True),
+        ("Bearer anything", None, True),
+        (None, "s3cret", False),
+        ("", "s3cret", False),
+        ("Bearer s3cret", "s3cret", True),
+        ("bearer s3cret", "s3cret", True),
+        ("Bearer  s3cret ", "s3cret", True),
+        ("Bearer wrong", "s3cret", False),
+        ("Basic s3cret", "s3cret", False),
+        ("s3cret", "s3cret", False),
+        ("Bearer s3cre", "s3cret", False),
+    ],
+)
+def test_metrics_token(header, token, allowed):
+    assert metrics_allowed(header, token) is allowed
+
+
+@pytest.mark.parametrize(
+    "seconds, state",
+    [
+        (0, "live"),
+        (SILENT_AFTER - 0.1, "live"),
+        (SILENT_AFTER, "live"),
+        (SILENT_AFTER + 0.1, "silent"),
+        (3600, "silent"),
+    ],
+)
+def test_worker_state(seconds, state):
+    assert worker_state(seconds) == state
+
+
+class Rule:
+    def __init__(self, rule):
+        self.rule = rule
+
+
+@pytest.mark.parametrize(
+    "rule, label",
+    [(Rule("/v1/tasks/<task_id>"), "/v1/tasks/<task_id>"), (None, "unmatched")],
+)
+def test_route_label_is_the_template_never_the_path(rule, label):
+    assert route_label(rule) == label
+
+
+@pytest.mark.parametrize(
+    "method, label", [("GET", "GET"), ("POST", "POST"), ("BREW", "other"), ("get", "other")]
+)
+def test_method_label_is_bounded(method, label):
+    assert method_label(method) == label
+
+
+def families(rows):
+    registry = CollectorRegistry()
+
+    class Fixed:
+        def collect(self):
+            return queue_families(rows)
+
+    registry.register(Fixed())
+    text = generate_latest(registry).decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+    }
+
+
+def test_queue_families_fill_missing_statuses_and_add_deleted_to_finished():
+    got = families(
+        [
+            {"figure": "tasks", "label": "pending", "value": 3.0},
+            {"figure": "tasks", "label": "completed", "value": 5.0},
+            {"figure": "deleted", "label": "completed", "value": 1000.0},
+            {"figure": "deleted", "label": "cancelled", "value": 2.0},
+            {"figure": "lag", "label": None, "value": 12.5},
+            {"figure": "workers", "label": None, "value": 2.0},
+        ]
+    )
+    assert got[("asyncqueue_tasks", (("status", "pending"),))] == 3
+    assert got[("asyncqueue_tasks", (("status", "delayed"),))] == 0
+    assert got[("asyncqueue_tasks", (("status", "completed"),))] == 5
+    assert got[("asyncqueue_tasks_finished_total", (("status", "completed"),))] == 1005
+    assert got[("asyncqueue_tasks_finished_total", (("status", "cancelled"),))] == 2
+    assert got[("asyncqueue_tasks_finished_total", (("status", "failed"),))] == 0
+    assert ("asyncqueue_tasks_finished_total", (("status", "pending"),)) not in got
+    assert got[("asyncqueue_queue_lag_seconds", ())] == 12.5
+    assert got[("asyncqueue_workers_live", ())] == 2
+
+
+def test_queue_lag_is_never_negative():
+    got = families([{"figure": "lag", "label": None, "value": -0.002}])
+    assert got[("asyncqueue_queue_lag_seconds", ())] == 0
+
+
+@pytest.mark.parametrize(
+    "env, field, value",
+    [
+        ({}, "retention_days", 30.0),
+        ({"ASYNCQUEUE_RETENTION_DAYS": "0"}, "retention_days", 0.0),
+        ({"ASYNCQUEUE_RETENTION_DAYS": "7.5"}, "retention_days", 7.5),
+        ({}, "worker_metrics_port", None),
+        ({"ASYNCQUEUE_WORKER_METRICS_PORT": "9100"}, "worker_metrics_port", 9100),
+        ({}, "metrics_token", None),
+        ({"ASYNCQUEUE_METRICS_TOKEN": "t"}, "metrics_token", "t"),
+    ],
+)
+def test_ops_settings(env, field, value):
+    assert getattr(Settings.from_env({"DATABASE_URL": "postgresql://x", **env}), field) == value
+
+
+@pytest.mark.parametrize(
+    "env", [{"ASYNCQUEUE_RETENTION_DAYS": "-1"}, {"ASYNCQUEUE_WORKER_METRICS_PORT": "0"}]
+)
+def test_ops_settings_refused(env):
+    with pytest.raises(ConfigError):
+        Settings.from_env({"DATABASE_URL": "postgresql://x", **env})
