@@ -18,8 +18,8 @@ CREATE INDEX workers_last_seen ON workers (last_seen_at);
 -- Retention deletes the oldest finished tasks first, a small batch at a time: only finished
 -- rows are in this index, so it never leads a prune to an unfinished task. A plain CREATE INDEX
 -- (migrations run in a transaction, where CONCURRENTLY is not allowed): on a big table it holds
--- off writes to tasks while it builds.
-CREATE INDEX tasks_finished_completed ON tasks (completed_at)
+-- off writes to tasks while it builds. IF NOT EXISTS: an operator may build it CONCURRENTLY first.
+CREATE INDEX IF NOT EXISTS tasks_finished_completed ON tasks (completed_at)
     WHERE status IN ('completed', 'failed', 'timeout', 'cancelled');
 
 -- Finished tasks ever deleted (by retention, by hand, or with their team), by status, so that

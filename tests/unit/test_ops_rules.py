@@ -1,5 +1,8 @@
 """Pure rules behind metrics and heartbeats, in tables."""
 
+import re
+from pathlib import Path
+
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -129,3 +132,39 @@ def test_ops_settings(env, field, value):
 def test_ops_settings_refused(env):
     with pytest.raises(ConfigError):
         Settings.from_env({"DATABASE_URL": "postgresql://x", **env})
+
+
+def readme_metrics() -> dict:
+    """(name -> (type, labels)) from README's metrics table."""
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = text.split("### Metrics", 1)[1].split("\n### ", 1)[0]
+    found = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 5 and cells[0].startswith("`asyncqueue_"):
+            labels = set(re.findall(r"`(\w+)`", re.sub(r"\(.*?\)", "", cells[2])))
+            found[cells[0].strip("`")] = (cells[1], labels)
+    return found
+
+
+def code_metrics() -> dict:
+    """(name -> (type, labels)) of every metric the web and the worker serve."""
+    from asyncqueue.api import metrics as web
+    from asyncqueue.worker import metrics as worker
+
+    objects = [web.HTTP_REQUESTS, web.HTTP_DURATION]
+    objects += list(worker.REGISTRY._collector_to_names)
+    found = {}
+    for metric in objects:
+        (family,) = metric.describe()
+        found[family.name] = (family.type, set(metric._labelnames))
+    for family in [*web.queue_families([]), *web.QueueCollector(None).collect()]:
+        found[family.name] = (family.type, {k for s in family.samples for k in s.labels})
+    return {
+        name + "_total" if kind == "counter" else name: (kind, labels)
+        for name, (kind, labels) in found.items()
+    }
+
+
+def test_readme_metrics_table_matches_the_code():
+    assert readme_metrics() == code_metrics()
