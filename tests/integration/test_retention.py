@@ -171,3 +171,36 @@ def test_prune_killed_midway_loses_nothing_unfinished_and_leaves_counts_right(
     assert 0 < left["completed"] < 60_000  # cut short: some batches done, some not
     assert left["pending"] == 500 and left["processing"] == 500
     assert counted(conn) == left
+
+
+def test_cli_prune_shows_progress_on_a_terminal_only(conn, team_id, database_url):
+    import pty
+
+    insert(conn, team_id, "completed", 2_500, completed_days_ago=40)
+    leader, follower = pty.openpty()
+    try:
+        done = subprocess.run(
+            [str(BIN / "asyncqueue"), "tasks", "prune", "--older-than", "30", "--json"],
+            env={**os.environ, "DATABASE_URL": database_url},
+            stdout=subprocess.PIPE,
+            stderr=follower,
+            timeout=60,
+        )
+        os.close(follower)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # the terminal's other end is closed: all read
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        os.close(leader)
+    assert done.returncode == 0 and json.loads(done.stdout)["tasks"] == 2_500
+    assert b"\rdeleted 2,500 tasks (" in seen  # stdout stays one JSON value
+    quiet = CliRunner().invoke(
+        main, ["tasks", "prune", "--older-than", "30"], env={"DATABASE_URL": database_url}
+    )
+    assert quiet.output.startswith("deleted 0 finished tasks")
