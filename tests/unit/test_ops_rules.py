@@ -1,5 +1,6 @@
 """Pure rules behind metrics and heartbeats, in tables."""
 
+import os
 import re
 from pathlib import Path
 
@@ -168,3 +169,30 @@ def code_metrics() -> dict:
 
 def test_readme_metrics_table_matches_the_code():
     assert readme_metrics() == code_metrics()
+
+
+def test_multiproc_dir_made_fresh_when_unset(monkeypatch):
+    from asyncqueue import metrics_multiprocess
+
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    monkeypatch.setattr(metrics_multiprocess, "_made_here", None)
+    made = metrics_multiprocess.prepare_directory()
+    try:
+        assert Path(made).is_dir() and not list(Path(made).iterdir())
+        assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == made
+    finally:
+        metrics_multiprocess.on_exit(None)
+        monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
+    assert not Path(made).exists()
+
+
+def test_multiproc_dir_given_is_emptied_of_a_previous_run_and_kept(monkeypatch, tmp_path):
+    from asyncqueue import metrics_multiprocess
+
+    (tmp_path / "counter_123.db").write_bytes(b"old")
+    (tmp_path / "keep.txt").write_text("not ours")
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    monkeypatch.setattr(metrics_multiprocess, "_made_here", None)
+    assert metrics_multiprocess.prepare_directory() == str(tmp_path)
+    metrics_multiprocess.on_exit(None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
