@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+PREFIX = "asyncqueue-metrics-"
 _made_here: str | None = None
 
 
@@ -22,13 +23,33 @@ def prepare_directory() -> str:
     global _made_here
     given = os.environ.get(VARIABLE)
     if not given:
-        _made_here = given = tempfile.mkdtemp(prefix="asyncqueue-metrics-")
+        remove_orphans(Path(tempfile.gettempdir()))
+        _made_here = given = tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-")
         os.environ[VARIABLE] = given
     path = Path(given)
     path.mkdir(parents=True, exist_ok=True)
     for old in path.glob("*.db"):
         old.unlink(missing_ok=True)
     return given
+
+
+def remove_orphans(parent: Path) -> None:
+    """Remove the temporary directories of masters that are gone without their on_exit hook
+    (killed with SIGKILL): each is named for its master's pid."""
+    for path in parent.glob(f"{PREFIX}*-*"):
+        pid = path.name[len(PREFIX) :].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def child_exit(_server, worker) -> None:

@@ -2,6 +2,7 @@
 
 import os
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -196,3 +197,18 @@ def test_multiproc_dir_given_is_emptied_of_a_previous_run_and_kept(monkeypatch, 
     assert metrics_multiprocess.prepare_directory() == str(tmp_path)
     metrics_multiprocess.on_exit(None)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
+
+
+def test_directories_of_killed_masters_are_removed(tmp_path):
+    from asyncqueue.metrics_multiprocess import PREFIX, remove_orphans
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    mine = tmp_path / f"{PREFIX}{os.getpid()}-abc"
+    gone = tmp_path / f"{PREFIX}{dead.pid}-def"
+    other = tmp_path / "unrelated-999999-x"
+    for path in (mine, gone, other):
+        path.mkdir()
+        (path / "counter_1.db").write_bytes(b"x")
+    remove_orphans(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([mine.name, other.name])
