@@ -71,9 +71,9 @@ class Heartbeat:
     def stop(self) -> None:
         self.stopping.set()
         if self.thread.is_alive():
-            self.thread.join(timeout=5)
-        try:
-            with self.pool.connection() as conn:
+            self.thread.join(timeout=2)
+        try:  # briefly: shutdown must stay within the platform's limit if the database is away
+            with self.pool.connection(timeout=2.0) as conn:
                 conn.execute(db.query("worker_remove"), {"id": self.id})
         except Exception as exc:  # the row is forgotten by the others after FORGET_AFTER
             log_event(log, "could not remove worker row", logging.WARNING, error=str(exc))

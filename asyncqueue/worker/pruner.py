@@ -123,7 +123,7 @@ class Pruner:
     def stop(self) -> None:
         self.stopping.set()
         if self.thread.is_alive():
-            self.thread.join(timeout=5)
+            self.thread.join(timeout=2)  # a batch is short; the thread is a daemon anyway
 
     def _run(self) -> None:
         # Spread workers started together, so they do not all ask for the lock at once.
