@@ -183,7 +183,7 @@ def test_multiproc_dir_made_fresh_when_unset(monkeypatch):
         assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == made
     finally:
         metrics_multiprocess.on_exit(None)
-        monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR")  # set by the code, not by monkeypatch
     assert not Path(made).exists()
 
 
