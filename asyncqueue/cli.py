@@ -341,6 +341,102 @@ def keys_revoke(key_id, as_json):
     _emit(as_json, _key_json(row), f"revoked key {row['id']} ({row['prefix']}…)")
 
 
+# -- workers and retention ---------------------------------------------------------------------
+
+
+@main.group("workers")
+def workers_group():
+    """Worker processes, from their heartbeats."""
+
+
+def _worker_json(row: dict) -> dict:
+    from asyncqueue.worker.heartbeat import worker_state
+
+    return {
+        "id": str(row["id"]),
+        "name": row["name"],
+        "host": row["host"],
+        "pid": row["pid"],
+        "version": row["version"],
+        "startedAt": format_time(row["started_at"]),
+        "lastSeenAt": format_time(row["last_seen_at"]),
+        "secondsSinceSeen": round(row["seen_seconds_ago"], 1),
+        "inFlight": row["in_flight"],
+        "state": worker_state(row["seen_seconds_ago"]),
+    }
+
+
+@workers_group.command("list")
+@json_option
+def workers_list(as_json):
+    """List workers: live ones, and silent ones (no heartbeat for 15 s; forgotten after 1 h)."""
+    with _connect() as conn:
+        rows = [_worker_json(r) for r in conn.execute(db.query("worker_list")).fetchall()]
+    lines = [
+        f"{w['name']:<32} {w['state']:<6} in flight {w['inFlight']:<4} "
+        f"seen {w['secondsSinceSeen']:.0f} s ago  started {w['startedAt']}  v{w['version']}"
+        for w in rows
+    ]
+    _emit(as_json, rows, "\n".join(lines) or "no workers")
+
+
+@main.group("tasks")
+def tasks_group():
+    """Tasks: retention."""
+
+
+@tasks_group.command("prune")
+@click.option(
+    "--older-than",
+    "days",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Days since completion [default: ASYNCQUEUE_RETENTION_DAYS].",
+)
+@click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
+@json_option
+def tasks_prune(days, dry_run, as_json):
+    """Delete finished tasks (completed, failed, timeout, cancelled) completed more than DAYS
+    ago, in batches of 1,000, as the workers do by themselves."""
+    from asyncqueue.worker import pruner
+
+    settings = _settings()
+    if days is None:
+        if settings.retention_days <= 0:
+            raise Refused(
+                "retention is off (ASYNCQUEUE_RETENTION_DAYS=0): pass --older-than DAYS to prune"
+            )
+        days = settings.retention_days
+    progress = None
+    if not dry_run and sys.stderr.isatty():
+
+        def progress(result):
+            rate = result.total / result.seconds if result.seconds else 0
+            click.echo(f"\rdeleted {result.total:,} tasks ({rate:,.0f}/s)", err=True, nl=False)
+
+    pool = db.make_pool(settings.database_url, 1, name="asyncqueue-prune", timeout=10.0)
+    try:
+        if dry_run:
+            result = pruner.preview(pool, days)
+        else:
+            result = pruner.prune(pool, days, wait_for_lock=True, progress=progress)
+    finally:
+        pool.close()
+    if progress:
+        click.echo("", err=True)
+    verb = "would delete" if dry_run else "deleted"
+    _emit(
+        as_json,
+        {
+            "olderThanDays": days,
+            "dryRun": dry_run,
+            "tasks": result.total,
+            "byStatus": dict(sorted(result.by_status.items())),
+            "seconds": round(result.seconds, 3),
+        },
+        f"{verb} {result.total:,} finished tasks completed more than {days:g} days ago",
+    )
+
+
 # -- web and worker ----------------------------------------------------------------------------
 
 

@@ -21,3 +21,12 @@ errorlog = "-"
 # gunicorn 24+ opens a control socket at one fixed path per user: several gunicorns on a machine
 # (tests, benches, more than one app) would take it from each other. We do not use it.
 control_socket_disable = True
+
+# prometheus_client's multiprocess mode, so /metrics counts every gunicorn process.
+# The variable must be set before the workers import prometheus_client; absent, each master
+# takes a fresh temporary directory (removed when it exits).
+from asyncqueue import metrics_multiprocess  # noqa: E402
+
+metrics_multiprocess.prepare_directory()
+on_exit = metrics_multiprocess.on_exit
+child_exit = metrics_multiprocess.child_exit

@@ -27,6 +27,7 @@ import requests
 
 from asyncqueue import db, embedded_pg
 from asyncqueue.cli import create_key
+from bench import prune as prune_phase
 from bench.loadgen import RawClient, post_load
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -140,6 +141,7 @@ class Bench:
             "WEB_CONCURRENCY": os.environ.get("WEB_CONCURRENCY", "2"),
             "ASYNCQUEUE_ALLOW_PRIVATE_NETWORKS": "true",
             "ASYNCQUEUE_DB_POOL_SIZE": "4",
+            "ASYNCQUEUE_RETENTION_DAYS": "0",  # workers do not prune; bench/prune.py measures it
         }
         self.web = self.spawn(
             [
@@ -550,8 +552,9 @@ class Bench:
                 "INSERT INTO tasks (team_id, status, callback_url, method, max_wait_time, timeout, "
                 "max_retries, retry_backoff, result, created_at, started_at, completed_at) "
                 "SELECT %s, 'completed', 'http://127.0.0.1/x', 'POST', 30, 30, 3, 'exponential', "
-                "'{\"statusCode\": 200}', now() - make_interval(secs => g), now(), now() "
-                "FROM generate_series(%s, %s) g",
+                "'{\"statusCode\": 200}', now() - make_interval(days => 40, secs => g), "
+                "now() - interval '40 days', now() - interval '40 days' "
+                "FROM generate_series(%s::int, %s::int) g",
                 (self.team_id, start + 1, min(rows, start + 250_000)),
             )
         self.sql("VACUUM ANALYZE tasks")
@@ -639,6 +642,8 @@ def run(args) -> dict:
                 "list": bench.measure_list(),
                 "explain_claim": bench.explain_claim(),
             }
+        log("retention")
+        r["prune"] = prune_phase.measure(bench, sizes)
     finally:
         bench.stop()
     return r
@@ -781,6 +786,7 @@ def table(r: dict) -> str:
             s["explain_claim"],
             "```",
         ]
+    lines += prune_phase.table(r)
     return "\n".join(lines)
 
 

@@ -12,6 +12,7 @@ from flask import Flask, g, jsonify
 from asyncqueue import db, limits
 from asyncqueue.api.errors import register_error_handlers
 from asyncqueue.api.health import bp as health_bp
+from asyncqueue.api.metrics import install_metrics
 from asyncqueue.api.openapi import openapi_document
 from asyncqueue.api.tasks import bp as tasks_bp
 from asyncqueue.config import Settings
@@ -78,5 +79,6 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     app.register_blueprint(tasks_bp)
     app.register_blueprint(health_bp)
+    install_metrics(app)
     register_error_handlers(app)
     return app

@@ -23,6 +23,7 @@ from psycopg.types.json import Jsonb
 
 from asyncqueue import db
 from asyncqueue.logs import log_event
+from asyncqueue.worker import metrics
 from asyncqueue.worker.decide import RETRY
 from asyncqueue.worker.dispatcher import SlotTable
 from asyncqueue.worker.runner import Finished
@@ -152,6 +153,8 @@ class Completer(ThreadService):
     def write(self, batch: list[Finished]) -> None:
         retries = [f for f in batch if f.outcome.kind == RETRY]
         finals = [f for f in batch if f.outcome.kind != RETRY]
+        if finals:
+            metrics.observe_outcome_batch(len(finals))
         retried = set(self._write_retries(retries)) if retries else set()
         written = {r["id"]: r for r in self._write_finals(finals)} if finals else {}
         self.slots.release([f.claim for f in batch])

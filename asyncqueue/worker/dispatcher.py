@@ -18,6 +18,7 @@ import psycopg
 
 from asyncqueue import db
 from asyncqueue.logs import log_event
+from asyncqueue.worker import metrics
 from asyncqueue.worker.service import ThreadService
 
 log = logging.getLogger("asyncqueue.worker")
@@ -232,6 +233,7 @@ class Dispatcher(ThreadService):
     def claim(self, free: int) -> list[Claim]:
         with self.pool.connection() as conn:
             rows = conn.execute(db.query("task_claim"), self.claim_params(free)).fetchall()
+        metrics.observe_claim(len(rows))
         claims = self.slots.add(rows)
         if claims and log.isEnabledFor(logging.DEBUG):
             for claim in claims:

@@ -24,11 +24,13 @@ import time
 from asyncqueue import db
 from asyncqueue.config import Settings
 from asyncqueue.logs import log_event
-from asyncqueue.worker import execute
+from asyncqueue.worker import execute, metrics
 from asyncqueue.worker.completer import Completer
 from asyncqueue.worker.dispatcher import Dispatcher, SlotTable
+from asyncqueue.worker.heartbeat import Heartbeat
 from asyncqueue.worker.http_client import make_session
 from asyncqueue.worker.notifier import Notifier
+from asyncqueue.worker.pruner import Pruner
 from asyncqueue.worker.runner import Runner
 from asyncqueue.worker.wakeup import Listener
 
@@ -81,9 +83,11 @@ class WorkerProcess:
             worker_name=self.name,
             lease_grace=settings.lease_grace,
         )
-        # Maintenance services (heartbeat, pruner, ...): objects with start() and stop(),
-        # started after the core parts and stopped before them.
-        self.services: list = list(services or [])
+        # Maintenance services: objects with start() and stop(), each with its own interval,
+        # started after the core parts and stopped before them, in reverse order (so the
+        # heartbeat, first, is the last to go and its row stays while the others stop).
+        self.heartbeat = Heartbeat(self.pool, self.name, self.slots.held)
+        self.services: list = [self.heartbeat, Pruner(settings, self.pool), *(services or [])]
 
     def add_service(self, service) -> None:
         self.services.append(service)
@@ -108,6 +112,11 @@ class WorkerProcess:
         for service in self.services:
             service.start()
         self.dispatcher.start()
+        metrics.track_in_flight(self.slots.held)
+        if self.settings.worker_metrics_port:
+            metrics.serve_worker_metrics(
+                self.settings.worker_metrics_port, self.settings.metrics_token
+            )
         log_event(
             log, "worker started", worker=self.name, concurrency=self.settings.worker_concurrency
         )

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from asyncqueue.logs import log_event
+from asyncqueue.worker import metrics
 from asyncqueue.worker.attempt import AttemptResult, CallSpec
 from asyncqueue.worker.deadline import Deadline
 from asyncqueue.worker.decide import (
@@ -152,6 +153,7 @@ class Runner:
         outcome = decide_outcome(
             state, result, limit_was_deadline=time_limit < state.timeout, now=db_now(claim)
         )
+        metrics.observe_attempt(outcome.kind, result.duration_ms)
         if log.isEnabledFor(logging.DEBUG):
             log_event(
                 log,

@@ -29,6 +29,9 @@ def test_bench_harness_runs_on_a_tiny_workload(tmp_path):
     assert data["delays"]["received"] == data["delays"]["tasks"]
     assert data["delays"]["early"] == 0
     assert "| dispatch, callbacks/s |" in (tmp_path / "tiny.md").read_text()
+    prune = data["prune"]  # bench/prune.py (retention)
+    assert prune["prune"]["deleted"] == prune["rows"] and prune["counts_match"]
+    assert prune["while_pruning"]["dispatch"]["lost"] == 0 and prune["scrape"]["p99_ms"] > 0
     report(
         f"bench smoke (tiny): dispatch {data['dispatch']['callbacks_per_s']:.0f}/s, "
         f"pickup p50 {data['pickup']['p50_ms']:.1f} ms, delays early {data['delays']['early']}"

@@ -1,0 +1,97 @@
+"""A worker's own Prometheus metrics, served on ASYNCQUEUE_WORKER_METRICS_PORT when it is set.
+
+They live in a registry of their own (not prometheus_client's global one), so only these are
+served, and the `observe_*` helpers are all the worker's code needs to call.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+
+from asyncqueue.metrics_auth import UNAUTHORIZED, metrics_allowed
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+ATTEMPTS = Counter(
+    "asyncqueue_worker_attempts",
+    "Callback attempts made by this worker, by what was decided (completed, retry, failed, timeout).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+CALLBACK_DURATION = Histogram(
+    "asyncqueue_worker_callback_duration_seconds",
+    "Duration of each callback attempt's HTTP call.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+    registry=REGISTRY,
+)
+IN_FLIGHT = Gauge(
+    "asyncqueue_worker_in_flight",
+    "Tasks this worker has claimed whose outcome is not written yet.",
+    registry=REGISTRY,
+)
+BATCH_BUCKETS = (0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+CLAIM_BATCH = Histogram(
+    "asyncqueue_worker_claim_batch_size",
+    "Tasks taken by each claim statement (0 when nothing was due).",
+    buckets=BATCH_BUCKETS,
+    registry=REGISTRY,
+)
+OUTCOME_BATCH = Histogram(
+    "asyncqueue_worker_outcome_batch_size",
+    "Final outcomes written by each batched outcome statement.",
+    buckets=BATCH_BUCKETS,
+    registry=REGISTRY,
+)
+
+
+def observe_attempt(outcome: str, duration_ms: float) -> None:
+    ATTEMPTS.labels(outcome).inc()
+    CALLBACK_DURATION.observe(duration_ms / 1000.0)
+
+
+def observe_claim(tasks: int) -> None:
+    CLAIM_BATCH.observe(tasks)
+
+
+def observe_outcome_batch(outcomes: int) -> None:
+    OUTCOME_BATCH.observe(outcomes)
+
+
+def track_in_flight(in_flight: Callable[[], int]) -> None:
+    """Read the in-flight gauge from `in_flight()` at each scrape."""
+    IN_FLIGHT.set_function(in_flight)
+
+
+def metrics_app(token: str | None):
+    """The WSGI app that serves REGISTRY, asking for the Bearer token when one is set."""
+    serve = make_wsgi_app(REGISTRY)
+
+    def app(environ, start_response):
+        if not metrics_allowed(environ.get("HTTP_AUTHORIZATION"), token):
+            start_response("401 Unauthorized", [("Content-Type", "application/json")])
+            return [json.dumps({"error": UNAUTHORIZED}).encode()]
+        return serve(environ, start_response)
+
+    return app
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, *args) -> None:  # scrapes are not worth a log line each
+        pass
+
+
+def serve_worker_metrics(port: int, token: str | None, host: str = "0.0.0.0") -> WSGIServer:
+    """Serve this worker's metrics on `port` from a daemon thread; returns the server."""
+    server = make_server(host, port, metrics_app(token), _Server, _QuietHandler)
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    return server
