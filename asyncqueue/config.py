@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from asyncqueue import limits
 
 
 class ConfigError(ValueError):
@@ -47,6 +49,8 @@ class Settings:
     max_response_body: int = 65536
     max_delay_days: float = 365.0
     log_level: str = "INFO"
+    fairness_reserve: int = 4  # fair: slots per worker only teams below their cap may use
+    create_rates: dict = field(default_factory=lambda: dict(limits.PLAN_CREATE_RATE))  # fair
 
     @classmethod
     def from_env(cls, env: dict | None = None) -> Settings:
@@ -66,4 +70,34 @@ class Settings:
             max_response_body=int(_number(env, "ASYNCQUEUE_MAX_RESPONSE_BODY", 65536, minimum=0)),
             max_delay_days=_number(env, "ASYNCQUEUE_MAX_DELAY_DAYS", 365.0, minimum=0),
             log_level=env.get("ASYNCQUEUE_LOG_LEVEL", "INFO").upper(),
+            fairness_reserve=_fairness_reserve(env),  # fair
+            create_rates=_create_rates(env),  # fair
         )
+
+
+def _fairness_reserve(env: dict) -> int:
+    """ASYNCQUEUE_FAIRNESS_RESERVE: whole slots, 0 turns fairness off; default a quarter of the
+    concurrency (at least 1)."""
+    concurrency = int(_number(env, "ASYNCQUEUE_WORKER_CONCURRENCY", 16, minimum=1))
+    default = max(1, concurrency // 4)
+    return int(_number(env, "ASYNCQUEUE_FAIRNESS_RESERVE", default, minimum=0))
+
+
+def _create_rates(env: dict) -> dict:
+    """ASYNCQUEUE_CREATE_RATE: `plan=per-second` pairs (`free=20,pro=500`; a plan left out keeps
+    its default, 0 means unlimited), or `off` for no create limits."""
+    name = "ASYNCQUEUE_CREATE_RATE"
+    raw = (env.get(name) or "").strip()
+    rates = dict(limits.PLAN_CREATE_RATE)
+    if raw.lower() == "off":
+        return dict.fromkeys(rates, None)
+    for part in filter(None, (p.strip() for p in raw.split(","))):
+        plan, _, value = part.partition("=")
+        plan = plan.strip()
+        if plan not in limits.PLANS:
+            raise ConfigError(
+                f"{name}: unknown plan {plan!r} in {raw!r}; plans are {', '.join(limits.PLANS)}"
+            )
+        rate = _number({name: value.strip() or "x"}, name, 0, minimum=0)
+        rates[plan] = rate or None
+    return rates

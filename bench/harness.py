@@ -577,7 +577,7 @@ class Bench:
             for _ in range(runs):
                 rows = conn.execute(
                     "EXPLAIN (ANALYZE, BUFFERS) " + query,
-                    {"limit": 16, "grace": 10, "worker": "explain"},
+                    {"limit": 16, "grace": 10, "worker": "explain", "skip": []},
                 ).fetchall()
                 conn.rollback()
                 times += [r[0].split(":")[1].strip() for r in rows if "Execution Time" in r[0]]

@@ -44,6 +44,7 @@ from asyncqueue.worker.decide import (
     max_wait_exceeded,
 )
 from asyncqueue.worker.execute import perform_attempt
+from asyncqueue.worker.fairness import NotifyingEvent, TeamSlots  # fair-wiring
 from asyncqueue.worker.http_client import make_session
 from asyncqueue.worker.wakeup import Listener
 
@@ -70,8 +71,11 @@ class Worker:
         )
         self.wake = threading.Event()
         self.stopping = threading.Event()
-        self.listener = Listener(settings.database_url, self.wake, self.stopping)
-        self.executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="callback")
+        self.teams = TeamSlots(self.concurrency, settings.fairness_reserve)  # fair-wiring
+        notify = NotifyingEvent(self.wake, self.teams)  # fair-wiring
+        self.listener = Listener(settings.database_url, notify, self.stopping)  # fair-wiring
+        slots = self.concurrency + self.teams.reserve  # fair-wiring
+        self.executor = ThreadPoolExecutor(slots, thread_name_prefix="callback")  # fair-wiring
         self.notifier = ThreadPoolExecutor(4, thread_name_prefix="on-complete")
         self._local = threading.local()
         # Claimed tasks whose outcome is not written yet: task id -> claim token. A task leaves
@@ -97,8 +101,8 @@ class Worker:
         while not self.stopping.is_set():
             self.wake.clear()
             try:
-                free = self.free_slots()
-                claimed = self._claim(free) if free > 0 else []
+                plan = self.teams.plan(self.free_slots())  # fair-wiring
+                claimed = self._claim(plan) if plan.limit > 0 else []  # fair-wiring
                 failures = 0
             except Exception as exc:  # database unreachable: wait and try again, never exit
                 failures += 1
@@ -114,7 +118,7 @@ class Worker:
                 continue
             for row in claimed:
                 self.executor.submit(self._run_task, row)
-            if free > 0 and len(claimed) == free:
+            if plan.limit > 0 and len(claimed) == plan.limit:  # fair-wiring
                 continue  # a full batch: more may be due right now
             self.wake.wait(self._idle_wait())
         return self._shutdown()
@@ -129,19 +133,26 @@ class Worker:
         with self._held_lock:
             if len(self._held) - len(self._busy) >= self.concurrency:
                 return 0
-            return self.concurrency - len(self._busy)
+            return self.concurrency + self.teams.reserve - len(self._busy)  # fair-wiring
 
-    def _claim(self, free: int) -> list[dict]:
+    def _claim(self, plan) -> list[dict]:
         with self.pool.connection() as conn:
             rows = conn.execute(
                 db.query("task_claim"),
-                {"limit": free, "grace": self.settings.lease_grace, "worker": self.name},
+                {
+                    "limit": plan.limit,  # fair-wiring
+                    "skip": list(plan.skip),  # fair-wiring
+                    "grace": self.settings.lease_grace,
+                    "worker": self.name,
+                },
             ).fetchall()
+        self.teams.claimed(plan, len(rows))  # fair-wiring
         with self._held_lock:
             for row in rows:
                 row["_claimed_monotonic"] = time.monotonic()
                 self._held[row["id"]] = row["claim_token"]
                 self._busy.add(row["id"])
+                self.teams.take(row["id"], row["team_id"])  # fair-wiring
         for row in rows:
             log_event(
                 log,
@@ -157,6 +168,8 @@ class Worker:
         """Seconds to sleep: until the earliest next_run_at, unless woken sooner."""
         if self.free_slots() <= 0:
             return MAX_IDLE_WAIT  # a finishing callback wakes us
+        if self.teams.capped():  # fair-wiring: others' work is looked for on its own schedule
+            return self.teams.seconds_until_probe()  # fair-wiring
         try:
             with self.pool.connection() as conn:
                 seconds = conn.execute(db.query("task_seconds_until_due")).fetchone()["seconds"]
@@ -300,6 +313,7 @@ class Worker:
     def _free_slot(self, row: dict) -> None:
         with self._held_lock:
             self._busy.discard(row["id"])
+        self.teams.free(row["id"])  # fair-wiring
         self.wake.set()
 
     def _release(self, rows: list[dict]) -> None:
@@ -307,6 +321,7 @@ class Worker:
             for row in rows:
                 self._held.pop(row["id"], None)
                 self._busy.discard(row["id"])
+                self.teams.free(row["id"])  # fair-wiring
             self._held_lock.notify_all()
         self.wake.set()
 
