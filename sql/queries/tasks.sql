@@ -77,11 +77,15 @@ WITH RECURSIVE waiting (team_id) AS (
               SELECT head.id
               FROM waiting w
               CROSS JOIN LATERAL (
+                  -- This team's due rows, spelt as a range of (team_id, next_run_at) so that
+                  -- only tasks_team_due can serve it: with `team_id = w.team_id` the planner
+                  -- may walk tasks_due filtering on the team, which is the full walk through
+                  -- the capped team's backlog this is here to avoid.
                   SELECT x.id, x.next_run_at FROM tasks x
-                  WHERE x.team_id = w.team_id
+                  WHERE (x.team_id, x.next_run_at) >= (w.team_id, '-infinity'::timestamptz)
+                    AND (x.team_id, x.next_run_at) <= (w.team_id, now())
                     AND x.status IN ('pending', 'delayed', 'processing')
-                    AND x.next_run_at <= now()
-                  ORDER BY x.next_run_at
+                  ORDER BY x.team_id, x.next_run_at
                   LIMIT %(limit)s
               ) head
               WHERE w.team_id <> ALL(%(skip)s::uuid[])

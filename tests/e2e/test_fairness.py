@@ -1,0 +1,47 @@
+"""Fairness between teams, end to end: one team's flood of hanging callbacks does not stall
+another team's task, and creates over a plan's rate are answered 429."""
+
+import time
+import uuid
+
+from asyncqueue import db
+from tests.support import make_team, report, wait_for
+
+
+def test_a_flood_of_hanging_callbacks_does_not_stall_another_team(own_stack, receiver):
+    """Team B: 200 tasks to a receiver that hangs for 20 s; team A's task, created after them,
+    starts within 1 s, with 2 workers at the default concurrency (16 each)."""
+    stack = own_stack
+    hang = f"/sleep/20?b={uuid.uuid4().hex}"
+    with db.connect(stack.database_url, autocommit=True) as conn:
+        team_b = stack.team["id"]
+        _, key_a = make_team(conn, "team-a", "free")
+        conn.execute(
+            "INSERT INTO tasks (team_id, status, callback_url, method, max_wait_time, timeout, "
+            "max_retries, retry_backoff, next_run_at) SELECT %s, 'pending', %s, 'POST', 30, 30, "
+            "0, 'exponential', now() FROM generate_series(1, 200)",
+            (team_b, receiver.url(hang)),
+        )
+    for _ in range(2):
+        stack.start_worker()
+    # Both workers busy with B: every usual slot (2 x 16) holds one of B's hanging calls.
+    wait_for(lambda: len(receiver.calls(hang)) >= 32, timeout=60, message="B to fill 32 slots")
+    time.sleep(0.5)  # and the workers settle (nothing of A's exists yet)
+    path = f"/ok?a={uuid.uuid4().hex}"
+    created = time.time()
+    response = stack.http.post(
+        stack.url("/v1/tasks"),
+        json={"callbackUrl": receiver.url(path)},
+        headers={"Authorization": f"Bearer {key_a}"},
+        timeout=10,
+    )
+    assert response.status_code == 201, response.text
+    wait_for(lambda: receiver.calls(path), timeout=25, message="team A's callback")
+    started = receiver.calls(path)[0].at - created
+    report(
+        f"fairness: team A's task started {started * 1000:.0f} ms after its create, under "
+        f"team B's 200 hanging callbacks"
+    )
+    assert started < 1.0, f"team A's task waited {started:.1f} s behind team B's flood"
+    # B never held more than its cap, `concurrency` per worker: the reserve stayed for others.
+    assert len(receiver.calls(hang)) == 32
