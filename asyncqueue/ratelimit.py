@@ -74,20 +74,23 @@ def retry_after_header(seconds: float) -> str:
 class CreateLimiter:
     """The decisions of one web process. Not thread-safe: the caller holds a lock.
 
-    `rates` maps a plan to creates per second (a missing plan or None: unlimited); a team whose
-    plan is not known yet is held to the lowest rate until the next sync (≤ SYNC_INTERVAL).
+    `rates` maps a plan to creates per second (a missing plan or None: unlimited). A team whose
+    plan this process does not know yet (its first sync after the team's first create here, a
+    few milliseconds later) is held to the most generous rate: a pro team's burst is not refused
+    while a free team gets at most that sync's round trip of extra creates.
     """
 
     def __init__(self, rates: dict[str, float | None]):
         self.rates = dict(rates)
-        self.strictest = min((r for r in rates.values() if r), default=None)
+        limited = [r for r in rates.values() if r]
+        self.unknown_plan_rate = max(limited) if len(limited) == len(rates) else None
         self.teams: dict[object, TeamWindow] = {}
         self.processes = 1
         self.offset = 0.0  # database clock - local clock
         self.synced_at = float("-inf")  # local time of the last sync
 
     def rate(self, window: TeamWindow) -> float | None:
-        return self.strictest if window.plan is None else self.rates.get(window.plan)
+        return self.unknown_plan_rate if window.plan is None else self.rates.get(window.plan)
 
     def admit(self, team_id, now: float) -> float | None:
         """Count a create and return None, or refuse it: the seconds to wait."""

@@ -27,6 +27,7 @@ import requests
 
 from asyncqueue import db, embedded_pg
 from asyncqueue.cli import create_key
+from bench import fairness
 from bench.loadgen import RawClient, post_load
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -141,6 +142,7 @@ class Bench:
             "ASYNCQUEUE_ALLOW_PRIVATE_NETWORKS": "true",
             "ASYNCQUEUE_LOG_LEVEL": "WARNING",
             "ASYNCQUEUE_DB_POOL_SIZE": "4",
+            "ASYNCQUEUE_CREATE_RATE": "pro=1000000",  # limiter on, never refusing the bench
         }
         self.web = self.spawn(
             [
@@ -621,6 +623,8 @@ def run(args) -> dict:
         r["pickup"] = bench.measure_pickup(sizes.pickup_tasks)
         log("delays")
         r["delays"] = bench.measure_delays()
+        log("fairness: before and after, team B's flood, the claim's plans")
+        r["fairness"] = fairness.measure(bench)
         if not args.no_peers:
             for system in ("procrastinate", "pgqueuer"):
                 log(system)
@@ -761,6 +765,7 @@ def table(r: dict) -> str:
         "there is the bare loop's measured rate. Drain rates are deliveries over the span from "
         "the first arrival at the receiver to the last, for every system."
     )
+    lines += fairness.table_lines(r)
     if "scale" in r:
         s = r["scale"]
         lines += [

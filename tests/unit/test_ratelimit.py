@@ -49,12 +49,18 @@ def synced_limiter(rates, now=1000.0, processes=1, plan="free", team="t"):
 
 
 def test_one_process_admits_a_seconds_worth_then_refuses_with_a_wait():
-    limiter = CreateLimiter({"free": 20, "pro": 500})
-    limiter.synced(1000.0, 1000.0, 1, {})
+    limiter = synced_limiter({"free": 20, "pro": 500})
     admitted = [limiter.admit("t", 1000.0) is None for _ in range(30)]
-    assert admitted.count(True) == 20  # unknown plan: held to the strictest rate
+    assert admitted.count(True) == 20 - 1  # the one counted before the sync
     wait = limiter.admit("t", 1000.0)
     assert 0 < wait <= 1.05
+
+
+def test_a_team_whose_plan_is_not_known_yet_gets_the_most_generous_rate():
+    limiter = CreateLimiter({"free": 20, "pro": 500})
+    limiter.synced(1000.0, 1000.0, 1, {})
+    assert sum(limiter.admit("t", 1000.0) is None for _ in range(600)) == 500
+    assert CreateLimiter({"free": 20, "pro": None}).unknown_plan_rate is None
 
 
 def test_pro_team_gets_its_rate_once_the_plan_is_known():
