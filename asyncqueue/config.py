@@ -98,6 +98,6 @@ def _create_rates(env: dict) -> dict:
             raise ConfigError(
                 f"{name}: unknown plan {plan!r} in {raw!r}; plans are {', '.join(limits.PLANS)}"
             )
-        rate = _number({name: value.strip() or "x"}, name, 0, minimum=0)
+        rate = _number({name: value.strip() or "(nothing)"}, name, 0, minimum=0)
         rates[plan] = rate or None
     return rates
