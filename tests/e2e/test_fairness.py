@@ -3,6 +3,7 @@ another team's task, and creates over a plan's rate are answered 429."""
 
 import time
 import uuid
+from datetime import UTC, datetime
 
 from asyncqueue import db
 from tests.support import make_team, report, wait_for
@@ -43,5 +44,21 @@ def test_a_flood_of_hanging_callbacks_does_not_stall_another_team(own_stack, rec
         f"team B's 200 hanging callbacks"
     )
     assert started < 1.0, f"team A's task waited {started:.1f} s behind team B's flood"
+    # A delayed task of A's comes due during the flood with no notification: it starts within
+    # the once-a-second look past the capped team (plus the load's slack).
+    path = f"/ok?a-later={uuid.uuid4().hex}"
+    due = time.time() + 2.5  # half-way between two of the once-a-second looks
+    later = datetime.fromtimestamp(due, UTC).isoformat(timespec="milliseconds")
+    response = stack.http.post(
+        stack.url("/v1/tasks"),
+        json={"callbackUrl": receiver.url(path), "delayUntil": later},
+        headers={"Authorization": f"Bearer {key_a}"},
+        timeout=10,
+    )
+    assert response.status_code == 201, response.text
+    wait_for(lambda: receiver.calls(path), timeout=20, message="team A's delayed callback")
+    late = receiver.calls(path)[0].at - due
+    report(f"fairness: team A's delayed task started {late * 1000:.0f} ms after its time")
+    assert 0 <= late < 2.0
     # B never held more than its cap, `concurrency` per worker: the reserve stayed for others.
     assert len(receiver.calls(hang)) == 32
