@@ -135,7 +135,7 @@ class Worker:
                 return 0
             return self.concurrency + self.teams.reserve - len(self._busy)  # fair-wiring
 
-    def _claim(self, plan) -> list[dict]:
+    def _claim(self, plan) -> list[dict]:  # fair-wiring: a ClaimPlan, not a count
         with self.pool.connection() as conn:
             rows = conn.execute(
                 db.query("task_claim"),
