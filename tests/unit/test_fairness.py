@@ -113,3 +113,19 @@ def test_reserve_zero_is_the_old_behaviour():
         slots.take(i, "B")
     assert not slots.capped()
     assert slots.plan(3) == ClaimPlan(3)
+
+
+def test_slow_probes_are_spaced_out():
+    """With very many teams holding tasks a look past the capped team takes long: the next one
+    waits ten times as long, so looking never takes more than a tenth of the time."""
+    clock = Clock()
+    slots = capped_slots(clock)
+    probe = slots.plan(R)
+    clock.t += 0.04  # the claim took 40 ms
+    slots.claimed(probe, 0)
+    slots.notified()
+    assert slots.seconds_until_probe() == pytest.approx(0.4 - 0.04)
+    clock.t += 0.3
+    assert slots.plan(R).limit == 0
+    clock.t += 0.07
+    assert slots.plan(R).limit == R
