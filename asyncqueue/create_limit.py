@@ -131,7 +131,11 @@ class CreateLimits:
             },
         ).fetchone()
         answer = {
-            uuid.UUID(str(t["team_id"])): (t["plan"], {int(s): n for s, n in t["others"].items()})
+            uuid.UUID(str(t["team_id"])): (
+                t["plan"],
+                {int(s): n for s, n in t["others"].items()},
+                t["active"],
+            )
             for t in row["teams"]
         }
         with self._lock:

@@ -1,7 +1,8 @@
 -- name: create_counts_sync
 -- One web process's sync, one round trip: write its create counts per team and second (absolute
 -- numbers, so a repeated sync changes nothing), say it is alive, and read back for the teams it
--- asks about their plan and the other processes' counts in the last two seconds, the number of
+-- asks about their plan, the other processes' counts in the last two seconds and how many of
+-- them admitted any, the number of
 -- live web processes and the database's clock. The reads see the table as it was before this
 -- statement's writes, so they hold only the other processes' counts, as they should.
 WITH mine AS (
@@ -21,6 +22,9 @@ SELECT clock.now,
             WHERE seen_at > now() - interval '2 seconds' AND process <> %(process)s) AS processes,
        (SELECT coalesce(jsonb_agg(jsonb_build_object(
                    'team_id', t.id, 'plan', t.plan,
+                   'active', (SELECT count(DISTINCT process) FROM create_counts
+                              WHERE team_id = t.id AND process <> %(process)s
+                                AND second >= floor(clock.now) - 1),
                    'others', (SELECT coalesce(jsonb_object_agg(c.second, c.n), '{}')
                               FROM (SELECT second, sum(n) AS n FROM create_counts
                                     WHERE team_id = t.id AND process <> %(process)s

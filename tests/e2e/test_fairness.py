@@ -1,11 +1,15 @@
 """Fairness between teams, end to end: one team's flood of hanging callbacks does not stall
 another team's task, and creates over a plan's rate are answered 429."""
 
+import threading
 import time
 import uuid
 from datetime import UTC, datetime
 
+import requests
+
 from asyncqueue import db
+from tests.stack import Stack
 from tests.support import make_team, report, wait_for
 
 
@@ -62,3 +66,66 @@ def test_a_flood_of_hanging_callbacks_does_not_stall_another_team(own_stack, rec
     assert 0 <= late < 2.0
     # B never held more than its cap, `concurrency` per worker: the reserve stayed for others.
     assert len(receiver.calls(hang)) == 32
+
+
+def test_create_limit_holds_across_two_gunicorn_processes(database_url, tmp_path):
+    """A free team (20/s) sending from 8 connections at once to 2 web processes: the processes
+    share the team's rate through the database, and the creates refused are 429 with
+    Retry-After and a JSON error."""
+    stack = Stack(database_url, tmp_path, WEB_CONCURRENCY="2")
+    try:
+        stack.start_web()
+        with db.connect(database_url, autocommit=True) as conn:
+            _, key = make_team(conn, "free-team", "free")
+        # Warm up: each process learns the key and its team's plan (one create each, at most).
+        for _ in range(4):
+            session = requests.Session()
+            session.trust_env = False
+            session.post(
+                stack.url("/v1/tasks"),
+                json={"callbackUrl": "https://example.com/warm"},
+                headers={"X-API-Key": key},
+                timeout=10,
+            )
+        time.sleep(2.5)  # their window empties
+        answers: list[tuple[float, int, dict, dict]] = []
+        lock = threading.Lock()
+        start = time.time()
+
+        def send():
+            session = requests.Session()
+            session.trust_env = False
+            for _ in range(15):
+                r = session.post(
+                    stack.url("/v1/tasks"),
+                    json={"callbackUrl": "https://example.com/x"},
+                    headers={"X-API-Key": key},
+                    timeout=10,
+                )
+                with lock:
+                    answers.append((time.time(), r.status_code, dict(r.headers), r.json()))
+
+        threads = [threading.Thread(target=send) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        elapsed = max(a[0] for a in answers) - start
+        created = sum(1 for a in answers if a[1] == 201)
+        refused = [a for a in answers if a[1] == 429]
+        report(
+            f"create limit: free team (20/s), 2 web processes, 120 creates from 8 connections "
+            f"in {elapsed:.2f} s: {created} created, {len(refused)} refused with 429"
+        )
+        assert {a[1] for a in answers} <= {201, 429}
+        assert refused
+        _, _, headers, body = refused[0]
+        assert int(headers["Retry-After"]) >= 1
+        assert body["error"].startswith(
+            "Too many tasks created: the free plan allows 20 per second"
+        )
+        # The shared rate: a second's burst, 1.7 x at worst with two processes (ratelimit.py's
+        # note), plus the rate over the rest; and far fewer than were sent.
+        assert created <= 20 * 1.7 + 20 * max(0.0, elapsed - 1.0) + 2
+    finally:
+        stack.stop()

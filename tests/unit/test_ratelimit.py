@@ -44,7 +44,7 @@ def test_retry_after_is_whole_seconds_never_zero(seconds, header):
 def synced_limiter(rates, now=1000.0, processes=1, plan="free", team="t"):
     limiter = CreateLimiter(rates)
     limiter.admit(team, now)
-    limiter.synced(now, now, processes, {team: (plan, {})})
+    limiter.synced(now, now, processes, {team: (plan, {}, 0)})
     return limiter
 
 
@@ -75,18 +75,21 @@ def test_unlimited_plan_is_never_refused():
 
 
 @pytest.mark.parametrize(
-    "mine, others, expected",
+    "mine, others, active, expected",
     [
-        (1, 9, 1),  # headroom 10, shared by traffic: (1 + 1) / (10 + 2 processes) of it
-        (9, 1, 8),  # this process has most of the team's traffic: most of the headroom
-        (1, 19, 0),  # the other process has filled the second: nothing
+        (1, 9, 1, 1),  # headroom 10, shared by traffic: (1 + 1) / (10 + 2 processes) of it
+        (9, 0, 0, 10),  # nobody else serves the team: nearly all of it (9 + 1) / (9 + 2)
+        # Another process serves the team too: its counts may be a sync old, so it is taken to
+        # have admitted at least as many as this one: half.
+        (9, 1, 1, 5),
+        (1, 19, 1, 0),  # the other process has filled the second: nothing
     ],
 )
-def test_the_headroom_is_shared_by_recent_traffic(mine, others, expected):
+def test_the_headroom_is_shared_by_recent_traffic(mine, others, active, expected):
     limiter = CreateLimiter({"free": 20})
     for _ in range(mine):
         limiter.admit("t", 1000.0)
-    limiter.synced(1000.0, 1000.0, 2, {"t": ("free", {1000: others})})
+    limiter.synced(1000.0, 1000.0, 2, {"t": ("free", {1000: others}, active)})
     admitted = sum(limiter.admit("t", 1000.0) is None for _ in range(20))
     assert admitted == expected
 
@@ -107,6 +110,8 @@ def simulate(processes: int, rate: float, offered: float, seconds: float, seed: 
     table: dict[tuple[int, int], int] = {}  # (process, second) -> count
     phases = [rng.uniform(0, SYNC_INTERVAL) for _ in range(processes)]
     next_sync = list(phases)
+    for limiter in limiters:  # running processes, synced before the team's burst begins
+        limiter.synced(-1.0, -1.0, processes, {})
     admitted_at: list[float] = []
     t, step = 0.0, 1.0 / offered
     while t < seconds:
@@ -117,10 +122,12 @@ def simulate(processes: int, rate: float, offered: float, seconds: float, seed: 
                     table[(p, second)] = n
                 second = int(now)
                 others: dict[int, int] = {}
+                active = set()
                 for (q, s), n in table.items():
                     if q != p and s >= second - 1:
                         others[s] = others.get(s, 0) + n
-                limiter.synced(now, now, processes, {"t": ("free", others)})
+                        active.add(q)
+                limiter.synced(now, now, processes, {"t": ("free", others, len(active))})
                 next_sync[p] += SYNC_INTERVAL
         p = skew(rng, processes)
         if limiters[p].admit("t", t) is None:
@@ -150,14 +157,16 @@ def lopsided(rng, n):
 @pytest.mark.parametrize("skew", [uniform, pinned, lopsided])
 @pytest.mark.parametrize("rate", [20, 500])
 def test_simulated_processes_stay_near_the_rate(processes, skew, rate):
-    worst_window, mean_rate = 0, 0.0
+    worst_window, means = 0, []
     for seed in range(3):
-        worst, mean = simulate(processes, rate, offered=rate * 4, seconds=6, seed=seed, skew=skew)
-        worst_window, mean_rate = max(worst_window, worst), max(mean_rate, mean)
-    # The README's promise (ratelimit.py's note): any one-second span within 1.5 x the rate,
-    # the sustained rate within 10 % of it (+1 for rounding at the ends of the run) ...
-    assert worst_window <= rate * 1.5 + 1
-    assert mean_rate <= rate * 1.1 + 1
-    # ... and the limit is not starved: a team offered 4x its rate gets most of it, even when
-    # all its requests go to one of 8 processes.
-    assert mean_rate >= rate * 0.75
+        for overload in (4, 30):  # the team sends 4 or 30 times its rate
+            worst, mean = simulate(processes, rate, rate * overload, 6, seed, skew)
+            worst_window, means = max(worst_window, worst), [*means, mean]
+    # The README's promise (ratelimit.py's note): the most admitted in any one second grows with
+    # the processes serving the team at once (1.2 x the rate with one, 1.7 x with two, at most
+    # 3 x), the sustained rate stays within a quarter of the rate (+1 for rounding) ...
+    assert worst_window <= rate * min(1.2 + 0.5 * (processes - 1), 3.0) + 1
+    assert max(means) <= rate * 1.25 + 1
+    # ... and the limit is not starved: a team over its rate gets most of it, even when all its
+    # requests go to one of 8 processes.
+    assert min(means) >= rate * 0.55
