@@ -22,6 +22,8 @@ from dataclasses import MISSING, dataclass, field, fields
 
 import psycopg.conninfo
 
+from asyncqueue import limits
+
 PREFIX = "ASYNCQUEUE_"
 # Read by the test suite only (tests/), never by the service; not typos.
 TEST_ONLY_VARIABLES = frozenset(
@@ -102,6 +104,22 @@ def readable_file(raw: str) -> str:
     return raw
 
 
+def create_rates(raw: str) -> dict:
+    """`plan=per-second` pairs (`free=20,pro=500`; a plan left out keeps its default, 0 means
+    unlimited), or `off` for no create limits."""
+    rates = dict(limits.PLAN_CREATE_RATE)
+    if raw.strip().lower() == "off":
+        return dict.fromkeys(rates, None)
+    for part in filter(None, (p.strip() for p in raw.split(","))):
+        plan, _, value = part.partition("=")
+        plan = plan.strip()
+        if plan not in limits.PLANS:
+            raise ValueError(f"plan=rate pairs for the plans {', '.join(limits.PLANS)}, or off")
+        rate = number(0)(value.strip() or "nothing")
+        rates[plan] = rate or None
+    return rates
+
+
 def setting(
     env: str,
     parse: Callable[[str], object],
@@ -141,7 +159,14 @@ class Settings:
     ca_bundle: str | None = setting("ASYNCQUEUE_CA_BUNDLE", readable_file, None)  # a PEM file
     header_timeout: float = setting("ASYNCQUEUE_HEADER_TIMEOUT", number(0.001), 10.0)  # web: request line and headers
     body_timeout: float = setting("ASYNCQUEUE_BODY_TIMEOUT", number(0.001), 30.0)  # web: body after headers
+    fairness_reserve: int | None = setting("ASYNCQUEUE_FAIRNESS_RESERVE", whole(0), None)  # worker: None is a quarter of the concurrency
+    create_rates: dict = setting("ASYNCQUEUE_CREATE_RATE", create_rates, factory=lambda: dict(limits.PLAN_CREATE_RATE))  # API: per plan, per second
     # fmt: on
+
+    def __post_init__(self):
+        # The fairness reserve's default follows the concurrency: a quarter of it, at least 1.
+        if self.fairness_reserve is None:
+            object.__setattr__(self, "fairness_reserve", max(1, self.worker_concurrency // 4))
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -28,6 +28,10 @@ PLAN_MAX_WAIT_TIME = {"free": 30, "pro": 120}
 PLAN_MAX_API_KEYS = {"free": 1, "pro": None}
 PLAN_MAX_MEMBERS = {"free": 2, "pro": None}
 PLANS = tuple(PLAN_MAX_WAIT_TIME)
+# Tasks a team may create per second, over all web processes (429 above; a burst of one second's
+# worth at once). ASYNCQUEUE_CREATE_RATE overrides them. Free: enough for a real workload, not
+# for a load test on someone else's machine; pro: about half of what two web processes serve.
+PLAN_CREATE_RATE = {"free": 20, "pro": 500}
 
 # Headers a caller may not set on a callback: the HTTP client owns framing and routing.
 FORBIDDEN_HEADERS = frozenset(

@@ -27,6 +27,7 @@ import requests
 
 from asyncqueue import db, embedded_pg
 from asyncqueue.cli import create_key
+from bench import fairness
 from bench import prune as prune_phase
 from bench.loadgen import RawClient, post_load
 
@@ -142,6 +143,7 @@ class Bench:
             "ASYNCQUEUE_ALLOW_PRIVATE_NETWORKS": "true",
             "ASYNCQUEUE_DB_POOL_SIZE": "4",
             "ASYNCQUEUE_RETENTION_DAYS": "0",  # workers do not prune; bench/prune.py measures it
+            "ASYNCQUEUE_CREATE_RATE": "pro=1000000",  # limiter on, never refusing the bench
         }
         self.web = self.spawn(
             [
@@ -579,7 +581,7 @@ class Bench:
             for _ in range(runs):
                 rows = conn.execute(
                     "EXPLAIN (ANALYZE, BUFFERS) " + query,
-                    {"limit": 16, "grace": 10, "worker": "explain"},
+                    {"limit": 16, "grace": 10, "worker": "explain", "skip": []},
                 ).fetchall()
                 conn.rollback()
                 times += [r[0].split(":")[1].strip() for r in rows if "Execution Time" in r[0]]
@@ -623,6 +625,8 @@ def run(args) -> dict:
         r["pickup"] = bench.measure_pickup(sizes.pickup_tasks)
         log("delays")
         r["delays"] = bench.measure_delays()
+        log("fairness: before and after, team B's flood, the claim's plans")
+        r["fairness"] = fairness.measure(bench)
         if not args.no_peers:
             for system in ("procrastinate", "pgqueuer"):
                 log(system)
@@ -765,6 +769,7 @@ def table(r: dict) -> str:
         "there is the bare loop's measured rate. Drain rates are deliveries over the span from "
         "the first arrival at the receiver to the last, for every system."
     )
+    lines += fairness.table_lines(r)
     if "scale" in r:
         s = r["scale"]
         lines += [

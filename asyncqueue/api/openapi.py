@@ -108,7 +108,8 @@ def openapi_document() -> dict:
                     "required": True,
                     "content": {"application/json": {"schema": "NewTask"}},
                 },
-                "responses": {**_ok(201, "TaskEnvelope"), **_errors(400, 401, 413, 503)},
+                # fair-wiring: 429 (create limits)
+                "responses": {**_ok(201, "TaskEnvelope"), **_errors(400, 401, 413, 429, 503)},
             },
             "get": {
                 "summary": "List the team's tasks",

@@ -15,6 +15,7 @@ from asyncqueue import db, keys, limits
 from asyncqueue.api.auth import Caller, authenticate, presented_key
 from asyncqueue.api.errors import ApiError
 from asyncqueue.api.schemas import validate_list_query, validate_new_task
+from asyncqueue.create_limit import create_limits  # fair-wiring
 from asyncqueue.task_json import task_to_json
 
 bp = Blueprint("tasks", __name__, url_prefix="/v1/tasks")
@@ -87,6 +88,8 @@ def create_task():
         raise ApiError(401, "API key required")
     if not keys.is_well_formed(key):
         raise ApiError(401, "Invalid or revoked API key")
+    if (refusal := create_limits().refusal(key)) is not None:  # fair-wiring: 429
+        return refusal  # fair-wiring
     rules = {
         "allow_private_networks": settings.allow_private_networks,
         "max_delay": timedelta(days=settings.max_delay_days),
@@ -102,6 +105,7 @@ def create_task():
     if task is not None:
         row = _insert_for_key(task, key)
         if row is not None:
+            create_limits().learn(key, row["team_id"])  # fair-wiring
             return jsonify(task=task_to_json(row)), 201
     with authenticated() as (_, caller):
         if problem:

@@ -19,6 +19,7 @@ import psycopg
 from asyncqueue import db
 from asyncqueue.logs import log_event
 from asyncqueue.worker import metrics
+from asyncqueue.worker.fairness import ClaimPlan, TeamSlots
 from asyncqueue.worker.service import ThreadService
 
 log = logging.getLogger("asyncqueue.worker")
@@ -63,8 +64,10 @@ class SlotTable:
     stays held until its outcome is written, so that the next call starts while the completer is
     still writing the last one's outcome."""
 
-    def __init__(self, concurrency: int):
+    def __init__(self, concurrency: int, reserve: int = 0):
         self.concurrency = concurrency
+        # Slots beyond the concurrency that only teams below their cap may use (fairness.py).
+        self.reserve = reserve
         self._cond = threading.Condition()
         self._claims: dict[uuid.UUID, Claim] = {}
         self._running = 0
@@ -106,12 +109,13 @@ class SlotTable:
             del self._running_by_team[claim.team_id]
 
     def free(self) -> int:
-        """Slots for new claims: the concurrency less the calls running, and none while more
-        outcomes wait to be written than there are slots (the database is falling behind)."""
+        """Slots for new claims: the concurrency and the fairness reserve less the calls
+        running, and none while more outcomes wait to be written than there are slots (the
+        database is falling behind)."""
         with self._cond:
             if len(self._claims) - self._running >= self.concurrency:
                 return 0
-            return self.concurrency - self._running
+            return max(0, self.concurrency + self.reserve - self._running)
 
     def held(self) -> int:
         with self._cond:
@@ -179,8 +183,10 @@ class Dispatcher(ThreadService):
         *,
         worker_name: str,
         lease_grace: float,
+        fairness: TeamSlots | None = None,
     ):
         super().__init__()
+        self.fairness = fairness or TeamSlots(slots.concurrency, 0)
         self.pool = pool
         self.slots = slots
         self.run_claims = run
@@ -197,11 +203,11 @@ class Dispatcher(ThreadService):
         while not self.stopping.is_set():
             self.wake.clear()
             try:
-                free = self.slots.free()
-                claimed = self.claim(free) if free > 0 else []
+                plan = self.fairness.plan(self.slots.free(), self.slots.running_by_team())
+                claimed = self.claim(plan) if plan.limit > 0 else []
                 if claimed:
                     self.run_claims(claimed)
-                full = free > 0 and len(claimed) == free
+                full = plan.limit > 0 and len(claimed) == plan.limit
                 wait = 0.0 if full else self._idle_wait(bool(claimed))
                 db_failures = unexpected = 0
             except psycopg.OperationalError as exc:  # database away: wait and try again
@@ -226,13 +232,21 @@ class Dispatcher(ThreadService):
             if wait > 0:
                 self.wake.wait(wait)
 
-    def claim_params(self, free: int) -> dict:
-        """task_claim's parameters (one place to add per-team fairness inputs)."""
-        return {"limit": free, "grace": self.lease_grace, "worker": self.worker_name}
+    def claim_params(self, plan: ClaimPlan) -> dict:
+        """task_claim's parameters: how many rows, and the teams at their cap to skip."""
+        return {
+            "limit": plan.limit,
+            "skip": list(plan.skip),
+            "grace": self.lease_grace,
+            "worker": self.worker_name,
+        }
 
-    def claim(self, free: int) -> list[Claim]:
+    def claim(self, plan: ClaimPlan | int) -> list[Claim]:
+        if isinstance(plan, int):
+            plan = ClaimPlan(plan)
         with self.pool.connection() as conn:
-            rows = conn.execute(db.query("task_claim"), self.claim_params(free)).fetchall()
+            rows = conn.execute(db.query("task_claim"), self.claim_params(plan)).fetchall()
+        self.fairness.claimed(plan, len(rows))
         metrics.observe_claim(len(rows))
         claims = self.slots.add(rows)
         if claims and log.isEnabledFor(logging.DEBUG):
@@ -253,6 +267,9 @@ class Dispatcher(ThreadService):
             self._stuck_rounds = 0
         if self.slots.free() <= 0:
             return MAX_IDLE_WAIT  # a call ending wakes us
+        if self.fairness.capped(self.slots.running_by_team()):
+            # Others' work is looked for on its own schedule (a notification wakes us sooner).
+            return self.fairness.seconds_until_probe()
         with self.pool.connection() as conn:
             row = conn.execute(db.query("task_seconds_until_due")).fetchone()
         seconds, next_seconds = row["seconds"], row["next_seconds"]

@@ -27,6 +27,7 @@ from asyncqueue.logs import log_event
 from asyncqueue.worker import execute, metrics
 from asyncqueue.worker.completer import Completer
 from asyncqueue.worker.dispatcher import Dispatcher, SlotTable
+from asyncqueue.worker.fairness import NotifyingEvent, TeamSlots
 from asyncqueue.worker.heartbeat import Heartbeat
 from asyncqueue.worker.http_client import make_session
 from asyncqueue.worker.notifier import Notifier
@@ -57,21 +58,22 @@ class WorkerProcess:
         )
         self.stop_requested = threading.Event()
         self.wake = threading.Event()
-        self.slots = SlotTable(concurrency)
+        self.fairness = TeamSlots(concurrency, settings.fairness_reserve)
+        self.slots = SlotTable(concurrency, self.fairness.reserve)
 
         def session():
             return make_session(
                 allow_private=settings.allow_private_networks, ca_bundle=settings.ca_bundle
             )
 
-        self.listener = Listener(settings.database_url, self.wake)
+        self.listener = Listener(settings.database_url, NotifyingEvent(self.wake, self.fairness))
         self.notifier = Notifier(session)
         self.completer = Completer(self.pool, self.slots, self.notifier.put, self.wake)
         self.runner = Runner(
             self.slots,
             self.completer.put,
             self.wake,
-            threads=concurrency,
+            threads=concurrency + self.fairness.reserve,
             body_cap=settings.max_response_body,
             make_session=session,
         )
@@ -82,6 +84,7 @@ class WorkerProcess:
             self.wake,
             worker_name=self.name,
             lease_grace=settings.lease_grace,
+            fairness=self.fairness,
         )
         # Maintenance services: objects with start() and stop(), each with its own interval,
         # started after the core parts and stopped before them, in reverse order (so the

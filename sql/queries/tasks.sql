@@ -39,16 +39,62 @@ RETURNING *;
 
 -- name: task_claim
 -- Claim and mark in one statement (so one short transaction):
---   due:    the oldest due rows nobody else holds (waiting, retry due, or lease run out);
+--   due:    the oldest due rows nobody else holds (waiting, retry due, or lease run out), of
+--           any team when %(skip)s is empty (an index scan of tasks_due, as ever); otherwise of
+--           the teams not in %(skip)s (those at their per-worker cap, asyncqueue/worker/
+--           fairness.py), found without walking the skipped teams' backlogs: `waiting` lists
+--           the teams with unfinished tasks, one probe of tasks_team_due each (a loose index
+--           scan), and each team gives its own oldest due rows;
 --   update: mark them processing, stamp the first start, take a fresh claim token, and set the
 --           lease: the attempt's own time limit (never past the task's maxWaitTime deadline)
 --           plus a grace, after which another worker may take the task back.
-WITH due AS (
-    SELECT id FROM tasks
-    WHERE status IN ('pending', 'delayed', 'processing') AND next_run_at <= now()
-    ORDER BY next_run_at
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
+-- Only one branch of `due` runs: the other's condition on %(skip)s is false before any scan.
+WITH RECURSIVE waiting (team_id) AS (
+    (SELECT team_id FROM tasks
+     WHERE status IN ('pending', 'delayed', 'processing')
+       AND cardinality(%(skip)s::uuid[]) > 0
+     ORDER BY team_id LIMIT 1)
+    UNION ALL
+    SELECT (SELECT t.team_id FROM tasks t
+            WHERE t.status IN ('pending', 'delayed', 'processing') AND t.team_id > w.team_id
+            ORDER BY t.team_id LIMIT 1)
+    FROM waiting w
+    WHERE w.team_id IS NOT NULL
+), due AS (
+    SELECT id FROM (
+        SELECT id FROM tasks
+        WHERE cardinality(%(skip)s::uuid[]) = 0
+          AND status IN ('pending', 'delayed', 'processing') AND next_run_at <= now()
+        ORDER BY next_run_at
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    ) oldest
+    UNION ALL
+    SELECT id FROM (
+        SELECT id FROM tasks
+        WHERE cardinality(%(skip)s::uuid[]) > 0
+          AND id IN (
+              SELECT head.id
+              FROM waiting w
+              CROSS JOIN LATERAL (
+                  -- This team's due rows, spelt as a range of (team_id, next_run_at) so that
+                  -- only tasks_team_due can serve it: with `team_id = w.team_id` the planner
+                  -- may walk tasks_due filtering on the team, which is the full walk through
+                  -- the capped team's backlog this is here to avoid.
+                  SELECT x.id, x.next_run_at FROM tasks x
+                  WHERE (x.team_id, x.next_run_at) >= (w.team_id, '-infinity'::timestamptz)
+                    AND (x.team_id, x.next_run_at) <= (w.team_id, now())
+                    AND x.status IN ('pending', 'delayed', 'processing')
+                  ORDER BY x.team_id, x.next_run_at
+                  LIMIT %(limit)s
+              ) head
+              WHERE w.team_id <> ALL(%(skip)s::uuid[])
+              ORDER BY head.next_run_at
+              LIMIT %(limit)s)
+          -- checked again under the lock: another worker may have claimed it meanwhile
+          AND status IN ('pending', 'delayed', 'processing') AND next_run_at <= now()
+        FOR UPDATE SKIP LOCKED
+    ) others
 ), claimed AS (
     UPDATE tasks t
     SET status = 'processing',

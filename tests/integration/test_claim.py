@@ -26,9 +26,10 @@ def insert_tasks(conn, team_id, n, **overrides):
     )
 
 
-def claim(conn, limit=10, grace=10.0):
+def claim(conn, limit=10, grace=10.0, skip=()):
     return conn.execute(
-        db.query("task_claim"), {"limit": limit, "grace": grace, "worker": "test:1"}
+        db.query("task_claim"),
+        {"limit": limit, "grace": grace, "worker": "test:1", "skip": list(skip)},
     ).fetchall()
 
 

@@ -1,0 +1,160 @@
+"""Per-team create limits in a web process: the check on the create path, and the thread that
+syncs this process's counts with the others' (the maths is asyncqueue/ratelimit.py).
+
+The hot path makes no database call: a request's key is mapped to its team from memory (learned
+from the first task the key creates in this process, which is let through uncounted until then)
+and the decision is CreateLimiter's. A background thread per process writes the counts and reads
+the others' every SYNC_INTERVAL, on a connection of its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+
+from flask import Flask, current_app
+from psycopg.types.json import Jsonb
+
+from asyncqueue import db, keys
+from asyncqueue.api.errors import error_response
+from asyncqueue.logs import log_event
+from asyncqueue.ratelimit import SYNC_INTERVAL, CreateLimiter, retry_after_header
+
+log = logging.getLogger("asyncqueue.api")
+
+KEYS_REMEMBERED = 10_000  # key -> team entries kept per process (the table is cleared when full)
+PRUNE_EVERY = 50  # syncs (about 10 s) between two deletions of old counts
+
+
+class CreateLimits:
+    def __init__(self, database_url: str, rates: dict[str, float | None]):
+        self.database_url = database_url
+        self.enabled = any(rates.values())
+        self.limiter = CreateLimiter(rates)
+        self._lock = threading.Lock()
+        self._team_of_key: dict[bytes, object] = {}
+        self._pid: int | None = None
+        self._sync_now = threading.Event()
+        self.process = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+    def refusal(self, key: str):
+        """None if this create may go ahead (and it is counted), else the 429 response."""
+        if not self.enabled:
+            return None
+        team_id = self._team_of_key.get(keys.hash_key(key))
+        if team_id is None:
+            return None  # the key's first create in this process: learn() counts it
+        self._ensure_syncing()
+        with self._lock:
+            wait = self.limiter.admit(team_id, time.monotonic())
+            if wait is None:
+                return None
+            window = self.limiter.teams[team_id]
+            plan, rate = window.plan, self.limiter.rate(window)
+        plan_text = f"the {plan} plan" if plan else "your plan"
+        response = error_response(
+            429,
+            f"Too many tasks created: {plan_text} allows {rate:g} per second; "
+            f"retry after {retry_after_header(wait)} s",
+        )
+        response.headers["Retry-After"] = retry_after_header(wait)
+        return response
+
+    def learn(self, key: str, team_id) -> None:
+        """A create by `key` went through for `team_id`: remember whose key it is."""
+        if not self.enabled:
+            return
+        key_hash = keys.hash_key(key)
+        if key_hash in self._team_of_key:
+            return
+        if len(self._team_of_key) >= KEYS_REMEMBERED:
+            self._team_of_key.clear()
+        self._team_of_key[key_hash] = team_id
+        self._ensure_syncing()
+        with self._lock:
+            self.limiter.admit(team_id, time.monotonic())  # count the create just made
+        self._sync_now.set()  # learn the team's plan now rather than in up to SYNC_INTERVAL
+
+    # -- the sync thread ------------------------------------------------------------------------
+
+    def _ensure_syncing(self) -> None:
+        if self._pid == os.getpid():
+            return
+        with self._lock:
+            if self._pid != os.getpid():  # first use in this process (gunicorn forks)
+                self._pid = os.getpid()
+                self.limiter = CreateLimiter(self.limiter.rates)
+                self.process = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+                threading.Thread(
+                    target=self._sync_forever, name="create-limits", daemon=True
+                ).start()
+
+    def _sync_forever(self) -> None:
+        conn, syncs, failures = None, 0, 0
+        while True:
+            self._sync_now.wait(SYNC_INTERVAL)
+            self._sync_now.clear()
+            try:
+                if conn is None or conn.closed:
+                    conn = db.connect(self.database_url, autocommit=True, connect_timeout=5)
+                self.sync(conn)
+                syncs, failures = syncs + 1, 0
+                if syncs % PRUNE_EVERY == 0:
+                    conn.execute(db.query("create_counts_prune"))
+            except Exception as exc:  # the database is away: decide on our own counts meanwhile
+                failures += 1
+                if failures in (1, 10) or failures % 100 == 0:
+                    log_event(
+                        log, "create limit sync failed", logging.WARNING, error=str(exc).strip()
+                    )
+                if conn is not None:
+                    conn.close()
+                    conn = None
+                time.sleep(min(0.2 * failures, 2.0))
+
+    def sync(self, conn) -> None:
+        """One sync: write this process's counts, read the others' (one statement)."""
+        with self._lock:
+            now = time.monotonic()
+            counts = self.limiter.counts(now)
+            teams = list(self.limiter.teams)
+        row = conn.execute(
+            db.query("create_counts_sync"),
+            {
+                "process": self.process,
+                "counts": Jsonb([{"team_id": str(t), "second": s, "n": n} for t, s, n in counts]),
+                "teams": teams,
+            },
+        ).fetchone()
+        answer = {
+            uuid.UUID(str(t["team_id"])): (
+                t["plan"],
+                {int(s): n for s, n in t["others"].items()},
+                t["active"],
+            )
+            for t in row["teams"]
+        }
+        with self._lock:
+            # The database's clock at the middle of the round trip, against ours.
+            middle = (now + time.monotonic()) / 2
+            self.limiter.synced(middle, row["now"], row["processes"], answer)
+
+
+def create_limits() -> CreateLimits:
+    """This app's CreateLimits, made on first use."""
+    return for_app(current_app)
+
+
+def for_app(app: Flask) -> CreateLimits:
+    limits = app.extensions.get("asyncqueue_create_limits")
+    if limits is None:
+        settings = app.extensions["asyncqueue"].settings
+        limits = app.extensions.setdefault(
+            "asyncqueue_create_limits",
+            CreateLimits(settings.database_url, settings.create_rates),
+        )
+    return limits

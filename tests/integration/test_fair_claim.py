@@ -1,0 +1,82 @@
+"""The claim's skipping of teams at their cap, against a real PostgreSQL: the right rows, and a
+plan that never walks the skipped team's backlog."""
+
+import json
+
+from asyncqueue import db
+from tests.integration.test_claim import claim, insert_tasks
+from tests.support import make_team
+
+
+def test_skipping_a_team_takes_the_others_oldest_due_rows(conn):
+    flood, _ = make_team(conn, "flood", "pro")
+    small, _ = make_team(conn, "small", "free")
+    other, _ = make_team(conn, "other", "free")
+    insert_tasks(conn, flood["id"], 500)  # all older than the others' (see the update below)
+    insert_tasks(conn, small["id"], 3)
+    insert_tasks(conn, other["id"], 2)
+    conn.execute(
+        "UPDATE tasks SET next_run_at = next_run_at - interval '1 hour' WHERE team_id = %s",
+        (flood["id"],),
+    )
+    assert {r["team_id"] for r in claim(conn, limit=4)} == {flood["id"]}  # oldest first
+    got = claim(conn, limit=4, skip=[flood["id"]])
+    assert len(got) == 4
+    assert {r["team_id"] for r in got} <= {small["id"], other["id"]}
+    assert all(r["status"] == "processing" and r["claim_token"] for r in got)
+    rest = claim(conn, limit=4, skip=[flood["id"]])
+    assert len(rest) == 1  # 5 of theirs in all, none claimed twice
+    assert claim(conn, limit=4, skip=[flood["id"]]) == []
+
+
+def test_skip_leaves_delayed_and_running_tasks_alone(conn):
+    flood, _ = make_team(conn, "flood", "pro")
+    small, _ = make_team(conn, "small", "free")
+    insert_tasks(conn, flood["id"], 10)
+    insert_tasks(conn, small["id"], 2)
+    conn.execute(
+        "UPDATE tasks SET next_run_at = now() + interval '1 hour', status = 'delayed' "
+        "WHERE team_id = %s",
+        (small["id"],),
+    )
+    assert claim(conn, limit=4, skip=[flood["id"]]) == []
+
+
+def plan_of(conn, skip) -> dict:
+    rows = conn.execute(
+        "EXPLAIN (ANALYZE, FORMAT JSON) " + db.query("task_claim"),
+        {"limit": 16, "grace": 10, "worker": "explain", "skip": skip},
+    ).fetchone()
+    conn.rollback()
+    return rows["QUERY PLAN"][0]["Plan"]
+
+
+def nodes(plan: dict):
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from nodes(child)
+
+
+def rows_read(node: dict) -> float:
+    """Rows a node produced or threw away, over all its loops."""
+    loops = node.get("Actual Loops", 1)
+    return (node.get("Actual Rows", 0) + node.get("Rows Removed by Filter", 0)) * loops
+
+
+def test_plans_single_team_scans_tasks_due_and_skipping_never_walks_the_backlog(database_url):
+    with db.connect(database_url) as conn:
+        flood, _ = make_team(conn, "flood", "pro")
+        small, _ = make_team(conn, "small", "free")
+        insert_tasks(conn, flood["id"], 50_000)
+        insert_tasks(conn, small["id"], 1)
+        conn.commit()
+        conn.execute("ANALYZE tasks")
+        conn.commit()
+        single = list(nodes(plan_of(conn, [])))
+        scans = {n.get("Index Name") for n in single if n.get("Actual Loops")}
+        assert "tasks_due" in scans and "tasks_team_due" not in scans
+        skipping = list(nodes(plan_of(conn, [flood["id"]])))
+        assert "tasks_team_due" in {n.get("Index Name") for n in skipping}
+        # No node comes anywhere near the flood's 50,000 rows.
+        big = [n for n in skipping if rows_read(n) >= 100]
+        assert not big, json.dumps(big)[:3000]
