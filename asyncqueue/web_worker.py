@@ -1,0 +1,251 @@
+"""The web process's gunicorn worker: gunicorn's threaded worker, made to resist slow clients and
+to answer its own refusals in JSON.
+
+* Whole requests first. gunicorn's `gthread` gives a connection to a thread as soon as its first
+  byte arrives, and the thread then waits for the rest with no time limit: twenty connections
+  that never finish their headers held every thread. Here the event loop reads each request
+  (head and body, up to the body limit) without blocking; a thread gets it only once it is
+  whole, so slow or stalled clients cost a buffer, never a thread.
+* Time limits. The head must arrive within ASYNCQUEUE_HEADER_TIMEOUT seconds of the request's
+  first byte, the body within ASYNCQUEUE_BODY_TIMEOUT seconds after the head; otherwise the
+  answer is a JSON 408 and the connection is closed.
+* JSON errors. What gunicorn refuses before Flask sees it (a malformed request line, a header
+  over its size limit, a URI over its length limit) is answered `{"error": "..."}` with the
+  status gunicorn chose, instead of its HTML page.
+
+Used by asyncqueue/gunicorn_config.py (`worker_class`), so the Procfile's web command is the
+same as before. TLS and HTTP/2 connections (not used by our deployment) keep gthread's
+behaviour.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import selectors
+import time
+from functools import partial
+
+from gunicorn import util
+from gunicorn.http2 import negotiation
+from gunicorn.workers.gthread import ThreadWorker
+
+from asyncqueue import limits
+from asyncqueue.request_framing import (
+    COMPLETE,
+    HAND_OVER,
+    HEAD_TOO_LARGE,
+    MORE,
+    RequestFraming,
+)
+
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+REASONS = {
+    400: "Bad Request",
+    403: "Forbidden",
+    408: "Request Timeout",
+    413: "Content Too Large",
+    414: "URI Too Long",
+    417: "Expectation Failed",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    501: "Not Implemented",
+}
+
+
+def error_messages(cfg, header_timeout: float, body_timeout: float) -> dict[int, str]:
+    """The JSON error for each status the server (not the app) can answer with."""
+    return {
+        400: "Malformed HTTP request: the request line, a header or the body's framing "
+        "could not be read",
+        403: "Request forbidden",
+        408: f"Request not received in time (headers within {header_timeout:g} s, "
+        f"the body within {body_timeout:g} s after them)",
+        413: f"Request body too large (limit {limits.MAX_REQUEST_BODY} bytes)",
+        414: f"Request line too long (limit {cfg.limit_request_line} bytes)",
+        417: "Unsupported Expect header (only 100-continue is understood)",
+        431: f"Request headers too large (limit {cfg.limit_request_fields} headers of at most "
+        f"{cfg.limit_request_field_size} bytes each)",
+        500: "Internal server error",
+        501: "Unsupported Transfer-Encoding (only chunked is understood)",
+    }
+
+
+def json_error(status: int, message: str) -> bytes:
+    body = json.dumps({"error": message}).encode()
+    reason = REASONS.get(status, "Error")
+    return (
+        f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode("latin-1") + body
+
+
+class _Captured:
+    """Stands in for the client socket while gunicorn writes an error page, to learn its
+    status (gunicorn decides which status each parse error gets; we only change the body)."""
+
+    def __init__(self):
+        self.data = b""
+
+    def gettimeout(self):
+        return 0.0
+
+    def setblocking(self, flag):
+        pass
+
+    def sendall(self, data):
+        self.data += data
+
+    def status(self) -> int:
+        try:
+            return int(self.data.split(b" ", 2)[1])
+        except (IndexError, ValueError):
+            return 500
+
+
+def _seconds(name: str, default: float) -> float:
+    return float(os.environ.get(name) or default)
+
+
+class BufferingThreadWorker(ThreadWorker):
+    def init_process(self):
+        self.header_timeout = _seconds("ASYNCQUEUE_HEADER_TIMEOUT", 10)
+        self.body_timeout = _seconds("ASYNCQUEUE_BODY_TIMEOUT", 30)
+        self.messages = error_messages(self.cfg, self.header_timeout, self.body_timeout)
+        # The head limit: gunicorn's own per-line limits, for a whole head of usual size.
+        self.max_head = max(64 * 1024, self.cfg.limit_request_line + 8 * 1024)
+        self.reading: dict = {}  # connection -> deadline, for requests still arriving
+        super().init_process()
+
+    # -- reading whole requests in the event loop -------------------------------------------
+
+    def _buffers(self, conn) -> bool:
+        return not (
+            self.cfg.is_ssl
+            or conn.is_http2
+            or negotiation.prior_knowledge_allowed(self.cfg, conn.client)
+            or negotiation.upgrade_allowed(self.cfg, conn.client)
+        )
+
+    def enqueue_req(self, conn):
+        """Hand a connection to a thread only once a whole request is buffered."""
+        if getattr(conn, "buffered", None) is not None or not self._buffers(conn):
+            return super().enqueue_req(conn)
+        framing = RequestFraming(self.max_head, limits.MAX_REQUEST_BODY)
+        conn.framing = framing
+        conn.continue_sent = False
+        conn.close_after = False
+        conn.sock.setblocking(False)
+        # Bytes read ahead by the last request's parser (pipelining) count as received.
+        ahead = conn.parser.unreader.take_buffered() if conn.parser is not None else b""
+        if ahead and self._advance(conn, framing.feed(ahead)):
+            return
+        self.reading[conn] = time.monotonic() + self.header_timeout
+        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_readable, conn))
+
+    def _on_readable(self, conn, _sock):
+        try:
+            data = conn.sock.recv(256 * 1024)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:  # the client left
+            self._stop_reading(conn)
+            self._close(conn)
+            return
+        framing = conn.framing
+        had_head = framing.head_end is not None
+        if self._advance(conn, framing.feed(data)):
+            self._stop_reading(conn)
+        elif not had_head and framing.head_end is not None:
+            self.reading[conn] = time.monotonic() + self.body_timeout
+
+    def _advance(self, conn, outcome: str) -> bool:
+        """Act on the framing's verdict; True once the connection has left the reading set."""
+        framing = conn.framing
+        if outcome == MORE:
+            if framing.expects_continue and not conn.continue_sent and not framing.body_started:
+                # The client waits for this before sending its body; gunicorn would send it
+                # only once a thread has the request, which here waits for the body.
+                conn.continue_sent = True
+                self._send(conn, CONTINUE)
+            return False
+        if outcome in (COMPLETE, HAND_OVER):
+            conn.buffered = bytes(framing.data)
+            conn.close_after = framing.over_limit or outcome == HAND_OVER
+            conn.data_ready = True
+            conn.framing = None
+            self._stop_reading(conn)
+            super().enqueue_req(conn)
+            return True
+        status = 431 if outcome == HEAD_TOO_LARGE else 400
+        self._refuse(conn, status)
+        return True
+
+    def _stop_reading(self, conn):
+        # (Not in the set when the request was whole in bytes read ahead: never registered.)
+        if self.reading.pop(conn, None) is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self.poller.unregister(conn.sock)
+
+    def _send(self, conn, data: bytes):
+        with contextlib.suppress(OSError):  # a client that left needs no answer
+            conn.sock.send(data)  # small, onto an idle socket: it fits its buffer
+
+    def _refuse(self, conn, status: int):
+        self._stop_reading(conn)
+        self._send(conn, json_error(status, self.messages[status]))
+        self._close(conn)
+
+    def _close(self, conn):
+        self.nr_conns -= 1
+        conn.close()
+
+    def murder_keepalived(self, force=False):
+        now = time.monotonic()
+        late = [c for c, deadline in self.reading.items() if force or deadline <= now]
+        for conn in late:
+            if conn.framing is not None and conn.framing.data:
+                self._refuse(conn, 408)
+            else:
+                self._stop_reading(conn)
+                self._close(conn)
+        super().murder_keepalived(force)
+
+    # -- in the thread: the buffered request, then gunicorn as usual ------------------------
+
+    def handle(self, conn):
+        buffered = getattr(conn, "buffered", None)
+        if buffered is not None:
+            conn.buffered = None
+            conn.sock.setblocking(True)
+            conn.init()
+            conn.parser.unreader.unread(buffered)
+        return super().handle(conn)
+
+    def handle_request(self, req, conn):
+        if getattr(conn, "continue_sent", False):
+            req._expected_100_continue = False  # already sent from the event loop
+        return super().handle_request(req, conn)
+
+    def _keepalive_after(self, conn, keepalive):
+        # A request handed over unfinished (over the body limit, or malformed) is not read to
+        # its end: close rather than drain what the client may still be sending.
+        if getattr(conn, "close_after", False):
+            return False
+        return super()._keepalive_after(conn, keepalive)
+
+    # -- JSON instead of gunicorn's HTML error pages ----------------------------------------
+
+    def handle_error(self, req, client, addr, exc):
+        captured = _Captured()
+        super().handle_error(req, captured, addr, exc)  # logs, and chooses the status
+        status = captured.status()
+        message = self.messages.get(status, self.messages[500])
+        try:
+            util.write_nonblock(client, json_error(status, message))
+        except Exception:  # the client is gone; nothing to answer
+            self.log.debug("Failed to send error message.")
