@@ -20,7 +20,6 @@ IPAddress = IPv4Address | IPv6Address
 HOSTNAME_CHARS = frozenset(string.ascii_lowercase + string.digits + "-_")
 HEX_DIGITS = frozenset(string.hexdigits)
 OCTAL_DIGITS = frozenset(string.octdigits)
-MAX_NAME_LENGTH = 253
 
 
 def raw_host(netloc: str) -> str:
@@ -51,10 +50,10 @@ def parse_host(raw: str) -> IPAddress | str | None:
         labels.pop()  # the root dot: "example.com." is "example.com"
     if _ends_in_number(labels[-1]):
         return _ipv4(labels)
-    if len(host) > MAX_NAME_LENGTH + 1:
-        return None
+    # No DNS length limits (63 per label, 253 in all): a browser does not apply them either,
+    # and such a name simply fails to resolve, as any unknown name does.
     for label in labels:
-        if not 0 < len(label) <= 63 or not set(label) <= HOSTNAME_CHARS:
+        if not label or not set(label) <= HOSTNAME_CHARS:
             return None
     return ".".join(labels)
 

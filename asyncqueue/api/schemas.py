@@ -75,8 +75,10 @@ class Choice(fields.String):
     def __init__(self, name: str, choices: tuple[str, ...], **kwargs):
         self.choices = choices
         message = f"{name} must be one of: {', '.join(choices)}"
+        # A nullable enum must list null too, or no schema validator accepts it.
+        enum = [*choices, None] if kwargs.get("allow_none") else list(choices)
         super().__init__(
-            metadata={"enum": list(choices)},
+            metadata={"enum": enum},
             error_messages={"invalid": message, "null": message},
             **kwargs,
         )
@@ -192,14 +194,34 @@ def header_value_problem(value: str) -> str | None:
     return None
 
 
+def _any_case(name: str) -> str:
+    """A pattern matching the header name in any case (names are letters and "-" only)."""
+    return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else c for c in name)
+
+
+# The same rules for the OpenAPI document (what a client can check before sending): a token
+# that is not a framing header, in any case; a value the worker can send.
+HEADER_NAME_PATTERN = (
+    "^(?!(?:"
+    + "|".join(_any_case(n) for n in sorted(limits.FORBIDDEN_HEADERS))
+    + ")$)[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
+)
+HEADER_VALUE_PATTERN = r"^(?:[\x21-\x7e\xa0-\xff][\t\x20-\x7e\xa0-\xff]*)?$"
+
+
 class CallbackHeaders(fields.Dict):
-    """Headers to send with the callback: string values, no framing headers, no line breaks."""
+    """Headers to send with the callback: string values, no framing headers, nothing the worker
+    could not send."""
 
     def __init__(self, **kwargs):
         super().__init__(
-            keys=fields.String(),
-            values=fields.String(),
-            metadata={"additionalProperties": {"type": "string"}},
+            keys=fields.String(metadata={"pattern": HEADER_NAME_PATTERN}),
+            values=fields.String(metadata={"pattern": HEADER_VALUE_PATTERN}),
+            metadata={
+                "maxProperties": limits.MAX_HEADER_COUNT,
+                "description": f"At most {limits.MAX_HEADERS_TOTAL} bytes of names and values "
+                "in all, as UTF-8.",
+            },
             error_messages={
                 "invalid": "headers must be an object of string values",
                 "null": "headers must be an object of string values",
@@ -260,8 +282,9 @@ class NewTaskSchema(Schema):
         ordered = True
 
     callback_url = HttpUrl("callbackUrl", data_key="callbackUrl", required=True)
-    method = Choice("method", METHODS, load_default="POST")
-    headers = CallbackHeaders(load_default=dict)
+    # Every optional field is nullable: a JSON null means "not given" (the document says so too).
+    method = Choice("method", METHODS, load_default="POST", allow_none=True)
+    headers = CallbackHeaders(load_default=dict, allow_none=True)
     body = CallbackBody(load_default=None)
     # The upper bound depends on the team's plan, so it is checked after loading; the OpenAPI
     # document shows the highest plan's.
@@ -271,14 +294,24 @@ class NewTaskSchema(Schema):
         max(limits.PLAN_MAX_WAIT_TIME.values()),
         data_key="maxWaitTime",
         load_default=30,
+        allow_none=True,
     )
-    timeout = Seconds("timeout", limits.MAX_TIMEOUT, load_default=30)
+    timeout = Seconds("timeout", limits.MAX_TIMEOUT, load_default=30, allow_none=True)
     delay_until = IsoDateTime("delayUntil", data_key="delayUntil", load_default=None)
     max_retries = WholeNumber(
-        "maxRetries", 0, limits.MAX_RETRIES, data_key="maxRetries", load_default=3
+        "maxRetries",
+        0,
+        limits.MAX_RETRIES,
+        data_key="maxRetries",
+        load_default=3,
+        allow_none=True,
     )
     retry_backoff = Choice(
-        "retryBackoff", BACKOFFS, data_key="retryBackoff", load_default="exponential"
+        "retryBackoff",
+        BACKOFFS,
+        data_key="retryBackoff",
+        load_default="exponential",
+        allow_none=True,
     )
     on_complete_url = HttpUrl("onCompleteUrl", data_key="onCompleteUrl", load_default=None)
 
@@ -289,7 +322,8 @@ class ListQuerySchema(Schema):
     class Meta:
         ordered = True
 
-    status = Choice("status", STATUSES, load_default=None)
+    # Documentation only (validate_list_query reads the query): absent means "all".
+    status = Choice("status", STATUSES)
     limit = fields.Integer(load_default=limits.LIST_DEFAULT_LIMIT, metadata={"minimum": 1})
     offset = fields.Integer(
         load_default=0, metadata={"minimum": 0, "maximum": limits.LIST_MAX_OFFSET}

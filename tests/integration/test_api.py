@@ -564,3 +564,59 @@ def test_empty_list_parameters_are_400(client, auth, query):
     response = client.get(f"/v1/tasks?{query}", headers=auth)
     assert response.status_code == 400
     assert "must be" in response.get_json()["error"]
+
+
+def _new_task_validator(client):
+    import jsonschema_rs  # schemathesis's validator
+
+    doc = client.get("/v1/openapi.json").get_json()
+    return jsonschema_rs.Draft202012Validator(doc["components"]["schemas"]["NewTask"])
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {field: None}
+        for field in (
+            "method",
+            "headers",
+            "body",
+            "maxWaitTime",
+            "timeout",
+            "delayUntil",
+            "maxRetries",
+            "retryBackoff",
+            "onCompleteUrl",
+        )
+    ]
+    + [{"headers": {"X-Token": "caf\u00e9\tok"}}, {"timeout": 0.001}],
+)
+def test_what_the_document_allows_the_api_accepts(client, auth, fields):
+    payload = {"callbackUrl": "https://example.com/x", **fields}
+    assert _new_task_validator(client).is_valid(payload)
+    assert client.post("/v1/tasks", json=payload, headers=auth).status_code == 201
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"headers": {"Bad Name": "x"}},
+        {"headers": {"hOsT": "x"}},
+        {"headers": {"X-A": " lead"}},
+        {"headers": {"X-A": "a\x01b"}},
+        {"headers": {"X-A": "\u20ac"}},
+        {"timeout": 1e-320},
+        {"retryBackoff": "fibonacci"},
+    ],
+)
+def test_what_the_document_forbids_the_api_refuses(client, auth, fields):
+    payload = {"callbackUrl": "https://example.com/x", **fields}
+    assert not _new_task_validator(client).is_valid(payload)
+    assert client.post("/v1/tasks", json=payload, headers=auth).status_code == 400
+
+
+def test_the_document_forbids_empty_list_parameters(client):
+    doc = client.get("/v1/openapi.json").get_json()
+    params = {p["name"]: p["schema"] for p in doc["paths"]["/v1/tasks"]["get"]["parameters"]}
+    assert "" not in params["sortOrder"]["enum"] and "" not in params["status"]["enum"]
+    assert None not in params["status"]["enum"]
