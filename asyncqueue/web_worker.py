@@ -143,25 +143,30 @@ class BufferingThreadWorker(ThreadWorker):
         if ahead and self._advance(conn, framing.feed(ahead)):
             return
         self.reading[conn] = time.monotonic() + self.header_timeout
-        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_readable, conn))
+        # Usually the request is there already (the kept-alive connection polled readable; a
+        # new client sends at once): read it now rather than one more poll later.
+        if not self._on_readable(conn, None):
+            self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_readable, conn))
 
-    def _on_readable(self, conn, _sock):
+    def _on_readable(self, conn, _sock) -> bool:
+        """Read what has arrived; True once the connection has left the reading set."""
         try:
             data = conn.sock.recv(256 * 1024)
         except (BlockingIOError, InterruptedError):
-            return
+            return False
         except OSError:
             data = b""
         if not data:  # the client left
             self._stop_reading(conn)
             self._close(conn)
-            return
+            return True
         framing = conn.framing
         had_head = framing.head_end is not None
         if self._advance(conn, framing.feed(data)):
-            self._stop_reading(conn)
-        elif not had_head and framing.head_end is not None:
+            return True
+        if not had_head and framing.head_end is not None:
             self.reading[conn] = time.monotonic() + self.body_timeout
+        return False
 
     def _advance(self, conn, outcome: str) -> bool:
         """Act on the framing's verdict; True once the connection has left the reading set."""
