@@ -117,6 +117,7 @@ class BufferingThreadWorker(ThreadWorker):
         # The head limit: gunicorn's own per-line limits, for a whole head of usual size.
         self.max_head = max(64 * 1024, self.cfg.limit_request_line + 8 * 1024)
         self.reading: dict = {}  # connection -> deadline, for requests still arriving
+        self.next_sweep = 0.0
         super().init_process()
 
     # -- reading whole requests in the event loop -------------------------------------------
@@ -210,7 +211,15 @@ class BufferingThreadWorker(ThreadWorker):
         conn.close()
 
     def murder_keepalived(self, force=False):
+        # Called after every poll; the deadlines are seconds long, so look at most 4 times a
+        # second (a thousand pending connections are then no cost on a busy loop).
         now = time.monotonic()
+        if force or now >= self.next_sweep:
+            self.next_sweep = now + 0.25
+            self._time_out_readers(now, force)
+        super().murder_keepalived(force)
+
+    def _time_out_readers(self, now: float, force: bool):
         late = [c for c, deadline in self.reading.items() if force or deadline <= now]
         for conn in late:
             if conn.framing is not None and conn.framing.data:
@@ -218,7 +227,6 @@ class BufferingThreadWorker(ThreadWorker):
             else:
                 self._stop_reading(conn)
                 self._close(conn)
-        super().murder_keepalived(force)
 
     # -- in the thread: the buffered request, then gunicorn as usual ------------------------
 
