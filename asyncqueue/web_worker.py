@@ -3,11 +3,12 @@ to answer its own refusals in JSON.
 
 * Whole requests first. gunicorn's `gthread` gives a connection to a thread as soon as its first
   byte arrives, and the thread then waits for the rest with no time limit: twenty connections
-  that never finish their headers held every thread. Here the event loop reads each request
-  (head and body, up to the body limit) without blocking; a thread gets it only once it is
-  whole, so slow or stalled clients cost a buffer, never a thread.
-* Time limits. The head must arrive within ASYNCQUEUE_HEADER_TIMEOUT seconds of the request's
-  first byte, the body within ASYNCQUEUE_BODY_TIMEOUT seconds after the head; otherwise the
+  that never finish their headers held every thread. Here a thread takes only what has already
+  arrived, without waiting: a whole request (head and body, up to the body limit) is served as
+  usual; a partial one goes back to the event loop, which reads the rest without blocking and
+  hands it to a thread once whole. Slow or stalled clients cost a buffer, never a thread.
+* Time limits. A partial request's head must be complete within ASYNCQUEUE_HEADER_TIMEOUT
+  seconds, its body within ASYNCQUEUE_BODY_TIMEOUT seconds after the head; otherwise the
   answer is a JSON 408 and the connection is closed.
 * JSON errors. What gunicorn refuses before Flask sees it (a malformed request line, a header
   over its size limit, a URI over its length limit) is answered `{"error": "..."}` with the
@@ -41,6 +42,8 @@ from asyncqueue.request_framing import (
 )
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+RECV_SIZE = 64 * 1024  # (a larger recv allocates and frees an mmap each call)
+READ_ON = object()  # a thread's verdict: the request is partial, the event loop reads on
 
 REASONS = {
     400: "Bad Request",
@@ -120,8 +123,6 @@ class BufferingThreadWorker(ThreadWorker):
         self.next_sweep = 0.0
         super().init_process()
 
-    # -- reading whole requests in the event loop -------------------------------------------
-
     def _buffers(self, conn) -> bool:
         return not (
             self.cfg.is_ssl
@@ -130,81 +131,134 @@ class BufferingThreadWorker(ThreadWorker):
             or negotiation.upgrade_allowed(self.cfg, conn.client)
         )
 
-    def enqueue_req(self, conn):
-        """Hand a connection to a thread only once a whole request is buffered."""
-        if getattr(conn, "buffered", None) is not None or not self._buffers(conn):
-            return super().enqueue_req(conn)
-        framing = RequestFraming(self.max_head, limits.MAX_REQUEST_BODY)
-        conn.framing = framing
-        conn.continue_sent = False
-        conn.close_after = False
-        conn.sock.setblocking(False)
+    # -- in a thread: take what has arrived; a whole request is served, a partial one goes back
+    # to the event loop. (Most requests arrive whole, so this is gthread's usual path.)
+
+    def handle(self, conn):
+        if getattr(conn, "buffered", None) is None and self._buffers(conn):
+            verdict = self._read_what_is_there(conn)
+            if verdict is not None:
+                return verdict
+        buffered = getattr(conn, "buffered", None)
+        if buffered is not None:
+            conn.buffered = None
+            conn.data_ready = True  # no waiting for data in gthread's handle: it is all here
+            conn.sock.setblocking(True)
+            conn.init()
+            conn.parser.unreader.unread(buffered)
+        return super().handle(conn)
+
+    def _read_what_is_there(self, conn):
+        """None when a whole request is buffered; READ_ON or False (close) otherwise."""
+        if getattr(conn, "framing", None) is None:
+            self._start_request(conn)
+        framing = conn.framing
         # Bytes read ahead by the last request's parser (pipelining) count as received.
         ahead = conn.parser.unreader.take_buffered() if conn.parser is not None else b""
-        if ahead and self._advance(conn, framing.feed(ahead)):
-            return
-        self.reading[conn] = time.monotonic() + self.header_timeout
-        # Usually the request is there already (the kept-alive connection polled readable; a
-        # new client sends at once): read it now rather than one more poll later.
-        if not self._on_readable(conn, None):
-            self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_readable, conn))
+        outcome = framing.feed(ahead) if ahead else MORE
+        conn.sock.setblocking(False)
+        while outcome == MORE:
+            try:
+                data = conn.sock.recv(RECV_SIZE)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                data = b""
+            if not data:
+                return False  # the client left
+            outcome = framing.feed(data)
+        verdict = self._settle(conn, outcome)
+        if verdict is False:
+            self._send(conn, self._refusal(outcome))
+        return verdict
 
-    def _on_readable(self, conn, _sock) -> bool:
-        """Read what has arrived; True once the connection has left the reading set."""
-        try:
-            data = conn.sock.recv(256 * 1024)
-        except (BlockingIOError, InterruptedError):
-            return False
-        except OSError:
-            data = b""
-        if not data:  # the client left
-            self._stop_reading(conn)
-            self._close(conn)
-            return True
-        framing = conn.framing
-        had_head = framing.head_end is not None
-        if self._advance(conn, framing.feed(data)):
-            return True
-        if not had_head and framing.head_end is not None:
-            self.reading[conn] = time.monotonic() + self.body_timeout
-        return False
+    def _start_request(self, conn):
+        conn.framing = RequestFraming(self.max_head, limits.MAX_REQUEST_BODY)
+        conn.continue_sent = False
+        conn.close_after = False
 
-    def _advance(self, conn, outcome: str) -> bool:
-        """Act on the framing's verdict; True once the connection has left the reading set."""
+    def _settle(self, conn, outcome: str):
+        """None: the request is whole (conn.buffered); READ_ON: wait for more; False: refuse."""
         framing = conn.framing
         if outcome == MORE:
             if framing.expects_continue and not conn.continue_sent and not framing.body_started:
                 # The client waits for this before sending its body; gunicorn would send it
-                # only once a thread has the request, which here waits for the body.
+                # only once it parses the request, which here waits for the body.
                 conn.continue_sent = True
                 self._send(conn, CONTINUE)
-            return False
+            return READ_ON
         if outcome in (COMPLETE, HAND_OVER):
             conn.buffered = bytes(framing.data)
             conn.close_after = framing.over_limit or outcome == HAND_OVER
-            conn.data_ready = True
             conn.framing = None
-            self._stop_reading(conn)
-            super().enqueue_req(conn)
-            return True
-        status = 431 if outcome == HEAD_TOO_LARGE else 400
-        self._refuse(conn, status)
-        return True
+            return None
+        return False
 
-    def _stop_reading(self, conn):
-        # (Not in the set when the request was whole in bytes read ahead: never registered.)
-        if self.reading.pop(conn, None) is not None:
-            with contextlib.suppress(KeyError, ValueError):
-                self.poller.unregister(conn.sock)
+    def _refusal(self, outcome: str) -> bytes:
+        status = 431 if outcome == HEAD_TOO_LARGE else 400
+        return json_error(status, self.messages[status])
 
     def _send(self, conn, data: bytes):
         with contextlib.suppress(OSError):  # a client that left needs no answer
             conn.sock.send(data)  # small, onto an idle socket: it fits its buffer
 
-    def _refuse(self, conn, status: int):
+    def handle_request(self, req, conn):
+        if getattr(conn, "continue_sent", False):
+            req._expected_100_continue = False  # already sent
+        return super().handle_request(req, conn)
+
+    def _keepalive_after(self, conn, keepalive):
+        # A request handed over unfinished (over the body limit, or malformed) is not read to
+        # its end: close rather than drain what the client may still be sending.
+        if getattr(conn, "close_after", False):
+            return False
+        return super()._keepalive_after(conn, keepalive)
+
+    # -- in the event loop: partial requests wait here, holding no thread --------------------
+
+    def finish_request(self, conn, fs):
+        if fs.cancelled() or fs.exception() is not None or fs.result() is not READ_ON:
+            return super().finish_request(conn, fs)
+        if not self.alive:
+            self._close(conn)
+            return
+        head_done = conn.framing.head_end is not None
+        timeout = self.body_timeout if head_done else self.header_timeout
+        self.reading[conn] = time.monotonic() + timeout
+        conn.sock.setblocking(False)
+        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_readable, conn))
+
+    def _on_readable(self, conn, _sock):
+        try:
+            data = conn.sock.recv(RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:  # the client left
+            self._stop_reading(conn)
+            self._close(conn)
+            return
+        framing = conn.framing
+        had_head = framing.head_end is not None
+        outcome = framing.feed(data)
+        verdict = self._settle(conn, outcome)
+        if verdict is READ_ON:
+            if not had_head and framing.head_end is not None:
+                self.reading[conn] = time.monotonic() + self.body_timeout
+            return
         self._stop_reading(conn)
-        self._send(conn, json_error(status, self.messages[status]))
-        self._close(conn)
+        if verdict is None:
+            conn.data_ready = True
+            super().enqueue_req(conn)  # whole: a thread may have it now
+        else:
+            self._send(conn, self._refusal(outcome))
+            self._close(conn)
+
+    def _stop_reading(self, conn):
+        if self.reading.pop(conn, None) is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self.poller.unregister(conn.sock)
 
     def _close(self, conn):
         self.nr_conns -= 1
@@ -222,34 +276,10 @@ class BufferingThreadWorker(ThreadWorker):
     def _time_out_readers(self, now: float, force: bool):
         late = [c for c, deadline in self.reading.items() if force or deadline <= now]
         for conn in late:
-            if conn.framing is not None and conn.framing.data:
-                self._refuse(conn, 408)
-            else:
-                self._stop_reading(conn)
-                self._close(conn)
-
-    # -- in the thread: the buffered request, then gunicorn as usual ------------------------
-
-    def handle(self, conn):
-        buffered = getattr(conn, "buffered", None)
-        if buffered is not None:
-            conn.buffered = None
-            conn.sock.setblocking(True)
-            conn.init()
-            conn.parser.unreader.unread(buffered)
-        return super().handle(conn)
-
-    def handle_request(self, req, conn):
-        if getattr(conn, "continue_sent", False):
-            req._expected_100_continue = False  # already sent from the event loop
-        return super().handle_request(req, conn)
-
-    def _keepalive_after(self, conn, keepalive):
-        # A request handed over unfinished (over the body limit, or malformed) is not read to
-        # its end: close rather than drain what the client may still be sending.
-        if getattr(conn, "close_after", False):
-            return False
-        return super()._keepalive_after(conn, keepalive)
+            self._stop_reading(conn)
+            if conn.framing.data:
+                self._send(conn, json_error(408, self.messages[408]))
+            self._close(conn)
 
     # -- JSON instead of gunicorn's HTML error pages ----------------------------------------
 
