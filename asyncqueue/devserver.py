@@ -1,8 +1,14 @@
 """What bin/dev runs: a database (embedded unless DATABASE_URL is set), migrations, a local team
-and key, then web and worker in the foreground until Ctrl-C."""
+and key, then web and worker in the foreground until Ctrl-C.
+
+The web process listens on 127.0.0.1 unless `--host` says otherwise: bin/dev allows private
+networks (so callbacks to your own machine work), and listening on every interface would lend
+your network to anyone on it holding the key.
+"""
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import subprocess
@@ -56,7 +62,34 @@ def _ensure_dev_key(url: str) -> str:
     return key
 
 
-def main() -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="bin/dev", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address the API listens on (default 127.0.0.1; 0.0.0.0 for every interface)",
+    )
+    return parser.parse_args(argv)
+
+
+def bind_address(host: str, port: str) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def web_command(bin_dir: Path, bind: str) -> list[str]:
+    """gunicorn as the Procfile runs it, listening on `bind` only."""
+    return [
+        str(bin_dir / "gunicorn"),
+        "-c",
+        "python:asyncqueue.gunicorn_config",
+        "--bind",
+        bind,
+        "asyncqueue.api:create_app()",
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     env = dict(os.environ)
     STATE_DIR.mkdir(exist_ok=True)
     env.setdefault("PORT", "8000")
@@ -67,10 +100,11 @@ def main() -> int:
     print("migrations applied: " + (", ".join(applied) if applied else "none needed"))
     key = _ensure_dev_key(env["DATABASE_URL"])
     (STATE_DIR / "env").write_text(f"export DATABASE_URL='{env['DATABASE_URL']}'\n")
-    base = f"http://127.0.0.1:{env['PORT']}"
+    bind = bind_address(args.host, env["PORT"])
+    base = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else bind}"
     print(
         f"""
-AsyncQueue is starting on {base}
+AsyncQueue is starting on {base} (listening on {bind}; bin/dev --host ADDRESS to change)
 
   API key (team "{DEV_TEAM}", pro plan): {key}
 
@@ -87,12 +121,7 @@ AsyncQueue is starting on {base}
     bin_dir = Path(sys.executable).parent
     children = [
         subprocess.Popen(
-            [
-                str(bin_dir / "gunicorn"),
-                "-c",
-                "python:asyncqueue.gunicorn_config",
-                "asyncqueue.api:create_app()",
-            ],
+            web_command(bin_dir, bind),
             env=env,
             cwd=ROOT,
             start_new_session=True,

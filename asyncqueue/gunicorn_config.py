@@ -3,7 +3,9 @@
 The master reads this module before forking, so a malformed setting stops it here with one
 line on stderr and a non-zero exit, instead of a traceback from every worker it would boot.
 Threads let one process serve keep-alive clients concurrently; the database pool is opened
-lazily in each worker after fork, never in the master.
+lazily in each worker after fork, never in the master. The worker class is gunicorn's threaded
+worker reading each request whole before a thread takes it, with time limits for headers and
+bodies, and JSON for the errors gunicorn answers itself (asyncqueue/web_worker.py).
 """
 
 from asyncqueue.config import settings_or_exit
@@ -12,10 +14,14 @@ _settings = settings_or_exit()
 
 bind = f"0.0.0.0:{_settings.port}"
 workers = _settings.web_concurrency
-worker_class = "gthread"
+worker_class = "asyncqueue.web_worker.BufferingThreadWorker"
 threads = _settings.web_threads
 keepalive = 5
 graceful_timeout = 25
+# gunicorn's read limits, stated here (they are its defaults): longer is a JSON 414 or 431.
+limit_request_line = 4094
+limit_request_fields = 100
+limit_request_field_size = 8190
 accesslog = None
 errorlog = "-"
 # gunicorn 24+ opens a control socket at one fixed path per user: several gunicorns on a machine

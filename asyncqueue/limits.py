@@ -9,6 +9,7 @@ MAX_CALLBACK_BODY = 256 * KIB  # the task's `body`, as UTF-8
 MAX_HEADERS_TOTAL = 16 * KIB  # the task's `headers`, names plus values, as UTF-8
 MAX_HEADER_COUNT = 64
 MAX_TIMEOUT = 120  # seconds, the per-attempt `timeout`
+MIN_SECONDS = 0.001  # the least `timeout` or `maxWaitTime` (1e-320 s is no time limit anyone means)
 MAX_RETRIES = 10
 MAX_REDIRECTS = 5
 # A callback's response, as stored: headers past these are left out (result.headersTruncated).

@@ -22,7 +22,7 @@ def _number(value: float) -> int | float:
     return int(value) if float(value).is_integer() else value
 
 
-RESULT_KEYS = ("statusCode", "headers", "body", "bodyTruncated", "duration")
+RESULT_KEYS = ("statusCode", "headers", "headersTruncated", "body", "bodyTruncated", "duration")
 
 
 def _result(result: dict | None) -> dict | None:

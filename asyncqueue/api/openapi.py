@@ -8,12 +8,20 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from marshmallow import Schema, fields
 
-from asyncqueue.api.schemas import BACKOFFS, METHODS, STATUSES, ListQuerySchema, NewTaskSchema
+from asyncqueue.api.schemas import (
+    BACKOFFS,
+    HEADER_NAME_PATTERN,
+    METHODS,
+    STATUSES,
+    ListQuerySchema,
+    NewTaskSchema,
+)
 
 
 class ResultSchema(Schema):
     statusCode = fields.Integer()
     headers = fields.Dict(keys=fields.String(), values=fields.String())
+    headersTruncated = fields.Boolean()
     body = fields.String()
     duration = fields.Integer(metadata={"description": "milliseconds"})
     bodyTruncated = fields.Boolean()
@@ -75,6 +83,10 @@ def _ok(code: int, schema: str) -> dict:
     return {str(code): {"description": "OK", "content": {"application/json": {"schema": schema}}}}
 
 
+# What the server itself answers before the app sees a request (asyncqueue/web_worker.py): a
+# request not received in time, a request line or headers over gunicorn's limits.
+SERVER_REFUSALS = (408, 414, 431)
+
 TASK_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
 
 
@@ -83,7 +95,7 @@ def openapi_document() -> dict:
     spec = APISpec(
         title="AsyncQueue Tasks API",
         version="1.0.0",
-        openapi_version="3.0.3",
+        openapi_version="3.1.0",
         plugins=[MarshmallowPlugin()],
         servers=[{"url": "/"}],
         components={
@@ -108,13 +120,15 @@ def openapi_document() -> dict:
                     "required": True,
                     "content": {"application/json": {"schema": "NewTask"}},
                 },
-                # fair-wiring: 429 (create limits)
-                "responses": {**_ok(201, "TaskEnvelope"), **_errors(400, 401, 413, 429, 503)},
+                "responses": {
+                    **_ok(201, "TaskEnvelope"),
+                    **_errors(400, 401, 413, 429, *SERVER_REFUSALS, 503),
+                },
             },
             "get": {
                 "summary": "List the team's tasks",
                 "parameters": [{"in": "query", "schema": ListQuerySchema}],
-                "responses": {**_ok(200, "TaskList"), **_errors(400, 401, 503)},
+                "responses": {**_ok(200, "TaskList"), **_errors(400, 401, *SERVER_REFUSALS, 503)},
             },
         },
     )
@@ -124,7 +138,10 @@ def openapi_document() -> dict:
             "get": {
                 "summary": "Get a task",
                 "parameters": [TASK_ID],
-                "responses": {**_ok(200, "TaskEnvelope"), **_errors(401, 403, 404, 503)},
+                "responses": {
+                    **_ok(200, "TaskEnvelope"),
+                    **_errors(401, 403, 404, *SERVER_REFUSALS, 503),
+                },
             }
         },
     )
@@ -134,8 +151,15 @@ def openapi_document() -> dict:
             "post": {
                 "summary": "Cancel a pending or delayed task",
                 "parameters": [TASK_ID],
-                "responses": {**_ok(200, "TaskEnvelope"), **_errors(401, 403, 404, 409, 503)},
+                "responses": {
+                    **_ok(200, "TaskEnvelope"),
+                    **_errors(401, 403, 404, 409, *SERVER_REFUSALS, 503),
+                },
             }
         },
     )
-    return spec.to_dict()
+    document = spec.to_dict()
+    # apispec documents a Dict's values, not its keys: add the header-name rule by hand.
+    headers = document["components"]["schemas"]["NewTask"]["properties"]["headers"]
+    headers["propertyNames"] = {"type": "string", "pattern": HEADER_NAME_PATTERN}
+    return document

@@ -8,6 +8,7 @@ the document's field table so that a request with several mistakes always gets t
 from __future__ import annotations
 
 import math
+import re
 import string
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,35 +17,28 @@ from urllib.parse import urlsplit
 from marshmallow import RAISE, Schema, ValidationError, fields
 
 from asyncqueue import limits
-from asyncqueue.destinations import blocked_reason, parse_ip_literal
+from asyncqueue.destinations import blocked_reason
+from asyncqueue.hosts import IPAddress, parse_host, raw_host
 
 METHODS = ("GET", "POST", "PUT", "DELETE")
 BACKOFFS = ("linear", "exponential")
 STATUSES = ("pending", "delayed", "processing", "completed", "failed", "timeout", "cancelled")
-HOSTNAME_CHARS = frozenset(string.ascii_letters + string.digits + "-_.")
 TOKEN_CHARS = frozenset(string.ascii_letters + string.digits + "!#$%&'*+-.^_`|~")
 
 
-def is_http_url(value: str) -> bool:
-    """True for an absolute http(s) URL with a plausible host (userinfo is judged separately)."""
+def url_host(value: str) -> IPAddress | str | None:
+    """The host of an absolute http(s) URL as a browser reads it (an address or an ASCII name),
+    or None when `value` is not one (user info is judged separately)."""
     if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in value):
-        return False
+        return None
     try:
         parts = urlsplit(value)
         parts.port  # noqa: B018 - raises ValueError for a malformed port
     except ValueError:
-        return False
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-        return False
-    host = parts.hostname
-    if parse_ip_literal(host) is not None:
-        return True
-    try:
-        host = host.encode("idna").decode("ascii")
-    except UnicodeError:
-        return False
-    labels = host.rstrip(".").split(".")
-    return all(0 < len(label) <= 63 and set(label) <= HOSTNAME_CHARS for label in labels)
+        return None
+    if parts.scheme.lower() not in ("http", "https"):
+        return None
+    return parse_host(raw_host(parts.netloc))
 
 
 class HttpUrl(fields.String):
@@ -68,7 +62,7 @@ class HttpUrl(fields.String):
             raise ValidationError(
                 f"{self.public_name} must be at most {limits.MAX_URL_LENGTH} characters"
             )
-        if not is_http_url(value):
+        if url_host(value) is None:
             raise self.make_error("invalid")
         if "@" in urlsplit(value).netloc:
             raise ValidationError(f"{self.public_name} must not contain a user name or password")
@@ -81,8 +75,10 @@ class Choice(fields.String):
     def __init__(self, name: str, choices: tuple[str, ...], **kwargs):
         self.choices = choices
         message = f"{name} must be one of: {', '.join(choices)}"
+        # A nullable enum must list null too, or no schema validator accepts it.
+        enum = [*choices, None] if kwargs.get("allow_none") else list(choices)
         super().__init__(
-            metadata={"enum": list(choices)},
+            metadata={"enum": enum},
             error_messages={"invalid": message, "null": message},
             **kwargs,
         )
@@ -95,12 +91,17 @@ class Choice(fields.String):
 
 
 def _finite_number(value: Any) -> float | None:
-    """The value as a float if it is a JSON number (not a boolean, NaN or infinity)."""
+    """The value as a float if it is a JSON number (not a boolean, NaN, infinity, or an integer
+    too large for a float: those are refused as out of range, not overflowed)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return float(value)
+    if isinstance(value, int):
+        return float(value) if -MAX_EXACT_INT <= value <= MAX_EXACT_INT else None
+    return value if math.isfinite(value) else None
+
+
+# Integers beyond this are no valid count or duration, and float() of one past ~1e308 raises.
+MAX_EXACT_INT = 2**53
 
 
 class WholeNumber(fields.Integer):
@@ -123,17 +124,17 @@ class WholeNumber(fields.Integer):
 
 
 class Seconds(fields.Float):
-    """A positive number of seconds, at most `high` (None: the caller checks the upper bound)."""
+    """A number of seconds from MIN_SECONDS to `high` (None: the caller checks the upper bound)."""
 
     def __init__(self, name: str, high: float | None, max_documented: float = 0, **kwargs):
         self.high = high
+        low = limits.MIN_SECONDS
         message = (
-            f"{name} must be a number greater than 0 and at most {high:g}"
+            f"{name} must be a number of seconds from {low:g} to {high:g}"
             if high is not None
-            else f"{name} must be a number greater than 0"
+            else f"{name} must be a number of seconds of at least {low:g}"
         )
-        # OpenAPI 3.0 spells "> 0" as minimum 0 with a boolean exclusiveMinimum.
-        metadata = {"minimum": 0, "exclusiveMinimum": True, "maximum": high or max_documented}
+        metadata = {"minimum": low, "maximum": high or max_documented}
         super().__init__(
             metadata=metadata,
             error_messages={"invalid": message, "null": message},
@@ -142,7 +143,11 @@ class Seconds(fields.Float):
 
     def _deserialize(self, value, attr, data, **kwargs):
         number = _finite_number(value)
-        if number is None or number <= 0 or (self.high is not None and number > self.high):
+        if (
+            number is None
+            or number < limits.MIN_SECONDS
+            or (self.high is not None and number > self.high)
+        ):
             raise self.make_error("invalid")
         return number
 
@@ -169,14 +174,54 @@ class IsoDateTime(fields.String):
             raise self.make_error("invalid") from None
 
 
+# Anything but tab, printable ASCII and printable Latin-1: what HTTP/1.1 cannot carry, or the
+# worker's client (which encodes values as Latin-1) cannot send. One search per value.
+_UNSENDABLE = re.compile(r"[^\t\x20-\x7e\xa0-\xff]")
+
+
+def header_value_problem(value: str) -> str | None:
+    """Why the worker could not send `value` as a header value, or None."""
+    bad = _UNSENDABLE.search(value)
+    if bad:
+        char = bad.group()
+        if char in "\r\n":
+            return "must not contain line breaks"
+        if char > "\xff":
+            return "must contain only Latin-1 characters (up to U+00FF)"
+        return "must not contain control characters (tab is allowed)"
+    if value[:1] in (" ", "\t"):
+        return "must not start with a space or tab"
+    return None
+
+
+def _any_case(name: str) -> str:
+    """A pattern matching the header name in any case (names are letters and "-" only)."""
+    return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else c for c in name)
+
+
+# The same rules for the OpenAPI document (what a client can check before sending): a token
+# that is not a framing header, in any case; a value the worker can send.
+HEADER_NAME_PATTERN = (
+    "^(?!(?:"
+    + "|".join(_any_case(n) for n in sorted(limits.FORBIDDEN_HEADERS))
+    + ")$)[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
+)
+HEADER_VALUE_PATTERN = r"^(?:[\x21-\x7e\xa0-\xff][\t\x20-\x7e\xa0-\xff]*)?$"
+
+
 class CallbackHeaders(fields.Dict):
-    """Headers to send with the callback: string values, no framing headers, no line breaks."""
+    """Headers to send with the callback: string values, no framing headers, nothing the worker
+    could not send."""
 
     def __init__(self, **kwargs):
         super().__init__(
-            keys=fields.String(),
-            values=fields.String(),
-            metadata={"additionalProperties": {"type": "string"}},
+            keys=fields.String(metadata={"pattern": HEADER_NAME_PATTERN}),
+            values=fields.String(metadata={"pattern": HEADER_VALUE_PATTERN}),
+            metadata={
+                "maxProperties": limits.MAX_HEADER_COUNT,
+                "description": f"At most {limits.MAX_HEADERS_TOTAL} bytes of names and values "
+                "in all, as UTF-8.",
+            },
             error_messages={
                 "invalid": "headers must be an object of string values",
                 "null": "headers must be an object of string values",
@@ -193,8 +238,9 @@ class CallbackHeaders(fields.Dict):
                 raise self.make_error("invalid")
             if not name or not set(name) <= TOKEN_CHARS:
                 raise ValidationError(f"headers has an invalid header name: {name!r}")
-            if any(c in header_value for c in "\r\n\0"):
-                raise ValidationError(f"headers value for {name} must not contain line breaks")
+            problem = header_value_problem(header_value)
+            if problem:
+                raise ValidationError(f"headers value for {name} {problem}")
             if name.lower() in limits.FORBIDDEN_HEADERS:
                 raise ValidationError(f"headers must not set {name}: the HTTP client sets it")
             total += len(name.encode()) + len(header_value.encode())
@@ -236,8 +282,9 @@ class NewTaskSchema(Schema):
         ordered = True
 
     callback_url = HttpUrl("callbackUrl", data_key="callbackUrl", required=True)
-    method = Choice("method", METHODS, load_default="POST")
-    headers = CallbackHeaders(load_default=dict)
+    # Every optional field is nullable: a JSON null means "not given" (the document says so too).
+    method = Choice("method", METHODS, load_default="POST", allow_none=True)
+    headers = CallbackHeaders(load_default=dict, allow_none=True)
     body = CallbackBody(load_default=None)
     # The upper bound depends on the team's plan, so it is checked after loading; the OpenAPI
     # document shows the highest plan's.
@@ -247,14 +294,24 @@ class NewTaskSchema(Schema):
         max(limits.PLAN_MAX_WAIT_TIME.values()),
         data_key="maxWaitTime",
         load_default=30,
+        allow_none=True,
     )
-    timeout = Seconds("timeout", limits.MAX_TIMEOUT, load_default=30)
+    timeout = Seconds("timeout", limits.MAX_TIMEOUT, load_default=30, allow_none=True)
     delay_until = IsoDateTime("delayUntil", data_key="delayUntil", load_default=None)
     max_retries = WholeNumber(
-        "maxRetries", 0, limits.MAX_RETRIES, data_key="maxRetries", load_default=3
+        "maxRetries",
+        0,
+        limits.MAX_RETRIES,
+        data_key="maxRetries",
+        load_default=3,
+        allow_none=True,
     )
     retry_backoff = Choice(
-        "retryBackoff", BACKOFFS, data_key="retryBackoff", load_default="exponential"
+        "retryBackoff",
+        BACKOFFS,
+        data_key="retryBackoff",
+        load_default="exponential",
+        allow_none=True,
     )
     on_complete_url = HttpUrl("onCompleteUrl", data_key="onCompleteUrl", load_default=None)
 
@@ -265,7 +322,8 @@ class ListQuerySchema(Schema):
     class Meta:
         ordered = True
 
-    status = Choice("status", STATUSES, load_default=None)
+    # Documentation only (validate_list_query reads the query): absent means "all".
+    status = Choice("status", STATUSES)
     limit = fields.Integer(load_default=limits.LIST_DEFAULT_LIMIT, metadata={"minimum": 1})
     offset = fields.Integer(
         load_default=0, metadata={"minimum": 0, "maximum": limits.LIST_MAX_OFFSET}
@@ -313,8 +371,10 @@ def validate_new_task(
     for name, key in (("callbackUrl", "callback_url"), ("onCompleteUrl", "on_complete_url")):
         if task[key] is None:
             continue
-        ip = parse_ip_literal(urlsplit(task[key]).hostname or "")
-        reason = ip and blocked_reason(ip, allow_private=allow_private_networks)
+        host = url_host(task[key])
+        reason = not isinstance(host, str) and blocked_reason(
+            host, allow_private=allow_private_networks
+        )
         if reason:
             return None, f"{name} must not point to a private or reserved address ({reason})"
     if task["method"] == "GET":
@@ -323,27 +383,29 @@ def validate_new_task(
 
 
 def validate_list_query(args: dict) -> tuple[dict | None, str | None]:
-    """Clean list parameters, or an error. A limit above the maximum is capped, not refused."""
+    """Clean list parameters, or an error. A limit above the maximum is capped, not refused; a
+    parameter given empty (`?status=`) is refused like any value outside the document's."""
     clean: dict[str, Any] = {}
     status = args.get("status")
-    if status is not None and status != "":
-        if status not in STATUSES:
-            return None, f"status must be one of: {', '.join(STATUSES)}"
-        clean["status"] = status
-    else:
-        clean["status"] = None
+    if status is not None and status not in STATUSES:
+        return None, f"status must be one of: {', '.join(STATUSES)}"
+    clean["status"] = status
     for name, default, low in (("limit", limits.LIST_DEFAULT_LIMIT, 1), ("offset", 0, 0)):
         raw = args.get(name)
-        if raw is None or raw == "":
+        if raw is None:
             clean[name] = default
             continue
-        if not (raw.isascii() and raw.isdigit()) or int(raw) < low:
+        if not (raw.isascii() and raw.isdigit()):
             return None, f"{name} must be a whole number of at least {low}"
-        clean[name] = int(raw)
+        # Python refuses int() of more than 4,300 digits; anything past 20 is "too many" anyway.
+        number = int(raw) if len(raw) <= 20 else 10**20
+        if number < low:
+            return None, f"{name} must be a whole number of at least {low}"
+        clean[name] = number
     clean["limit"] = min(clean["limit"], limits.LIST_MAX_LIMIT)
     if clean["offset"] > limits.LIST_MAX_OFFSET:
         return None, f"offset must be at most {limits.LIST_MAX_OFFSET}"
-    sort_order = args.get("sortOrder") or "desc"
+    sort_order = args.get("sortOrder", "desc")
     if sort_order not in ("asc", "desc"):
         return None, "sortOrder must be one of: asc, desc"
     clean["sort_order"] = sort_order

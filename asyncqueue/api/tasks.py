@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 from flask import Blueprint, current_app, jsonify, request
 from psycopg.types.json import Jsonb
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from asyncqueue import db, keys, limits
 from asyncqueue.api.auth import Caller, authenticate, presented_key
@@ -48,14 +49,31 @@ def authenticated():
             return
 
 
+def _request_bytes() -> bytes:
+    """The request body, at most MAX_REQUEST_BODY bytes (413 above, however it is framed)."""
+    if request.content_length is not None:
+        return request.get_data(cache=False)  # werkzeug refuses a declared length over the limit
+    # No length (chunked): werkzeug would stop reading at the limit and pass the cut body on, so
+    # read one byte past it ourselves. The server ends the stream ("input_terminated").
+    if not request.environ.get("wsgi.input_terminated"):
+        return b""
+    data = request.environ["wsgi.input"].read(limits.MAX_REQUEST_BODY + 1)
+    if len(data) > limits.MAX_REQUEST_BODY:
+        raise RequestEntityTooLarge()
+    return data
+
+
 def _json_body():
-    raw = request.get_data(cache=False)
+    raw = _request_bytes()
     if not raw.strip():
         raise ApiError(400, "Request body must be a JSON object")
     try:
         payload = json.loads(raw)
         # A lone surrogate escape ("\ud800") parses, but is not text anything can store.
         json.dumps(payload, ensure_ascii=False).encode()
+    except RecursionError:
+        # Arrays or objects nested past the parser's depth; a task is two levels deep.
+        raise ApiError(400, "Request body is nested too deeply") from None
     except (ValueError, UnicodeError):
         raise ApiError(400, "Malformed JSON in request body") from None
     return payload

@@ -423,3 +423,200 @@ def test_unknown_key_with_a_bad_body_is_401_not_400(client):
             401,
             {"error": "Invalid or revoked API key"},
         )
+
+
+# -- issue 10: hostile input is a JSON 4xx, never a 500 ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        (
+            '{"callbackUrl": "https://e.com/", "maxRetries": 1%s}' % ("0" * 400),
+            "maxRetries must be a number between 0 and 10",
+        ),
+        (
+            '{"callbackUrl": "https://e.com/", "timeout": 1%s}' % ("0" * 4000),
+            "timeout must be a number of seconds from 0.001 to 120",
+        ),
+        (
+            '{"callbackUrl": "https://e.com/", "maxWaitTime": 1%s}' % ("0" * 308),
+            "maxWaitTime must be a number of seconds of at least 0.001",
+        ),
+        ("[" * 100_000 + "]" * 100_000, "Request body is nested too deeply"),
+        (
+            '{"callbackUrl": "https://e.com/", "body": %s}'
+            % ('{"a":' * 100_000 + "1" + "}" * 100_000),
+            "Request body is nested too deeply",
+        ),
+        (
+            '{"callbackUrl": "https://e.com/", "timeout": 1e-320}',
+            "timeout must be a number of seconds from 0.001 to 120",
+        ),
+    ],
+    ids=[
+        "maxRetries-401-digits",
+        "timeout-4001-digits",
+        "maxWaitTime-309-digits",
+        "array-100000-deep",
+        "object-100000-deep",
+        "timeout-1e-320",
+    ],
+)
+def test_huge_numbers_and_deep_nesting_are_400_not_500(client, auth, raw, message, caplog):
+    response = client.post(
+        "/v1/tasks", data=raw, headers={**auth, "Content-Type": "application/json"}
+    )
+    assert (response.status_code, response.get_json()) == (400, {"error": message})
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+def test_hostile_bodies_with_a_forged_key_are_401_before_any_lookup_of_them(client):
+    from asyncqueue.keys import generate_key
+
+    headers = {"X-API-Key": generate_key(), "Content-Type": "application/json"}
+    for raw in ("[" * 100_000, '{"maxRetries": 1%s}' % ("0" * 400)):
+        response = client.post("/v1/tasks", data=raw, headers=headers)
+        assert (response.status_code, response.get_json()) == (
+            401,
+            {"error": "Invalid or revoked API key"},
+        )
+
+
+def _chunked_post(client, auth, body: bytes):
+    """POST without a Content-Length, as a chunked request reaches the app from gunicorn."""
+    import io
+
+    return client.post(
+        "/v1/tasks",
+        input_stream=io.BytesIO(body),
+        headers={**auth, "Content-Type": "application/json", "Transfer-Encoding": "chunked"},
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+
+
+def test_chunked_body_over_the_limit_is_413_not_cut(client, auth, conn):
+    valid = json.dumps({"callbackUrl": "https://e.com/", "body": "x" * 1000}).encode()
+    body = (
+        valid + b" " * (limits.MAX_REQUEST_BODY - len(valid)) + b"y" * (2 * limits.MAX_REQUEST_BODY)
+    )
+    response = _chunked_post(client, auth, body)
+    assert response.status_code == 413
+    assert response.get_json()["error"].startswith("Request body too large")
+    assert conn.execute("SELECT count(*) AS n FROM tasks").fetchone()["n"] == 0
+
+
+def test_chunked_body_at_the_limit_is_accepted(client, auth):
+    valid = json.dumps({"callbackUrl": "https://e.com/"}).encode()
+    body = valid + b" " * (limits.MAX_REQUEST_BODY - len(valid))
+    assert _chunked_post(client, auth, body).status_code == 201
+
+
+@pytest.mark.parametrize(
+    "headers, message",
+    [
+        (
+            {"X-A": "a\x01b"},
+            "headers value for X-A must not contain control characters (tab is allowed)",
+        ),
+        ({"X-A": " lead"}, "headers value for X-A must not start with a space or tab"),
+        (
+            {"X-A": "\u20ac"},
+            "headers value for X-A must contain only Latin-1 characters (up to U+00FF)",
+        ),
+    ],
+)
+def test_header_values_the_worker_cannot_send_are_400(client, auth, headers, message):
+    response = create(client, auth, headers=headers)
+    assert (response.status_code, response.get_json()) == (400, {"error": message})
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1./x",
+        "http://0x7f000001./x",
+        "http://127\u30020\u30020\u30021/x",
+        "http://\uff11\uff12\uff17.0.0.1/x",
+        "http://\u2460\u2461\u2466.0.0.1/x",
+    ],
+)
+def test_literal_loopback_in_disguise_is_refused_at_creation(client, auth, url):
+    response = create(client, auth, callbackUrl=url)
+    assert (response.status_code, response.get_json()) == (
+        400,
+        {
+            "error": "callbackUrl must not point to a private or reserved address (127.0.0.1 is loopback)"
+        },
+    )
+
+
+def test_bracketed_host_that_is_not_ipv6_is_refused(client, auth):
+    response = create(client, auth, callbackUrl="http://[v1.x]/")
+    assert (response.status_code, response.get_json()) == (
+        400,
+        {"error": "callbackUrl must be a valid HTTP/HTTPS URL"},
+    )
+
+
+@pytest.mark.parametrize("query", ["sortOrder=", "status=", "limit=", "offset="])
+def test_empty_list_parameters_are_400(client, auth, query):
+    response = client.get(f"/v1/tasks?{query}", headers=auth)
+    assert response.status_code == 400
+    assert "must be" in response.get_json()["error"]
+
+
+def _new_task_validator(client):
+    import jsonschema_rs  # schemathesis's validator
+
+    doc = client.get("/v1/openapi.json").get_json()
+    return jsonschema_rs.Draft202012Validator(doc["components"]["schemas"]["NewTask"])
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {field: None}
+        for field in (
+            "method",
+            "headers",
+            "body",
+            "maxWaitTime",
+            "timeout",
+            "delayUntil",
+            "maxRetries",
+            "retryBackoff",
+            "onCompleteUrl",
+        )
+    ]
+    + [{"headers": {"X-Token": "caf\u00e9\tok"}}, {"timeout": 0.001}],
+)
+def test_what_the_document_allows_the_api_accepts(client, auth, fields):
+    payload = {"callbackUrl": "https://example.com/x", **fields}
+    assert _new_task_validator(client).is_valid(payload)
+    assert client.post("/v1/tasks", json=payload, headers=auth).status_code == 201
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"headers": {"Bad Name": "x"}},
+        {"headers": {"hOsT": "x"}},
+        {"headers": {"X-A": " lead"}},
+        {"headers": {"X-A": "a\x01b"}},
+        {"headers": {"X-A": "\u20ac"}},
+        {"timeout": 1e-320},
+        {"retryBackoff": "fibonacci"},
+    ],
+)
+def test_what_the_document_forbids_the_api_refuses(client, auth, fields):
+    payload = {"callbackUrl": "https://example.com/x", **fields}
+    assert not _new_task_validator(client).is_valid(payload)
+    assert client.post("/v1/tasks", json=payload, headers=auth).status_code == 400
+
+
+def test_the_document_forbids_empty_list_parameters(client):
+    doc = client.get("/v1/openapi.json").get_json()
+    params = {p["name"]: p["schema"] for p in doc["paths"]["/v1/tasks"]["get"]["parameters"]}
+    assert "" not in params["sortOrder"]["enum"] and "" not in params["status"]["enum"]
+    assert None not in params["status"]["enum"]

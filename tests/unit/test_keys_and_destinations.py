@@ -70,6 +70,35 @@ POLICY = [
     ("2002:0808:0808::1", False, False),
     ("::10.0.0.1", True, True),
     ("2001:0:4136:e378:8000:63bf:3fff:fdd2", True, True),
+    # Issue 10: the same answers on every Python (3.11 and 3.12 allowed 192.0.0.192), and the
+    # cloud endpoints and IPv6 forms the interpreter's tables missed.
+    ("192.0.0.192", True, True),
+    ("192.0.0.8", True, True),
+    ("168.63.129.16", True, True),
+    ("169.254.170.2", True, True),
+    ("100.100.100.200", True, True),
+    ("fd00:ec2::253", True, True),
+    ("fd20:ce::254", True, True),
+    ("::ffff:0:169.254.169.254", True, True),
+    ("::ffff:0:10.0.0.1", True, False),
+    ("::ffff:0:8.8.8.8", False, False),
+    ("192.88.99.1", True, True),
+    ("198.19.255.255", True, True),
+    ("198.20.0.0", False, False),
+    ("203.0.113.9", True, True),
+    ("100::1", True, True),
+    ("2001:2::1", True, True),
+    ("2001:10::1", True, True),
+    ("2001:4:112::1", False, False),
+    ("2001:20::1", False, False),
+    ("3fff::1", True, True),
+    ("5f00::1", True, True),
+    ("fec0::1", True, True),
+    ("4000::1", True, True),
+    ("2002:c000:2c0::1", True, True),
+    ("64:ff9b::c000:2c0", True, True),
+    ("1.1.1.1", False, False),
+    ("223.255.255.255", False, False),
 ]
 
 
@@ -80,9 +109,53 @@ def test_address_policy(address, closed, closed_when_private_allowed):
     assert (blocked_reason(ip, allow_private=True) is not None) == closed_when_private_allowed
 
 
+@pytest.mark.parametrize("address, closed, closed_when_private_allowed", POLICY)
+def test_address_policy_does_not_ask_the_interpreter(
+    monkeypatch, address, closed, closed_when_private_allowed
+):
+    """The interpreter's is_global / is_reserved / is_private differ between Python versions,
+    so the policy must not consult them: with them made to fail, every answer is the same."""
+
+    def refuse(self):
+        raise AssertionError("the policy consulted the interpreter's address tables")
+
+    for cls in (ipaddress.IPv4Address, ipaddress.IPv6Address):
+        for name in ("is_global", "is_reserved", "is_private", "is_link_local", "is_loopback"):
+            monkeypatch.setattr(cls, name, property(refuse))
+    ip = ipaddress.ip_address(address)
+    assert (blocked_reason(ip, allow_private=False) is not None) == closed
+    assert (blocked_reason(ip, allow_private=True) is not None) == closed_when_private_allowed
+
+
+@pytest.mark.parametrize(
+    "address, reason",
+    [
+        ("192.0.0.192", "192.0.0.192 is cloud metadata (Oracle Cloud)"),
+        ("192.0.2.1", "192.0.2.1 is documentation"),
+        ("198.18.0.1", "198.18.0.1 is benchmarking"),
+        ("255.255.255.255", "255.255.255.255 is reserved"),
+        ("2001:db8::1", "2001:db8::1 is documentation"),
+        ("64:ff9b::a9fe:a9fe", "169.254.169.254 is cloud metadata (carried in 64:ff9b::a9fe:a9fe)"),
+        ("::7f00:1", "::7f00:1 is reserved (deprecated IPv4-compatible)"),
+    ],
+)
+def test_refusals_say_why(address, reason):
+    assert blocked_reason(ipaddress.ip_address(address), allow_private=True) == reason
+
+
 @pytest.mark.parametrize(
     "host, address",
     [
+        ("127.0.0.1.", "127.0.0.1"),
+        ("0x7f000001.", "127.0.0.1"),
+        ("127\u30020\u30020\u30021", "127.0.0.1"),
+        ("\uff11\uff12\uff17.0.0.1", "127.0.0.1"),
+        ("\u2460\u2461\u2466.0.0.1", "127.0.0.1"),
+        ("0x", "0.0.0.0"),
+        ("::1", "::1"),
+        ("[v1.x]", None),
+        ("1.2.3.4.5", None),
+        ("example.com.", None),
         ("127.0.0.1", "127.0.0.1"),
         ("2130706433", "127.0.0.1"),
         ("0x7f000001", "127.0.0.1"),

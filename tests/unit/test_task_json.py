@@ -71,3 +71,17 @@ def test_completion_event_has_the_documented_shape():
             "completedAt": "2024-01-15T10:30:02.234Z",
         },
     }
+
+
+def test_truncation_marks_are_shown_in_the_task_and_the_completion_event():
+    result = {
+        "statusCode": 200,
+        "headers": {"a": "1"},
+        "headersTruncated": True,
+        "body": "x",
+        "bodyTruncated": True,
+        "duration": 5,
+    }
+    row = {**ROW, "result": result}
+    assert task_to_json(row)["result"] == result
+    assert completion_event(row)["task"]["result"] == result

@@ -9,6 +9,11 @@ from asyncqueue.api.schemas import validate_list_query, validate_new_task
 
 NOW = datetime(2026, 1, 15, 10, 30, tzinfo=UTC)
 URL = "https://api.example.com/webhook"
+TIMEOUT_MESSAGE = "timeout must be a number of seconds from 0.001 to 120"
+WAIT_MESSAGE = "maxWaitTime must be a number of seconds of at least 0.001"
+RETRIES_MESSAGE = "maxRetries must be a number between 0 and 10"
+INVALID_URL = "callbackUrl must be a valid HTTP/HTTPS URL"
+LOOPBACK = "callbackUrl must not point to a private or reserved address (127.0.0.1 is loopback)"
 
 
 def check(payload, plan="free", allow_private=False):
@@ -77,23 +82,23 @@ def check(payload, plan="free", allow_private=False):
             {"callbackUrl": URL, "body": "x" * (limits.MAX_CALLBACK_BODY + 1)},
             f"body must be at most {limits.MAX_CALLBACK_BODY} bytes",
         ),
-        ({"callbackUrl": URL, "maxWaitTime": 0}, "maxWaitTime must be a number greater than 0"),
-        ({"callbackUrl": URL, "maxWaitTime": "30"}, "maxWaitTime must be a number greater than 0"),
+        ({"callbackUrl": URL, "maxWaitTime": 0}, WAIT_MESSAGE),
+        ({"callbackUrl": URL, "maxWaitTime": "30"}, WAIT_MESSAGE),
         (
             {"callbackUrl": URL, "maxWaitTime": 31},
             "maxWaitTime must be at most 30 seconds on the free plan",
         ),
         (
             {"callbackUrl": URL, "timeout": -1},
-            "timeout must be a number greater than 0 and at most 120",
+            TIMEOUT_MESSAGE,
         ),
         (
             {"callbackUrl": URL, "timeout": 121},
-            "timeout must be a number greater than 0 and at most 120",
+            TIMEOUT_MESSAGE,
         ),
         (
             {"callbackUrl": URL, "timeout": True},
-            "timeout must be a number greater than 0 and at most 120",
+            TIMEOUT_MESSAGE,
         ),
         (
             {"callbackUrl": URL, "delayUntil": "tomorrow"},
@@ -254,3 +259,156 @@ def test_list_query_accepted(args, expected):
 )
 def test_list_query_refused(args, message):
     assert validate_list_query(args) == (None, message)
+
+
+# -- issue 10: the API's edges ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        # Integers of 309-4,300 digits overflowed float() (a 500 before authentication).
+        ("maxRetries", 10**400, RETRIES_MESSAGE),
+        ("maxRetries", -(10**4000), RETRIES_MESSAGE),
+        ("timeout", 10**308 * 10, TIMEOUT_MESSAGE),
+        ("maxWaitTime", 10**4200, WAIT_MESSAGE),
+        ("maxRetries", 2**53 + 1, RETRIES_MESSAGE),
+        # A floor for durations: 1e-320 s is no time limit anyone means.
+        ("timeout", 1e-320, TIMEOUT_MESSAGE),
+        ("timeout", 0.0009, TIMEOUT_MESSAGE),
+        ("maxWaitTime", 1e-5, WAIT_MESSAGE),
+        ("timeout", -0.0, TIMEOUT_MESSAGE),
+    ],
+    ids=lambda v: f"{str(v)[:12]}..({len(str(v))} chars)" if len(str(v)) > 40 else None,
+)
+def test_numbers_out_of_range_are_refused_not_overflowed(field, value, message):
+    assert check({"callbackUrl": URL, field: value}) == (None, message)
+
+
+def test_the_duration_floor_itself_is_accepted():
+    task, error = check({"callbackUrl": URL, "timeout": 0.001, "maxWaitTime": 0.001})
+    assert error is None and (task["timeout"], task["max_wait_time"]) == (0.001, 0.001)
+
+
+@pytest.mark.parametrize(
+    "value, problem",
+    [
+        ("a\x01b", "must not contain control characters (tab is allowed)"),
+        ("a\x7fb", "must not contain control characters (tab is allowed)"),
+        ("a\x0bb", "must not contain control characters (tab is allowed)"),
+        ("a\x00b", "must not contain control characters (tab is allowed)"),
+        ("a\x85b", "must not contain control characters (tab is allowed)"),
+        ("a\rb", "must not contain line breaks"),
+        (" leading", "must not start with a space or tab"),
+        ("\tleading", "must not start with a space or tab"),
+        ("caf\u20ac", "must contain only Latin-1 characters (up to U+00FF)"),
+        ("\U0001f600", "must contain only Latin-1 characters (up to U+00FF)"),
+    ],
+)
+def test_header_values_the_worker_cannot_send_are_refused_naming_the_header(value, problem):
+    assert check({"callbackUrl": URL, "headers": {"X-Token": value}}) == (
+        None,
+        f"headers value for X-Token {problem}",
+    )
+
+
+@pytest.mark.parametrize("value", ["a\tb", "café", "trailing ", "", "x" * 100, "\xa0nbsp-led"])
+def test_sendable_header_values_are_accepted(value):
+    task, error = check({"callbackUrl": URL, "headers": {"X-Token": value}})
+    assert error is None and task["headers"] == {"X-Token": value}
+
+
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        # Literal hosts a browser (and the worker's client) reads as loopback.
+        ("http://127.0.0.1./x", LOOPBACK),
+        ("http://0x7f000001./x", LOOPBACK),
+        ("http://127\u30020\u30020\u30021/x", LOOPBACK),  # ideographic full stops
+        ("http://\uff11\uff12\uff17.0.0.1/x", LOOPBACK),  # fullwidth digits
+        ("http://\u2460\u2461\u2466.0.0.1/x", LOOPBACK),  # circled digits
+        ("http://127\uff0e0\uff0e0\uff0e1/x", LOOPBACK),  # fullwidth full stops
+        ("http://0x7F.1/x", LOOPBACK),
+        ("http://[::ffff:127.0.0.1]/x", LOOPBACK.replace(")", " (carried in ::ffff:7f00:1))")),
+        # Hosts that cannot be valid: refused at creation, never sent to a resolver.
+        ("http://[v1.x]/x", INVALID_URL),
+        ("http://[fe80::1%25eth0]/x", INVALID_URL),
+        ("http://[127.0.0.1]/x", INVALID_URL),
+        ("http://1.2.3.4.5/x", INVALID_URL),
+        ("http://example.123/x", INVALID_URL),
+        ("http://256.0.0.1/x", INVALID_URL),
+        ("http://0x100000000/x", INVALID_URL),
+        ("http://08.0.0.1/x", INVALID_URL),
+        ("http://1" + "0" * 5000 + "/x", "callbackUrl must be at most 2048 characters"),
+        ("http://1" + "0" * 2000 + "/x", INVALID_URL),
+        ("http://a..b/x", INVALID_URL),
+        ("http://exa%6dple.com/x", INVALID_URL),
+        ("http://x\u200dy.com/x", INVALID_URL),  # a joiner UTS-46 does not allow there
+    ],
+)
+def test_hosts_are_read_as_a_browser_reads_them(url, message):
+    assert check({"callbackUrl": url}) == (None, message)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://example.com./x",
+        "http://b\u00fccher.de/x",
+        "http://\uff45\uff58\uff41\uff4d\uff50\uff4c\uff45.com/x",  # fullwidth letters
+        "http://xn--bcher-kva.de/x",
+        "http://my_host.internal/x",
+        "http://1e100.net/x",
+        "http://deadbeef/x",
+        "http://[2606:2800:220:1:248:1893:25c8:1946]:8443/x",
+        "http://93.184.215.14/x",
+        "http://" + "a" * 64 + ".com/x",  # no DNS length limits, as in a browser
+        "https://" + ".".join(["a" * 63] * 20) + "/x",
+    ],
+)
+def test_valid_hosts_are_accepted(url):
+    task, error = check({"callbackUrl": url})
+    assert error is None and task["callback_url"] == url
+
+
+@pytest.mark.parametrize(
+    "host, reason",
+    [
+        ("192.0.0.192", "192.0.0.192 is cloud metadata (Oracle Cloud)"),
+        ("168.63.129.16", "168.63.129.16 is a cloud host endpoint (Azure WireServer)"),
+        (
+            "[::ffff:0:169.254.169.254]",
+            "169.254.169.254 is cloud metadata (carried in ::ffff:0:a9fe:a9fe)",
+        ),
+        ("[fd00:ec2::254]", "fd00:ec2::254 is cloud metadata (AWS instance services)"),
+        ("[fd20:ce::254]", "fd20:ce::254 is cloud metadata (Google Cloud)"),
+        ("100.100.100.200", "100.100.100.200 is cloud metadata"),
+    ],
+)
+def test_cloud_endpoints_are_refused_even_with_private_networks_allowed(host, reason):
+    for allow_private in (False, True):
+        assert check({"callbackUrl": f"http://{host}/x"}, allow_private=allow_private) == (
+            None,
+            f"callbackUrl must not point to a private or reserved address ({reason})",
+        )
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ({"sortOrder": ""}, "sortOrder must be one of: asc, desc"),
+        (
+            {"status": ""},
+            "status must be one of: pending, delayed, processing, completed, failed, timeout, cancelled",
+        ),
+        ({"limit": ""}, "limit must be a whole number of at least 1"),
+        ({"offset": ""}, "offset must be a whole number of at least 0"),
+        ({"offset": "9" * 5000}, "offset must be at most 10000000"),
+    ],
+)
+def test_empty_or_huge_list_parameters_are_refused(args, message):
+    assert validate_list_query(args) == (None, message)
+
+
+def test_a_huge_limit_is_capped_like_any_other():
+    assert validate_list_query({"limit": "9" * 5000})[0]["limit"] == 100
