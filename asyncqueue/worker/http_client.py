@@ -47,6 +47,10 @@ DEFAULT_HEADERS = {
     "Accept": "*/*",
 }
 RESOLVER_THREADS = 8
+# Interim (1xx) responses skipped before the final one, at most: more is a malformed response,
+# not a reason to spin reading them until the deadline.
+MAX_INTERIM_RESPONSES = 10
+MAX_INTERIM_BYTES = 64 * 1024
 
 
 class BlockedDestination(Exception):
@@ -284,7 +288,35 @@ class _HeaderWatch:
 
 class StrictHTTPResponse(http.client.HTTPResponse):
     """http.client's response, refusing what http.client lets through: a header block cut short
-    by the connection's end, and a Content-Length that is not a non-negative number."""
+    by the connection's end, and a Content-Length that is not a non-negative number. Every 1xx
+    interim response is skipped (http.client skips only 100: a 102 or 103 would be taken as the
+    final response, and the real one read as the next request's answer on the kept-alive
+    connection), up to MAX_INTERIM_RESPONSES / MAX_INTERIM_BYTES."""
+
+    def _read_status(self):
+        interim, budget = 0, MAX_INTERIM_BYTES
+        while True:
+            version, status, reason = super()._read_status()
+            if status >= 200:
+                return version, status, reason
+            if status == 101:  # never asked for: what follows is not HTTP any more
+                raise MalformedResponse("101 Switching Protocols was not asked for")
+            interim += 1
+            if interim > MAX_INTERIM_RESPONSES:
+                raise MalformedResponse("too many interim (1xx) responses")
+            budget = self._skip_interim_headers(budget)
+
+    def _skip_interim_headers(self, budget: int) -> int:
+        """Read past an interim response's header block; the byte budget left."""
+        while True:
+            line = self.fp.readline(http.client._MAXLINE + 1)
+            budget -= len(line)
+            if budget < 0:
+                raise MalformedResponse("interim (1xx) responses too large")
+            if not line.endswith(b"\n"):
+                raise IncompleteResponse("the connection ended inside an interim response")
+            if line in (b"\r\n", b"\n"):
+                return budget
 
     def begin(self) -> None:
         if self.headers is not None:

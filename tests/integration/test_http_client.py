@@ -3,6 +3,7 @@ for the next; one deadline for the whole attempt; redirects followed without rea
 bodies, and without the task's headers past its origin; responses held to HTTP framing; what
 of a response is stored (charset, header caps); and an outcome for every attempt."""
 
+import contextlib
 import gzip
 import socket
 import threading
@@ -431,3 +432,58 @@ def test_same_origin_redirect_keeps_the_task_headers(receiver):
 def test_a_redirect_to_another_scheme_is_refused(receiver):
     result = call(receiver.url(f"/goto/302?{quote('ftp://example.test/x', safe='')}"))
     assert result.error == "fetch failed: redirect to a non-HTTP URL (ftp scheme)"
+
+
+# -- interim (1xx) responses (issue 11 review, A1/A3) ------------------------------------------
+
+
+@pytest.mark.parametrize("interim", [b"102 Processing", b"103 Early Hints\r\nLink: </s.css>"])
+def test_an_interim_response_is_skipped_and_the_connection_stays_in_step(scripted, interim):
+    """The final response after a 1xx is the call's; the next call on the kept-alive connection
+    gets its own answer, never the late one of the call before."""
+
+    def serve(server, conn, head, body):
+        if head.startswith(b"GET /first"):
+            server.send(conn, b"HTTP/1.1 " + interim + b"\r\n\r\n")
+            time.sleep(0.2)
+            server.send(conn, b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst")
+        else:
+            server.send(conn, b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecond")
+        return True
+
+    server = scripted(serve)
+    client = http_client.make_session(allow_private=True)
+    first = call(server.url("/first"), client=client)
+    second = call(server.url("/second"), method="POST", body="x", client=client)
+    assert (first.status_code, first.body) == (200, "first"), first
+    assert (second.status_code, second.body) == (200, "second"), second
+
+
+@pytest.mark.parametrize(
+    "interim",
+    [
+        b"HTTP/1.1 100 Continue\r\n\r\n" * 11,
+        b"HTTP/1.1 103 Early Hints\r\n" + b"Link: " + b"l" * 8000 + b"\r\n" * 1 + b"\r\n",
+        b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
+    ],
+    ids=["eleven", "too-large-once", "switching"],
+)
+def test_too_many_or_too_large_interim_responses_are_malformed(scripted, interim):
+    if b"Early" in interim:
+        interim = interim * 9  # 72 KB of interim headers in all
+    server = scripted(raw(interim + b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"))
+    result = call(server.url("/"))
+    assert result.error == "fetch failed: malformed response", result
+
+
+def test_an_endless_stream_of_100_continue_ends_at_once(scripted):
+    def serve(server, conn, head, body):
+        with contextlib.suppress(OSError):
+            for _ in range(2000):
+                server.send(conn, b"HTTP/1.1 100 Continue\r\n\r\n")
+                time.sleep(0.001)
+
+    server = scripted(serve)
+    result, took = timed(lambda: call(server.url("/"), seconds=20))
+    assert result.error == "fetch failed: malformed response", result
+    assert took < 10
