@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import http.client
 import logging
+import re
 import socket
 import ssl
 import time
@@ -78,7 +79,11 @@ def _perform(
     try:
         _check_headers_sendable(headers)
         request = _prepare(spec.method, spec.url, headers, body)
-    except (Unsendable, requests.RequestException) as exc:
+    except Unsendable as exc:
+        return AttemptResult(error=f"invalid request: {exc}", unsendable=True)
+    except requests.exceptions.InvalidHeader:  # (its message quotes the value: never shown)
+        return AttemptResult(error="invalid request: a header cannot be sent", unsendable=True)
+    except requests.RequestException as exc:
         return AttemptResult(error=f"invalid request: {exc}", unsendable=True)
     attempt = WATCHDOG.begin(deadline)
     try:
@@ -183,19 +188,37 @@ def _discard(response) -> None:
         response.release_conn()
 
 
+# What requests (and HTTP) accept in a header: a name without colons or whitespace, a value
+# that does not start with whitespace and holds no line break.
+_HEADER_NAME = re.compile(r"^[^:\s][^:\r\n]*\Z")
+_HEADER_VALUE = re.compile(r"^\S[^\r\n]*\Z|^\Z")
+
+
+def header_problem(name: str, value: str) -> str | None:
+    """Why a header cannot be sent as given, or None. Names the header, never its value: a value
+    is often a secret, and this text goes into the task's error and the log."""
+    if not name.isascii() or not _HEADER_NAME.match(name):
+        return f"header name {name[:100]!r} is not a valid HTTP header name"
+    if not isinstance(value, str):
+        return f"header {name!r} has a value that is not text"
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        return (
+            f"header {name!r} has characters HTTP headers cannot carry; "
+            "header values must be ISO-8859-1 text"
+        )
+    if not _HEADER_VALUE.match(value):
+        return f"header {name!r} has a value that starts with whitespace or holds a line break"
+    return None
+
+
 def _check_headers_sendable(headers: dict) -> None:
-    """Refuse, before anything is sent, what http.client could not send: header values are
-    ISO-8859-1 text on the wire, names ASCII."""
+    """Refuse, before anything is sent, what http.client and requests could not send."""
     for name, value in headers.items():
-        try:
-            name.encode("ascii")
-            value.encode("latin-1")
-        except UnicodeEncodeError as exc:
-            bad = exc.object[exc.start : exc.end]
-            raise Unsendable(
-                f"header {name!r} has characters HTTP headers cannot carry ({bad!r}); "
-                "header values must be ISO-8859-1 text"
-            ) from None
+        problem = header_problem(name, value)
+        if problem:
+            raise Unsendable(problem)
 
 
 def _prepare(method: str, url: str, headers: dict, body: bytes | None):

@@ -487,3 +487,12 @@ def test_an_endless_stream_of_100_continue_ends_at_once(scripted):
     result, took = timed(lambda: call(server.url("/"), seconds=20))
     assert result.error == "fetch failed: malformed response", result
     assert took < 10
+
+
+def test_a_header_refused_is_named_without_its_value(receiver, caplog):
+    secret = "sk_live_abcdef123456"
+    result = call(receiver.url("/ok/secret"), headers={"Authorization": f" Bearer {secret}"})
+    assert result.unsendable and result.error.startswith("invalid request: "), result
+    assert "Authorization" in result.error and secret not in result.error
+    assert secret not in caplog.text
+    assert receiver.calls("/ok/secret") == []
