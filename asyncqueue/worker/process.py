@@ -159,6 +159,7 @@ class WorkerProcess:
 
     def shutdown(self) -> None:
         end = time.monotonic() + self.settings.shutdown_grace
+        self.slots.close()  # a claim still in flight hands its rows straight back
         self.dispatcher.stop()
         if not self.slots.wait_until(self.slots.no_calls_running, end):
             self._cut_calls()

@@ -97,3 +97,45 @@ def test_wait_until_wakes_when_the_last_call_ends():
     assert time.monotonic() - started < 5
     (other,) = slots.add([row()])
     assert not slots.wait_until(slots.no_calls_running, time.monotonic() + 0.05)
+
+
+def test_a_closed_table_takes_no_claims():
+    slots = SlotTable(4)
+    slots.close()
+    assert slots.free() == 0
+    assert slots.add([row()]) is None and slots.held() == 0
+
+
+def test_a_claim_that_lands_after_shutdown_began_is_handed_back():
+    """(issue 11 review, R8) The claim's rows come back after close(): they go straight back."""
+    import contextlib
+
+    from asyncqueue.worker.dispatcher import Dispatcher
+
+    slots = SlotTable(4)
+    claimed = [row(), row()]
+    executed = []
+
+    class Pool:
+        @contextlib.contextmanager
+        def connection(self, timeout=None):
+            yield self
+
+        def execute(self, sql, params):
+            executed.append(params)
+            if "limit" in params:
+                slots.close()  # shutdown begins while the claim is in flight
+                rows = claimed
+            else:
+                rows = []
+            return type("Cursor", (), {"fetchall": lambda self: rows})()
+
+    dispatcher = Dispatcher(
+        Pool(), slots, lambda c: None, threading.Event(), worker_name="w", lease_grace=1
+    )
+    assert dispatcher.claim(4) == []
+    assert slots.held() == 0
+    assert executed[-1] == {
+        "ids": [r["id"] for r in claimed],
+        "claim_tokens": [r["claim_token"] for r in claimed],
+    }
