@@ -37,10 +37,6 @@ __all__ = ["AttemptResult", "CallSpec", "cut_all_attempts", "perform_attempt"]
 log = logging.getLogger("asyncqueue.worker")
 
 
-class TooManyRedirects(Exception):
-    pass
-
-
 class Unsendable(Exception):
     """The task's request cannot be sent as given; sending it again would not help."""
 
@@ -91,14 +87,9 @@ def _perform(
     except BlockedDestination as exc:
         error = f"blocked destination: {exc}"
         return AttemptResult(error=error, blocked=True, duration_ms=_elapsed(started))
-    except redirects.RedirectRefused as exc:
-        if exc.blocked:
-            error = f"blocked destination: {exc}"
-            return AttemptResult(error=error, blocked=True, duration_ms=_elapsed(started))
-        return AttemptResult(error=f"fetch failed: {exc}", duration_ms=_elapsed(started))
-    except TooManyRedirects:
-        error = "fetch failed: too many redirects"
-        return AttemptResult(error=error, duration_ms=_elapsed(started))
+    except redirects.RedirectRefused as exc:  # (only a blocked one is raised)
+        error = f"blocked destination: {exc}"
+        return AttemptResult(error=error, blocked=True, duration_ms=_elapsed(started))
     except (
         requests.RequestException,
         urllib3.exceptions.HTTPError,
@@ -115,30 +106,38 @@ def _perform(
 
 
 def _follow(client, spec, request, headers, attempt: Attempt, body_cap, started):
-    """Send `request`, then each redirect's hop, and read the final response."""
+    """Send `request`, then each redirect's hop, and read the final response. A redirect that
+    cannot be followed (too many, a non-HTTP or unparseable Location) is the final response:
+    3xx responses complete the task, as the API document says; one toward a refused
+    destination fails it."""
     method, url, body = spec.method, spec.url, request.body
     for followed in range(limits.MAX_REDIRECTS + 1):
         response = client.send(request, attempt)
         location = response.headers.get("location")
         if not redirects.is_redirect(response.status, location):
             return _read_final(response, attempt, body_cap, started)
-        _discard(response)
         if followed == limits.MAX_REDIRECTS:
-            raise TooManyRedirects()
-        hop = redirects.next_hop(response.status, method, url, location)
-        method, url = hop.method, hop.url
-        if not hop.keeps_body:
-            body = None
-        hop_headers = redirects.hop_headers(
-            headers,
-            client.default_headers,
-            own_origin=redirects.same_origin(spec.url, url),
-            keeps_body=hop.keeps_body,
-        )
+            return _read_final(response, attempt, body_cap, started)  # too many to follow
         try:
-            request = _prepare(method, url, hop_headers, body)
-        except requests.exceptions.InvalidURL as exc:
-            raise redirects.RedirectRefused(f"invalid redirect location ({exc})") from exc
+            hop = redirects.next_hop(response.status, method, url, location)
+            hop_url = hop.url
+            hop_body = body if hop.keeps_body else None
+            hop_headers = redirects.hop_headers(
+                headers,
+                client.default_headers,
+                own_origin=redirects.same_origin(spec.url, hop_url),
+                keeps_body=hop.keeps_body,
+            )
+            request = _prepare(hop.method, hop_url, hop_headers, hop_body)
+        except redirects.RedirectRefused as exc:
+            if exc.blocked:
+                _discard(response)
+                raise
+            return _read_final(response, attempt, body_cap, started)
+        except (ValueError, requests.RequestException):  # a Location requests cannot use
+            return _read_final(response, attempt, body_cap, started)
+        _discard(response)
+        method, url, body = hop.method, hop_url, hop_body
     raise AssertionError("unreachable")  # pragma: no cover
 
 

@@ -429,9 +429,26 @@ def test_same_origin_redirect_keeps_the_task_headers(receiver):
     assert hop.headers["X-Api-Token"] == "secret" and hop.body == b'{"a": 1}'
 
 
-def test_a_redirect_to_another_scheme_is_refused(receiver):
-    result = call(receiver.url(f"/goto/302?{quote('ftp://example.test/x', safe='')}"))
-    assert result.error == "fetch failed: redirect to a non-HTTP URL (ftp scheme)"
+@pytest.mark.parametrize(
+    "location",
+    [
+        "ftp://example.test/x",
+        "http://127.0.0.1:99999/",
+        "http://127.0.0.1:abc/",
+        "http://[::1",
+        "http://[zz::1]/",
+    ],
+)
+def test_a_redirect_that_cannot_be_followed_is_the_result(scripted, location, caplog):
+    """(issue 11 review, R5) Its 3xx response completes the task: not retried, no traceback."""
+    server = scripted(
+        respond("HTTP/1.1 302 Found", [f"Location: {location}", "X-Mark: here"], b"moved")
+    )
+    result = call(server.url("/"))
+    assert result.status_code == 302 and result.error is None and not result.internal, result
+    assert result.headers["location"] == location and result.headers["x-mark"] == "here"
+    assert result.body == "moved"
+    assert "Traceback" not in caplog.text
 
 
 # -- interim (1xx) responses (issue 11 review, A1/A3) ------------------------------------------
