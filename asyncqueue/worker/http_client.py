@@ -46,7 +46,7 @@ DEFAULT_HEADERS = {
     "Accept-Encoding": "gzip, deflate",
     "Accept": "*/*",
 }
-RESOLVER_THREADS = 8
+RESOLVER_THREADS = 32  # they only wait on I/O: cheap
 # Interim (1xx) responses skipped before the final one, at most: more is a malformed response,
 # not a reason to spin reading them until the deadline.
 MAX_INTERIM_RESPONSES = 10
@@ -172,38 +172,76 @@ WATCHDOG = Watchdog()
 
 
 class _Resolver:
-    """getaddrinfo on a few daemon threads, so that a caller can stop waiting at its deadline
-    (getaddrinfo itself cannot be interrupted; a stuck lookup holds one thread until it ends)."""
+    """getaddrinfo on daemon threads, so that a caller can stop waiting at its deadline
+    (getaddrinfo itself cannot be interrupted; a stuck lookup holds one thread until it ends).
+
+    Shared by every team's calls, so one team's slow names must not hold up the others':
+    concurrent lookups of the same (host, port) share one thread and one answer, a failed
+    lookup is remembered for FAILURE_TTL seconds, and the threads (they only wait on I/O) are
+    many. A slow name thus holds one thread, however many tasks call it."""
+
+    FAILURE_TTL = 5.0
+    MAX_FAILURES_KEPT = 1024
 
     def __init__(self, threads: int):
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._threads = threads
         self._started = False
         self._lock = threading.Lock()
+        self._in_flight: dict[tuple[str, int], Future] = {}
+        self._failures: dict[tuple[str, int], tuple[float, BaseException]] = {}
 
     def submit(self, host: str, port: int) -> Future:
-        if not self._started:
-            with self._lock:
-                if not self._started:
-                    for i in range(self._threads):
-                        threading.Thread(
-                            target=self._run, name=f"resolver-{i}", daemon=True
-                        ).start()
-                    self._started = True
-        future: Future = Future()
+        """The lookup's future: one already under way for the same name and port, a recent
+        failure's, or a new one."""
+        key = (host, port)
+        with self._lock:
+            if not self._started:
+                for i in range(self._threads):
+                    threading.Thread(target=self._run, name=f"resolver-{i}", daemon=True).start()
+                self._started = True
+            future = self._in_flight.get(key)
+            if future is not None:
+                return future
+            failed = self._failures.get(key)
+            if failed is not None:
+                if failed[0] > time.monotonic():
+                    future = Future()
+                    future.set_exception(failed[1])
+                    return future
+                del self._failures[key]
+            future = self._in_flight[key] = Future()
         self._jobs.put((future, host, port))
         return future
 
     def _run(self) -> None:
         while True:
             future, host, port = self._jobs.get()
-            if not future.set_running_or_notify_cancel():
-                continue
+            future.set_running_or_notify_cancel()
             try:
                 # Looked up on the module at call time, so tests can stand in a resolver.
-                future.set_result(socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM))
+                result = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
             except BaseException as exc:
+                self._finish((host, port), future, exc)
                 future.set_exception(exc)
+            else:
+                self._finish((host, port), future, None)
+                future.set_result(result)
+
+    def forget(self) -> None:
+        """Forget lookups under way and failures remembered (for tests that swap resolvers)."""
+        with self._lock:
+            self._in_flight.clear()
+            self._failures.clear()
+
+    def _finish(self, key: tuple[str, int], future: Future, error: BaseException | None) -> None:
+        with self._lock:
+            if self._in_flight.get(key) is future:
+                del self._in_flight[key]
+            if error is not None:
+                if len(self._failures) >= self.MAX_FAILURES_KEPT:
+                    self._failures.clear()  # (bounded; forgetting only costs a lookup)
+                self._failures[key] = (time.monotonic() + self.FAILURE_TTL, error)
 
 
 RESOLVER = _Resolver(RESOLVER_THREADS)
@@ -226,7 +264,7 @@ def resolve(host: str, port: int, attempt: Attempt) -> list[tuple[int, tuple]]:
     future.add_done_callback(lambda _: attempt.wake.set())
     attempt.wake.wait(attempt.deadline.remaining())
     if not future.done() or attempt.expired:
-        future.cancel()
+        # (Never cancelled: other calls may be waiting for the same lookup.)
         raise TimeoutError(f"resolving {host} outlived the attempt's deadline")
     return [(family, sockaddr) for family, _, _, _, sockaddr in future.result()]
 

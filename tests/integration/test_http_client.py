@@ -65,8 +65,10 @@ def test_task_headers_override_the_defaults_whatever_their_case(receiver):
 def resolver(monkeypatch):
     fake = FakeResolver(socket.getaddrinfo)
     monkeypatch.setattr(socket, "getaddrinfo", fake)
+    http_client.RESOLVER.forget()
     yield fake
     fake.release()
+    http_client.RESOLVER.forget()
 
 
 @pytest.fixture
@@ -513,3 +515,43 @@ def test_a_header_refused_is_named_without_its_value(receiver, caplog):
     assert "Authorization" in result.error and secret not in result.error
     assert secret not in caplog.text
     assert receiver.calls("/ok/secret") == []
+
+
+# -- name resolution shared fairly (issue 11 review, R3) ---------------------------------------
+
+
+def test_hung_lookups_of_one_name_do_not_delay_another_names(receiver, resolver):
+    resolver.add("hung.test", "127.0.0.1", delay=30)  # (released at the test's end)
+    resolver.add("quick.test", "127.0.0.1")
+    port = receiver.port
+    hung = [
+        threading.Thread(target=call, args=(f"http://hung.test:{port}/ok/h{i}",), daemon=True)
+        for i in range(40)  # far more than there are resolver threads
+    ]
+    for thread in hung:
+        thread.start()
+    time.sleep(0.5)
+    result = call(f"http://quick.test:{port}/ok/quick", seconds=10)
+    assert result.status_code == 200, result
+    assert resolver.lookups.count("hung.test") == 1  # one lookup, shared by all 40 calls
+    resolver.release()
+    for thread in hung:
+        thread.join(10)
+
+
+def test_a_failed_lookup_is_remembered_briefly(monkeypatch):
+    lookups = []
+
+    def failing(host, port, *args, **kwargs):
+        lookups.append(host)
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", failing)
+    http_client.RESOLVER.forget()
+    try:
+        first = call("http://nx.test:9/")
+        second = call("http://nx.test:9/")
+    finally:
+        http_client.RESOLVER.forget()
+    assert first.error == second.error == "fetch failed: ENOTFOUND"
+    assert lookups == ["nx.test"]
