@@ -260,6 +260,11 @@ class Dispatcher(ThreadService):
 
     def claim(self, free: int) -> list[Claim]:
         with self.pool.connection() as conn:
+            # Looked at again once a connection is had (waiting for one can take a while, and
+            # meanwhile the completer's writes may have started failing, or shutdown begun).
+            free = min(free, self.slots.free())
+            if free <= 0:
+                return []
             rows = conn.execute(db.query("task_claim"), self.claim_params(free)).fetchall()
             claims = self.slots.add(rows)
             if claims is None:  # shutdown began during the claim: give the rows straight back

@@ -139,3 +139,28 @@ def test_a_claim_that_lands_after_shutdown_began_is_handed_back():
         "ids": [r["id"] for r in claimed],
         "claim_tokens": [r["claim_token"] for r in claimed],
     }
+
+
+def test_no_claim_when_the_completer_started_failing_while_a_connection_was_awaited():
+    """(issue 11 review, A5) free() is looked at again once the claim has its connection."""
+    import contextlib
+
+    from asyncqueue.worker.dispatcher import Dispatcher
+
+    slots = SlotTable(4)
+    executed = []
+
+    class Pool:
+        @contextlib.contextmanager
+        def connection(self, timeout=None):
+            slots.writes_failing(True)  # the database came back only now
+            yield self
+
+        def execute(self, sql, params):
+            executed.append(params)
+            return type("Cursor", (), {"fetchall": lambda self: []})()
+
+    dispatcher = Dispatcher(
+        Pool(), slots, lambda c: None, threading.Event(), worker_name="w", lease_grace=1
+    )
+    assert dispatcher.claim(4) == [] and executed == []
