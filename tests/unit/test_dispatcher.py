@@ -164,3 +164,33 @@ def test_no_claim_when_the_completer_started_failing_while_a_connection_was_awai
         Pool(), slots, lambda c: None, threading.Event(), worker_name="w", lease_grace=1
     )
     assert dispatcher.claim(4) == [] and executed == []
+
+
+def test_a_claim_that_keeps_timing_out_ends_the_dispatcher(monkeypatch):
+    """(issue 11 review, R6) A statement timeout is not a database that went away: counted as a
+    failure, so repeated ones end the dispatcher (and the process exits 1), while a lost
+    connection is waited out."""
+    import contextlib
+
+    from psycopg import errors
+
+    from asyncqueue.worker import dispatcher as dispatcher_module
+    from asyncqueue.worker.dispatcher import Dispatcher
+
+    monkeypatch.setattr(dispatcher_module, "MAX_UNEXPECTED_FAILURES", 2)
+    calls = []
+
+    class Pool:
+        @contextlib.contextmanager
+        def connection(self, timeout=None):
+            calls.append(1)
+            raise errors.QueryCanceled("canceling statement due to statement timeout")
+            yield
+
+    dispatcher = Dispatcher(
+        Pool(), SlotTable(4), lambda c: None, threading.Event(), worker_name="w", lease_grace=1
+    )
+    thread = threading.Thread(target=dispatcher.run, daemon=True)
+    thread.start()
+    thread.join(15)
+    assert not thread.is_alive() and len(calls) == 2
