@@ -15,16 +15,7 @@ from asyncqueue.worker.completer import Completer
 from asyncqueue.worker.decide import Outcome
 from asyncqueue.worker.dispatcher import SlotTable
 from asyncqueue.worker.runner import Finished
-
-
-def row() -> dict:
-    return {
-        "id": uuid.uuid4(),
-        "claim_token": uuid.uuid4(),
-        "team_id": uuid.uuid4(),
-        "attempts": 1,
-        "retry_count": 0,
-    }
+from tests.unit.test_runner import claimed_row
 
 
 class FakePool:
@@ -51,7 +42,7 @@ def rows_written(params):
 
 
 def finished(slots, kind="completed", result=None):
-    (claim,) = slots.add([row()])
+    (claim,) = slots.add([claimed_row()])
     slots.call_ended(claim)
     retry_in = 1.0 if kind == "retry" else None
     return Finished(claim, Outcome(kind, result=result, retry_in=retry_in))
