@@ -132,7 +132,13 @@ class Notifier:
     def put(self, row: dict) -> bool:
         """Queue an event for delivery; False (and logged) if it was dropped."""
         team = row.get("team_id")
-        delivery = Delivery(row["id"], team, row.get("on_complete_url"), self.payload(row))
+        try:
+            delivery = Delivery(row["id"], team, row.get("on_complete_url"), self.payload(row))
+        except Exception:  # a bug of ours: never the completer's problem
+            log.exception(
+                "onComplete payload failed", extra={"fields": {"task_id": str(row["id"])}}
+            )
+            return False
         size = delivery.size
         with self._cond:
             waiting = self._queues.get(team)
