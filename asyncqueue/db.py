@@ -45,9 +45,16 @@ def connect(url: str, **kwargs) -> psycopg.Connection:
 
 
 def make_pool(
-    url: str, size: int, *, name: str, timeout: float = 30.0, configure: Callable | None = None
+    url: str,
+    size: int,
+    *,
+    name: str,
+    timeout: float = 30.0,
+    configure: Callable | None = None,
+    connect_kwargs: dict | None = None,
 ) -> ConnectionPool:
-    """An open pool of autocommit connections; callers open transactions explicitly."""
+    """An open pool of autocommit connections; callers open transactions explicitly.
+    `connect_kwargs` are extra libpq connection parameters (keepalives, say)."""
 
     def _configure(conn: psycopg.Connection) -> None:
         conn.autocommit = True
@@ -59,7 +66,7 @@ def make_pool(
         min_size=1,
         max_size=size,
         name=name,
-        kwargs={"row_factory": dict_row},
+        kwargs={"row_factory": dict_row, **(connect_kwargs or {})},
         configure=_configure,
         # No ping before each use (a round trip per checkout): callers retry or re-check what
         # a dead connection breaks, and the pool drops connections found broken.

@@ -49,10 +49,13 @@ def configure_logging(level: str = "INFO") -> None:
         return
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
-    root = logging.getLogger("asyncqueue")
-    root.addHandler(handler)
-    root.setLevel(level)
-    root.propagate = False
+    ours = logging.getLogger("asyncqueue")
+    ours.addHandler(handler)
+    ours.setLevel(level)
+    ours.propagate = False
+    # Every other library's records (psycopg.pool's during an outage, say) as JSON lines too,
+    # at the root's level (WARNING unless set), rather than logging's plain-text last resort.
+    logging.getLogger().addHandler(handler)
     _configured = True
 
 

@@ -3,8 +3,10 @@ that have piled up, then hands finished tasks with an onCompleteUrl to the notif
 
 * Idempotent for the claim that made it: a write repeated after a lost reply returns the rows
   its first run wrote (task_finish_many, task_schedule_retry), so no onComplete is lost.
-* Only connection errors (psycopg.OperationalError) are retried, for as long as the process
-  runs; data the database refuses is written again without the result; anything else is a bug.
+* A lost connection is retried for as long as the process runs, a deadlock a few times
+  (db_errors.py); data the database refuses is written again without the result; anything else
+  is a failure. While a write is being retried the dispatcher claims nothing, so the outcomes
+  held here are written before any of their tasks could be claimed again.
 * Supervised: a batch that fails unexpectedly is logged and its claims left to their leases;
   after MAX_UNEXPECTED_FAILURES such batches in a row the thread ends, and the process, seeing
   it dead, exits non-zero rather than stay alive writing nothing.
@@ -21,7 +23,7 @@ from dataclasses import replace
 import psycopg
 from psycopg.types.json import Jsonb
 
-from asyncqueue import db
+from asyncqueue import db, db_errors
 from asyncqueue.logs import log_event
 from asyncqueue.worker import metrics
 from asyncqueue.worker.decide import RETRY
@@ -137,6 +139,7 @@ class Completer(ThreadService):
         return batch
 
     def _give_up(self, batch: list[Finished], reason: str | None) -> None:
+        self.slots.writes_failing(False)  # left to their leases: claiming may go on
         self.slots.release([f.claim for f in batch])
         self.wake.set()
         if reason:
@@ -207,7 +210,11 @@ class Completer(ThreadService):
 
         try:
             rows = self._execute("task_schedule_retry", params(items))
-        except psycopg.DataError:  # the database refused a result: keep the retries without
+        except psycopg.DataError:
+            # The database refused a result: the others are written one by one, so one bad
+            # result does not cost them theirs; the refused one is kept without its result.
+            if len(items) > 1:
+                return [task_id for f in items for task_id in self._write_retries([f])]
             rows = self._execute("task_schedule_retry", params(items, keep_result=False))
         return [r["id"] for r in rows]
 
@@ -240,12 +247,22 @@ class Completer(ThreadService):
     def _execute(self, name: str, params: dict) -> list[dict]:
         """Run a named write, retrying while the connection fails (the write is idempotent, so a
         repeat after a lost reply is safe). Any other error is raised at once."""
-        attempt = 0
+        attempt = conflicts = 0
         while True:
             try:
                 with self.pool.connection() as conn:
-                    return conn.execute(db.query(name), params).fetchall()
-            except psycopg.OperationalError as exc:
+                    rows = conn.execute(db.query(name), params).fetchall()
+                if attempt:
+                    self.slots.writes_failing(False)
+                return rows
+            except Exception as exc:
+                if not db_errors.worth_retrying(exc, conflicts):
+                    raise
+                if db_errors.classify(exc) == db_errors.CONFLICT:
+                    conflicts += 1
+                # No claims until these outcomes are written: their claims are still ours
+                # however long the database is away, as long as nobody claims the tasks again.
+                self.slots.writes_failing(True)
                 delay = RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)]
                 attempt += 1
                 log_event(

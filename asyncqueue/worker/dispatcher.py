@@ -14,9 +14,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import psycopg
-
-from asyncqueue import db
+from asyncqueue import db, db_errors
 from asyncqueue.logs import log_event
 from asyncqueue.worker import metrics
 from asyncqueue.worker.fairness import ClaimPlan, TeamSlots
@@ -72,11 +70,20 @@ class SlotTable:
         self._claims: dict[uuid.UUID, Claim] = {}
         self._running = 0
         self._running_by_team: Counter = Counter()
+        # No new claims while set: the completer holds outcomes it could not write (a claim now
+        # could take back a task whose lease ran out meanwhile, and the fence would then throw
+        # its written-to-be outcome away), or the process is shutting down.
+        self._writes_failing = False
+        self._closed = False
 
-    def add(self, rows: list[dict]) -> list[Claim]:
+    def add(self, rows: list[dict]) -> list[Claim] | None:
+        """Hold these claimed rows; None (nothing held) once the table is closed: the caller
+        hands the rows back."""
         now = time.monotonic()
         claims = [Claim(row, now) for row in rows]
         with self._cond:
+            if self._closed:
+                return None
             for claim in claims:
                 self._claims[claim.token] = claim
                 self._running_by_team[claim.team_id] += 1
@@ -108,11 +115,29 @@ class SlotTable:
         if not self._running_by_team[claim.team_id]:
             del self._running_by_team[claim.team_id]
 
-    def free(self) -> int:
-        """Slots for new claims: the concurrency and the fairness reserve less the calls
-        running, and none while more outcomes wait to be written than there are slots (the
-        database is falling behind)."""
+    def close(self) -> None:
+        """Refuse new claims from now on (at shutdown)."""
         with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def writes_failing(self, failing: bool) -> None:
+        """Set by the completer: whether it holds outcomes its last write could not store."""
+        with self._cond:
+            self._writes_failing = failing
+            self._cond.notify_all()
+
+    def free(self) -> int:
+        """Slots for new claims: the concurrency and the fairness reserve less the calls running;
+        none while more outcomes wait to be written than there are slots (the database is
+        falling behind), while the completer's writes are failing, or once the table is closed."""
+        with self._cond:
+            if self._closed or self._writes_failing:
+                return 0
             if len(self._claims) - self._running >= self.concurrency:
                 return 0
             return max(0, self.concurrency + self.reserve - self._running)
@@ -199,7 +224,7 @@ class Dispatcher(ThreadService):
         self.wake.set()
 
     def run(self) -> None:
-        db_failures = unexpected = 0
+        db_failures = unexpected = conflicts = 0
         while not self.stopping.is_set():
             self.wake.clear()
             try:
@@ -209,8 +234,18 @@ class Dispatcher(ThreadService):
                     self.run_claims(claimed)
                 full = plan.limit > 0 and len(claimed) == plan.limit
                 wait = 0.0 if full else self._idle_wait(bool(claimed))
-                db_failures = unexpected = 0
-            except psycopg.OperationalError as exc:  # database away: wait and try again
+                db_failures = unexpected = conflicts = 0
+            except Exception as exc:
+                if not db_errors.worth_retrying(exc, conflicts):
+                    unexpected += 1
+                    log.exception("dispatcher error", extra={"fields": {"failures": unexpected}})
+                    if unexpected >= MAX_UNEXPECTED_FAILURES:
+                        return  # the process sees a dead dispatcher and exits non-zero
+                    self.stopping.wait(1.0)
+                    continue
+                # Database away (or a conflict, a few times): wait and try again.
+                if db_errors.classify(exc) == db_errors.CONFLICT:
+                    conflicts += 1
                 db_failures += 1
                 wait = min(0.25 * 2**db_failures, 5.0)
                 log_event(
@@ -221,13 +256,6 @@ class Dispatcher(ThreadService):
                     retry_in=wait,
                 )
                 self.stopping.wait(wait)
-                continue
-            except Exception:
-                unexpected += 1
-                log.exception("dispatcher error", extra={"fields": {"failures": unexpected}})
-                if unexpected >= MAX_UNEXPECTED_FAILURES:
-                    return  # the process sees a dead dispatcher and exits non-zero
-                self.stopping.wait(1.0)
                 continue
             if wait > 0:
                 self.wake.wait(wait)
@@ -245,10 +273,20 @@ class Dispatcher(ThreadService):
         if isinstance(plan, int):
             plan = ClaimPlan(plan)
         with self.pool.connection() as conn:
+            # Looked at again once a connection is had (waiting for one can take a while, and
+            # meanwhile the completer's writes may have started failing, or shutdown begun).
+            limit = min(plan.limit, self.slots.free())
+            if limit <= 0:
+                return []
+            if limit < plan.limit:
+                plan = ClaimPlan(limit, plan.skip)
             rows = conn.execute(db.query("task_claim"), self.claim_params(plan)).fetchall()
-        self.fairness.claimed(plan, len(rows))
-        metrics.observe_claim(len(rows))
-        claims = self.slots.add(rows)
+            self.fairness.claimed(plan, len(rows))
+            metrics.observe_claim(len(rows))
+            claims = self.slots.add(rows)
+            if claims is None:  # shutdown began during the claim: give the rows straight back
+                self.hand_back(conn, rows)
+                return []
         if claims and log.isEnabledFor(logging.DEBUG):
             for claim in claims:
                 log_event(
@@ -260,6 +298,15 @@ class Dispatcher(ThreadService):
                     attempt=claim.row["attempts"],
                 )
         return claims
+
+    def hand_back(self, conn, rows: list[dict]) -> None:
+        if not rows:
+            return
+        conn.execute(
+            db.query("task_release"),
+            {"ids": [r["id"] for r in rows], "claim_tokens": [r["claim_token"] for r in rows]},
+        ).fetchall()
+        log_event(log, "handed back tasks claimed during shutdown", count=len(rows))
 
     def _idle_wait(self, claimed_any: bool) -> float:
         """Seconds to sleep: until the earliest next_run_at, unless woken sooner."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import http.client
 import logging
+import re
 import socket
 import ssl
 import time
@@ -34,10 +35,6 @@ from asyncqueue.worker.response_text import decode_body, stored_headers
 __all__ = ["AttemptResult", "CallSpec", "cut_all_attempts", "perform_attempt"]
 
 log = logging.getLogger("asyncqueue.worker")
-
-
-class TooManyRedirects(Exception):
-    pass
 
 
 class Unsendable(Exception):
@@ -78,7 +75,11 @@ def _perform(
     try:
         _check_headers_sendable(headers)
         request = _prepare(spec.method, spec.url, headers, body)
-    except (Unsendable, requests.RequestException) as exc:
+    except Unsendable as exc:
+        return AttemptResult(error=f"invalid request: {exc}", unsendable=True)
+    except requests.exceptions.InvalidHeader:  # (its message quotes the value: never shown)
+        return AttemptResult(error="invalid request: a header cannot be sent", unsendable=True)
+    except requests.RequestException as exc:
         return AttemptResult(error=f"invalid request: {exc}", unsendable=True)
     attempt = WATCHDOG.begin(deadline)
     try:
@@ -86,14 +87,9 @@ def _perform(
     except BlockedDestination as exc:
         error = f"blocked destination: {exc}"
         return AttemptResult(error=error, blocked=True, duration_ms=_elapsed(started))
-    except redirects.RedirectRefused as exc:
-        if exc.blocked:
-            error = f"blocked destination: {exc}"
-            return AttemptResult(error=error, blocked=True, duration_ms=_elapsed(started))
-        return AttemptResult(error=f"fetch failed: {exc}", duration_ms=_elapsed(started))
-    except TooManyRedirects:
-        error = "fetch failed: too many redirects"
-        return AttemptResult(error=error, duration_ms=_elapsed(started))
+    except redirects.RedirectRefused as exc:  # (only a blocked one is raised)
+        error = f"blocked destination: {exc}"
+        return AttemptResult(error=error, blocked=True, duration_ms=_elapsed(started))
     except (
         requests.RequestException,
         urllib3.exceptions.HTTPError,
@@ -110,30 +106,38 @@ def _perform(
 
 
 def _follow(client, spec, request, headers, attempt: Attempt, body_cap, started):
-    """Send `request`, then each redirect's hop, and read the final response."""
+    """Send `request`, then each redirect's hop, and read the final response. A redirect that
+    cannot be followed (too many, a non-HTTP or unparseable Location) is the final response:
+    3xx responses complete the task, as the API document says; one toward a refused
+    destination fails it."""
     method, url, body = spec.method, spec.url, request.body
     for followed in range(limits.MAX_REDIRECTS + 1):
         response = client.send(request, attempt)
         location = response.headers.get("location")
         if not redirects.is_redirect(response.status, location):
             return _read_final(response, attempt, body_cap, started)
-        _discard(response)
         if followed == limits.MAX_REDIRECTS:
-            raise TooManyRedirects()
-        hop = redirects.next_hop(response.status, method, url, location)
-        method, url = hop.method, hop.url
-        if not hop.keeps_body:
-            body = None
-        hop_headers = redirects.hop_headers(
-            headers,
-            client.default_headers,
-            own_origin=redirects.same_origin(spec.url, url),
-            keeps_body=hop.keeps_body,
-        )
+            return _read_final(response, attempt, body_cap, started)  # too many to follow
         try:
-            request = _prepare(method, url, hop_headers, body)
-        except requests.exceptions.InvalidURL as exc:
-            raise redirects.RedirectRefused(f"invalid redirect location ({exc})") from exc
+            hop = redirects.next_hop(response.status, method, url, location)
+            hop_url = hop.url
+            hop_body = body if hop.keeps_body else None
+            hop_headers = redirects.hop_headers(
+                headers,
+                client.default_headers,
+                own_origin=redirects.same_origin(spec.url, hop_url),
+                keeps_body=hop.keeps_body,
+            )
+            request = _prepare(hop.method, hop_url, hop_headers, hop_body)
+        except redirects.RedirectRefused as exc:
+            if exc.blocked:
+                _discard(response)
+                raise
+            return _read_final(response, attempt, body_cap, started)
+        except (ValueError, requests.RequestException):  # a Location requests cannot use
+            return _read_final(response, attempt, body_cap, started)
+        _discard(response)
+        method, url, body = hop.method, hop_url, hop_body
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -183,19 +187,37 @@ def _discard(response) -> None:
         response.release_conn()
 
 
+# What requests (and HTTP) accept in a header: a name without colons or whitespace, a value
+# that does not start with whitespace and holds no line break.
+_HEADER_NAME = re.compile(r"^[^:\s][^:\r\n]*\Z")
+_HEADER_VALUE = re.compile(r"^\S[^\r\n]*\Z|^\Z")
+
+
+def header_problem(name: str, value: str) -> str | None:
+    """Why a header cannot be sent as given, or None. Names the header, never its value: a value
+    is often a secret, and this text goes into the task's error and the log."""
+    if not name.isascii() or not _HEADER_NAME.match(name):
+        return f"header name {name[:100]!r} is not a valid HTTP header name"
+    if not isinstance(value, str):
+        return f"header {name!r} has a value that is not text"
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        return (
+            f"header {name!r} has characters HTTP headers cannot carry; "
+            "header values must be ISO-8859-1 text"
+        )
+    if not _HEADER_VALUE.match(value):
+        return f"header {name!r} has a value that starts with whitespace or holds a line break"
+    return None
+
+
 def _check_headers_sendable(headers: dict) -> None:
-    """Refuse, before anything is sent, what http.client could not send: header values are
-    ISO-8859-1 text on the wire, names ASCII."""
+    """Refuse, before anything is sent, what http.client and requests could not send."""
     for name, value in headers.items():
-        try:
-            name.encode("ascii")
-            value.encode("latin-1")
-        except UnicodeEncodeError as exc:
-            bad = exc.object[exc.start : exc.end]
-            raise Unsendable(
-                f"header {name!r} has characters HTTP headers cannot carry ({bad!r}); "
-                "header values must be ISO-8859-1 text"
-            ) from None
+        problem = header_problem(name, value)
+        if problem:
+            raise Unsendable(problem)
 
 
 def _prepare(method: str, url: str, headers: dict, body: bytes | None):

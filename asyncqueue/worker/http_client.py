@@ -46,7 +46,11 @@ DEFAULT_HEADERS = {
     "Accept-Encoding": "gzip, deflate",
     "Accept": "*/*",
 }
-RESOLVER_THREADS = 8
+RESOLVER_THREADS = 32  # they only wait on I/O: cheap
+# Interim (1xx) responses skipped before the final one, at most: more is a malformed response,
+# not a reason to spin reading them until the deadline.
+MAX_INTERIM_RESPONSES = 10
+MAX_INTERIM_BYTES = 64 * 1024
 
 
 class BlockedDestination(Exception):
@@ -168,38 +172,76 @@ WATCHDOG = Watchdog()
 
 
 class _Resolver:
-    """getaddrinfo on a few daemon threads, so that a caller can stop waiting at its deadline
-    (getaddrinfo itself cannot be interrupted; a stuck lookup holds one thread until it ends)."""
+    """getaddrinfo on daemon threads, so that a caller can stop waiting at its deadline
+    (getaddrinfo itself cannot be interrupted; a stuck lookup holds one thread until it ends).
+
+    Shared by every team's calls, so one team's slow names must not hold up the others':
+    concurrent lookups of the same (host, port) share one thread and one answer, a failed
+    lookup is remembered for FAILURE_TTL seconds, and the threads (they only wait on I/O) are
+    many. A slow name thus holds one thread, however many tasks call it."""
+
+    FAILURE_TTL = 5.0
+    MAX_FAILURES_KEPT = 1024
 
     def __init__(self, threads: int):
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._threads = threads
         self._started = False
         self._lock = threading.Lock()
+        self._in_flight: dict[tuple[str, int], Future] = {}
+        self._failures: dict[tuple[str, int], tuple[float, BaseException]] = {}
 
     def submit(self, host: str, port: int) -> Future:
-        if not self._started:
-            with self._lock:
-                if not self._started:
-                    for i in range(self._threads):
-                        threading.Thread(
-                            target=self._run, name=f"resolver-{i}", daemon=True
-                        ).start()
-                    self._started = True
-        future: Future = Future()
+        """The lookup's future: one already under way for the same name and port, a recent
+        failure's, or a new one."""
+        key = (host, port)
+        with self._lock:
+            if not self._started:
+                for i in range(self._threads):
+                    threading.Thread(target=self._run, name=f"resolver-{i}", daemon=True).start()
+                self._started = True
+            future = self._in_flight.get(key)
+            if future is not None:
+                return future
+            failed = self._failures.get(key)
+            if failed is not None:
+                if failed[0] > time.monotonic():
+                    future = Future()
+                    future.set_exception(failed[1])
+                    return future
+                del self._failures[key]
+            future = self._in_flight[key] = Future()
         self._jobs.put((future, host, port))
         return future
 
     def _run(self) -> None:
         while True:
             future, host, port = self._jobs.get()
-            if not future.set_running_or_notify_cancel():
-                continue
+            future.set_running_or_notify_cancel()
             try:
                 # Looked up on the module at call time, so tests can stand in a resolver.
-                future.set_result(socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM))
+                result = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
             except BaseException as exc:
+                self._finish((host, port), future, exc)
                 future.set_exception(exc)
+            else:
+                self._finish((host, port), future, None)
+                future.set_result(result)
+
+    def forget(self) -> None:
+        """Forget lookups under way and failures remembered (for tests that swap resolvers)."""
+        with self._lock:
+            self._in_flight.clear()
+            self._failures.clear()
+
+    def _finish(self, key: tuple[str, int], future: Future, error: BaseException | None) -> None:
+        with self._lock:
+            if self._in_flight.get(key) is future:
+                del self._in_flight[key]
+            if error is not None:
+                if len(self._failures) >= self.MAX_FAILURES_KEPT:
+                    self._failures.clear()  # (bounded; forgetting only costs a lookup)
+                self._failures[key] = (time.monotonic() + self.FAILURE_TTL, error)
 
 
 RESOLVER = _Resolver(RESOLVER_THREADS)
@@ -222,7 +264,7 @@ def resolve(host: str, port: int, attempt: Attempt) -> list[tuple[int, tuple]]:
     future.add_done_callback(lambda _: attempt.wake.set())
     attempt.wake.wait(attempt.deadline.remaining())
     if not future.done() or attempt.expired:
-        future.cancel()
+        # (Never cancelled: other calls may be waiting for the same lookup.)
         raise TimeoutError(f"resolving {host} outlived the attempt's deadline")
     return [(family, sockaddr) for family, _, _, _, sockaddr in future.result()]
 
@@ -284,7 +326,35 @@ class _HeaderWatch:
 
 class StrictHTTPResponse(http.client.HTTPResponse):
     """http.client's response, refusing what http.client lets through: a header block cut short
-    by the connection's end, and a Content-Length that is not a non-negative number."""
+    by the connection's end, and a Content-Length that is not a non-negative number. Every 1xx
+    interim response is skipped (http.client skips only 100: a 102 or 103 would be taken as the
+    final response, and the real one read as the next request's answer on the kept-alive
+    connection), up to MAX_INTERIM_RESPONSES / MAX_INTERIM_BYTES."""
+
+    def _read_status(self):
+        interim, budget = 0, MAX_INTERIM_BYTES
+        while True:
+            version, status, reason = super()._read_status()
+            if status >= 200:
+                return version, status, reason
+            if status == 101:  # never asked for: what follows is not HTTP any more
+                raise MalformedResponse("101 Switching Protocols was not asked for")
+            interim += 1
+            if interim > MAX_INTERIM_RESPONSES:
+                raise MalformedResponse("too many interim (1xx) responses")
+            budget = self._skip_interim_headers(budget)
+
+    def _skip_interim_headers(self, budget: int) -> int:
+        """Read past an interim response's header block; the byte budget left."""
+        while True:
+            line = self.fp.readline(http.client._MAXLINE + 1)
+            budget -= len(line)
+            if budget < 0:
+                raise MalformedResponse("interim (1xx) responses too large")
+            if not line.endswith(b"\n"):
+                raise IncompleteResponse("the connection ended inside an interim response")
+            if line in (b"\r\n", b"\n"):
+                return budget
 
     def begin(self) -> None:
         if self.headers is not None:

@@ -43,6 +43,18 @@ CUT_WAIT = 1.5  # seconds cut calls get to return
 FLUSH_WAIT = 2.0  # seconds the completer gets to write what is left, at most
 HAND_BACK_WAIT = 1.0  # seconds to get a connection for the hand-back
 NOTIFY_WAIT_MIN = 0.5  # seconds queued onComplete events get at least, after the flush
+HAND_BACK_STATEMENT_TIMEOUT_MS = 1000  # the hand-back query itself, at most
+POOL_CLOSE_WAIT = 0.5  # seconds the pool's connections get to close at exit
+# A database that vanishes without closing the connection (a dead machine, a dropped route) is
+# noticed within about 25 s by the keepalives, and a write stuck unacknowledged within 30 s,
+# rather than after the kernel's defaults (hours): the pool then reconnects.
+POOL_CONNECT_KWARGS = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,  # ms
+}
 
 
 class WorkerProcess:
@@ -55,6 +67,7 @@ class WorkerProcess:
             max(2, min(concurrency, 10)),
             name="asyncqueue-worker",
             timeout=10.0,
+            connect_kwargs=POOL_CONNECT_KWARGS,
         )
         self.stop_requested = threading.Event()
         self.wake = threading.Event()
@@ -171,6 +184,7 @@ class WorkerProcess:
 
     def shutdown(self) -> None:
         end = time.monotonic() + self.settings.shutdown_grace
+        self.slots.close()  # a claim still in flight hands its rows straight back
         self.dispatcher.stop()
         if not self.slots.wait_until(self.slots.no_calls_running, end):
             self._cut_calls()
@@ -181,7 +195,7 @@ class WorkerProcess:
         for service in reversed(self.services):
             service.stop()
         self.listener.stop()
-        self.pool.close()
+        self.pool.close(timeout=POOL_CLOSE_WAIT)
         log_event(log, "worker stopped", worker=self.name)
 
     def _cut_calls(self) -> None:
@@ -209,7 +223,11 @@ class WorkerProcess:
         still_open = [c for c in claims if c.running]
         if ended:
             try:
-                with self.pool.connection(timeout=HAND_BACK_WAIT) as conn:
+                with self.pool.connection(timeout=HAND_BACK_WAIT) as conn, conn.transaction():
+                    conn.execute(
+                        "SELECT set_config('statement_timeout', %s, true)",
+                        (str(HAND_BACK_STATEMENT_TIMEOUT_MS),),
+                    )
                     conn.execute(
                         db.query("task_release"),
                         {

@@ -1,6 +1,9 @@
 """How the worker follows a redirect: pure rules, no I/O.
 
 * 301, 302, 303, 307 and 308 with a Location are followed, at most limits.MAX_REDIRECTS times.
+  One that cannot be followed (one hop too many, a non-HTTP or unparseable Location) is the
+  call's final response; one toward a refused destination (user name or password in the URL, or
+  an address the policy blocks) fails the task.
 * Method and body, as requests and browsers do: 303 turns any method but HEAD into GET, 302 does
   too, 301 turns POST into GET; only 307 and 308 resend the body (a hop that drops the body drops
   its Content-Type too).
@@ -24,7 +27,9 @@ DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class RedirectRefused(Exception):
-    """A Location the worker will not follow; the message says why."""
+    """A Location the worker will not follow; the message says why. `blocked`: following it
+    would break the destination policy (a failure); otherwise the redirect simply cannot be
+    followed, and its own response is the call's result."""
 
     def __init__(self, message: str, *, blocked: bool = False):
         super().__init__(message)
@@ -45,8 +50,12 @@ def is_redirect(status: int, location: str | None) -> bool:
 def next_hop(status: int, method: str, url: str, location: str) -> Hop:
     """The request a redirect asks for. `location` is the header as received (latin-1 text, as
     http.client gives it; servers send UTF-8 bytes in it, as requests assumes too)."""
-    target = urljoin(url, header_text(location).strip())
-    parts = urlsplit(target)
+    try:
+        target = urljoin(url, header_text(location).strip())
+        parts = urlsplit(target)
+        parts.port  # noqa: B018 (raises ValueError for a port out of range or not a number)
+    except ValueError as exc:
+        raise RedirectRefused(f"redirect to an invalid URL ({exc})") from None
     if parts.scheme not in DEFAULT_PORTS:
         raise RedirectRefused(f"redirect to a non-HTTP URL ({parts.scheme or 'no'} scheme)")
     if parts.username is not None or parts.password is not None:

@@ -1,21 +1,30 @@
 """What of a callback's response is stored, as text: pure functions, no I/O.
 
 * The body is decoded by the charset its Content-Type declares, else as UTF-8 (JSON's encoding,
-  and what servers that declare nothing send today). An unknown or non-text charset (`bogus`,
-  `base64`, `idna`) falls back to UTF-8. Bytes that do not decode stay visible as U+FFFD.
+  and what servers that declare nothing send today). Only the WHATWG Encoding Standard's
+  charsets are used (charsets.py); any other (`bogus`, `base64`, `idna`, `punycode`, `utf-7`,
+  which can cost seconds of CPU on a small body) falls back to UTF-8. Bytes that do not decode
+  stay visible as U+FFFD.
 * Headers are kept up to limits.MAX_RESPONSE_HEADERS_TOTAL bytes and
   limits.MAX_RESPONSE_HEADER_COUNT entries; the rest are left out and the result says so.
-* PostgreSQL's text and jsonb cannot hold U+0000: NUL becomes U+FFFD.
+* PostgreSQL's text and jsonb cannot hold U+0000 nor a lone surrogate: each becomes U+FFFD.
 """
 
 from __future__ import annotations
 
+import re
+
 from asyncqueue import limits
+from asyncqueue.worker.charsets import codec_for
+
+# (A str holds a surrogate only as a lone one: decoders join pairs into one character.)
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 def storable(text: str) -> str:
-    """The text with NUL replaced by U+FFFD: PostgreSQL's text and jsonb cannot hold U+0000."""
-    return text.replace("\x00", "\ufffd") if "\x00" in text else text
+    """The text with NUL and lone surrogates replaced by U+FFFD: PostgreSQL's text and jsonb
+    cannot hold them."""
+    return _UNSTORABLE.sub("\ufffd", text) if _UNSTORABLE.search(text) else text
 
 
 def declared_charset(content_type: str | None) -> str | None:
@@ -31,13 +40,11 @@ def declared_charset(content_type: str | None) -> str | None:
 
 def decode_body(raw: bytes, content_type: str | None) -> str:
     """The body as text, by its declared charset, else UTF-8; undecodable bytes as U+FFFD."""
-    charset = declared_charset(content_type)
-    if charset:
+    codec = codec_for(declared_charset(content_type))
+    if codec:
         try:
-            return storable(raw.decode(charset, errors="replace"))
-        except (LookupError, UnicodeError, ValueError, TypeError):
-            # Unknown (LookupError), not a text encoding (base64: LookupError too), or one
-            # that cannot replace what it cannot decode (idna: UnicodeError): UTF-8 below.
+            return storable(raw.decode(codec, errors="replace"))
+        except (LookupError, UnicodeError, ValueError):  # (not expected of these codecs)
             pass
     return storable(raw.decode("utf-8", errors="replace"))
 

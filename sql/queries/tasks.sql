@@ -114,14 +114,6 @@ SELECT claimed.*, now() AS claimed_at,
        claimed.started_at + make_interval(secs => claimed.max_wait_time) AS deadline
 FROM claimed;
 
--- name: task_finish
--- Fenced by the claim token: a worker whose lease ran out (and was claimed again) writes nothing.
-UPDATE tasks
-SET status = %(status)s, result = %(result)s, error = %(error)s, completed_at = now(),
-    next_run_at = NULL, claim_token = NULL
-WHERE id = %(id)s AND claim_token = %(claim_token)s
-RETURNING *;
-
 -- name: task_schedule_retry
 -- Retries for a batch of attempts, one JSON array of {id, claim_token, result, error, delay}:
 -- fenced like task_finish_many, and idempotent in the same way (a repeat after a lost reply

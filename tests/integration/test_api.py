@@ -340,7 +340,7 @@ def test_openapi_document_describes_the_api(client):
 
 
 def test_named_queries_all_load():
-    assert {"task_claim", "task_finish", "task_insert_for_key", "key_authenticate"} <= set(
+    assert {"task_claim", "task_finish_many", "task_insert_for_key", "key_authenticate"} <= set(
         db.queries()
     )
 

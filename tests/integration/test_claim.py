@@ -6,7 +6,6 @@ import uuid
 
 import psycopg
 import pytest
-from psycopg.types.json import Jsonb
 
 from asyncqueue import db
 from asyncqueue.worker.completer import Completer, finish_params, retry_params
@@ -95,13 +94,10 @@ def test_fenced_late_write_changes_nothing(conn):
     (stale,) = claim(conn)
     conn.execute("UPDATE tasks SET next_run_at = now() - interval '1 second'")
     (fresh,) = claim(conn)
-    late = {
-        "id": stale["id"],
-        "claim_token": stale["claim_token"],
-        "result": Jsonb({"statusCode": 500}),
-        "error": "late",
-    }
-    assert conn.execute(db.query("task_finish"), {**late, "status": "failed"}).fetchone() is None
+    late = finish_params(
+        [(stale["id"], stale["claim_token"], "failed", {"statusCode": 500}, "late")]
+    )
+    assert conn.execute(db.query("task_finish_many"), late).fetchall() == []
     assert (
         conn.execute(
             db.query("task_schedule_retry"),
@@ -109,16 +105,12 @@ def test_fenced_late_write_changes_nothing(conn):
         ).fetchone()
         is None
     )
-    done = conn.execute(
-        db.query("task_finish"),
-        {
-            "id": fresh["id"],
-            "claim_token": fresh["claim_token"],
-            "status": "completed",
-            "result": Jsonb({"statusCode": 200}),
-            "error": None,
-        },
-    ).fetchone()
+    fresh_outcome = (fresh["id"], fresh["claim_token"], "completed", {"statusCode": 200}, None)
+    assert (
+        len(conn.execute(db.query("task_finish_many"), finish_params([fresh_outcome])).fetchall())
+        == 1
+    )
+    done = conn.execute("SELECT status, next_run_at FROM tasks").fetchone()
     assert done["status"] == "completed" and done["next_run_at"] is None
     row = conn.execute("SELECT status, error, retry_count FROM tasks").fetchone()
     assert row == {"status": "completed", "error": None, "retry_count": 0}

@@ -3,6 +3,7 @@ for the next; one deadline for the whole attempt; redirects followed without rea
 bodies, and without the task's headers past its origin; responses held to HTTP framing; what
 of a response is stored (charset, header caps); and an outcome for every attempt."""
 
+import contextlib
 import gzip
 import socket
 import threading
@@ -64,8 +65,10 @@ def test_task_headers_override_the_defaults_whatever_their_case(receiver):
 def resolver(monkeypatch):
     fake = FakeResolver(socket.getaddrinfo)
     monkeypatch.setattr(socket, "getaddrinfo", fake)
+    http_client.RESOLVER.forget()
     yield fake
     fake.release()
+    http_client.RESOLVER.forget()
 
 
 @pytest.fixture
@@ -428,6 +431,127 @@ def test_same_origin_redirect_keeps_the_task_headers(receiver):
     assert hop.headers["X-Api-Token"] == "secret" and hop.body == b'{"a": 1}'
 
 
-def test_a_redirect_to_another_scheme_is_refused(receiver):
-    result = call(receiver.url(f"/goto/302?{quote('ftp://example.test/x', safe='')}"))
-    assert result.error == "fetch failed: redirect to a non-HTTP URL (ftp scheme)"
+@pytest.mark.parametrize(
+    "location",
+    [
+        "ftp://example.test/x",
+        "http://127.0.0.1:99999/",
+        "http://127.0.0.1:abc/",
+        "http://[::1",
+        "http://[zz::1]/",
+    ],
+)
+def test_a_redirect_that_cannot_be_followed_is_the_result(scripted, location, caplog):
+    """(issue 11 review, R5) Its 3xx response completes the task: not retried, no traceback."""
+    server = scripted(
+        respond("HTTP/1.1 302 Found", [f"Location: {location}", "X-Mark: here"], b"moved")
+    )
+    result = call(server.url("/"))
+    assert result.status_code == 302 and result.error is None and not result.internal, result
+    assert result.headers["location"] == location and result.headers["x-mark"] == "here"
+    assert result.body == "moved"
+    assert "Traceback" not in caplog.text
+
+
+# -- interim (1xx) responses (issue 11 review, A1/A3) ------------------------------------------
+
+
+@pytest.mark.parametrize("interim", [b"102 Processing", b"103 Early Hints\r\nLink: </s.css>"])
+def test_an_interim_response_is_skipped_and_the_connection_stays_in_step(scripted, interim):
+    """The final response after a 1xx is the call's; the next call on the kept-alive connection
+    gets its own answer, never the late one of the call before."""
+
+    def serve(server, conn, head, body):
+        if head.startswith(b"GET /first"):
+            server.send(conn, b"HTTP/1.1 " + interim + b"\r\n\r\n")
+            time.sleep(0.2)
+            server.send(conn, b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst")
+        else:
+            server.send(conn, b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecond")
+        return True
+
+    server = scripted(serve)
+    client = http_client.make_session(allow_private=True)
+    first = call(server.url("/first"), client=client)
+    second = call(server.url("/second"), method="POST", body="x", client=client)
+    assert (first.status_code, first.body) == (200, "first"), first
+    assert (second.status_code, second.body) == (200, "second"), second
+
+
+@pytest.mark.parametrize(
+    "interim",
+    [
+        b"HTTP/1.1 100 Continue\r\n\r\n" * 11,
+        b"HTTP/1.1 103 Early Hints\r\n" + b"Link: " + b"l" * 8000 + b"\r\n" * 1 + b"\r\n",
+        b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
+    ],
+    ids=["eleven", "too-large-once", "switching"],
+)
+def test_too_many_or_too_large_interim_responses_are_malformed(scripted, interim):
+    if b"Early" in interim:
+        interim = interim * 9  # 72 KB of interim headers in all
+    server = scripted(raw(interim + b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"))
+    result = call(server.url("/"))
+    assert result.error == "fetch failed: malformed response", result
+
+
+def test_an_endless_stream_of_100_continue_ends_at_once(scripted):
+    def serve(server, conn, head, body):
+        with contextlib.suppress(OSError):
+            for _ in range(2000):
+                server.send(conn, b"HTTP/1.1 100 Continue\r\n\r\n")
+                time.sleep(0.001)
+
+    server = scripted(serve)
+    result, took = timed(lambda: call(server.url("/"), seconds=20))
+    assert result.error == "fetch failed: malformed response", result
+    assert took < 10
+
+
+def test_a_header_refused_is_named_without_its_value(receiver, caplog):
+    secret = "sk_live_abcdef123456"
+    result = call(receiver.url("/ok/secret"), headers={"Authorization": f" Bearer {secret}"})
+    assert result.unsendable and result.error.startswith("invalid request: "), result
+    assert "Authorization" in result.error and secret not in result.error
+    assert secret not in caplog.text
+    assert receiver.calls("/ok/secret") == []
+
+
+# -- name resolution shared fairly (issue 11 review, R3) ---------------------------------------
+
+
+def test_hung_lookups_of_one_name_do_not_delay_another_names(receiver, resolver):
+    resolver.add("hung.test", "127.0.0.1", delay=30)  # (released at the test's end)
+    resolver.add("quick.test", "127.0.0.1")
+    port = receiver.port
+    hung = [
+        threading.Thread(target=call, args=(f"http://hung.test:{port}/ok/h{i}",), daemon=True)
+        for i in range(40)  # far more than there are resolver threads
+    ]
+    for thread in hung:
+        thread.start()
+    time.sleep(0.5)
+    result = call(f"http://quick.test:{port}/ok/quick", seconds=10)
+    assert result.status_code == 200, result
+    assert resolver.lookups.count("hung.test") == 1  # one lookup, shared by all 40 calls
+    resolver.release()
+    for thread in hung:
+        thread.join(10)
+
+
+def test_a_failed_lookup_is_remembered_briefly(monkeypatch):
+    lookups = []
+
+    def failing(host, port, *args, **kwargs):
+        lookups.append(host)
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", failing)
+    http_client.RESOLVER.forget()
+    try:
+        first = call("http://nx.test:9/")
+        second = call("http://nx.test:9/")
+    finally:
+        http_client.RESOLVER.forget()
+    assert first.error == second.error == "fetch failed: ENOTFOUND"
+    assert lookups == ["nx.test"]

@@ -189,12 +189,14 @@ def test_redirect_chain_ends_blocked_after_several_hops(redirector, connect_guar
     assert set(attempts) == {(REDIRECTOR_HOST, redirector.port)}
 
 
-def test_too_many_redirects_fail(redirector):
+def test_too_many_redirects_end_with_the_last_redirect_as_the_result(redirector):
+    """(issue 11 review, R5) 3xx responses complete the task: no retry."""
     url = redirector.url("/ok")
     for _ in range(7):
         url = redirector.url(f"/goto/302?{quote(url, safe='')}")
     result = attempt(url)
-    assert result.error == "fetch failed: too many redirects"
+    assert result.status_code == 302 and result.error is None, result
+    assert "location" in result.headers
 
 
 def test_loopback_allowed_when_private_networks_are_allowed():

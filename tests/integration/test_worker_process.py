@@ -216,3 +216,17 @@ def test_services_given_up_front_run_and_a_failed_one_means_exit_1(database_url)
         ("stop", "pruner"),
         ("stop", "heartbeat"),
     ]
+
+
+def test_worker_pool_connections_have_network_timeouts(database_url):
+    """(issue 11 review, R7) A database that vanishes without a word is noticed, not waited
+    on for hours."""
+    process = WorkerProcess(Settings(database_url=database_url, allow_private_networks=True))
+    try:
+        with process.pool.connection() as conn:
+            params = conn.info.get_parameters()
+    finally:
+        process.pool.close(timeout=0.5)
+    assert params["keepalives"] == "1" and params["keepalives_idle"] == "10"
+    assert params["keepalives_interval"] == "5" and params["keepalives_count"] == "3"
+    assert params["tcp_user_timeout"] == "30000", params

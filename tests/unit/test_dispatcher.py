@@ -97,3 +97,100 @@ def test_wait_until_wakes_when_the_last_call_ends():
     assert time.monotonic() - started < 5
     (other,) = slots.add([row()])
     assert not slots.wait_until(slots.no_calls_running, time.monotonic() + 0.05)
+
+
+def test_a_closed_table_takes_no_claims():
+    slots = SlotTable(4)
+    slots.close()
+    assert slots.free() == 0
+    assert slots.add([row()]) is None and slots.held() == 0
+
+
+def test_a_claim_that_lands_after_shutdown_began_is_handed_back():
+    """(issue 11 review, R8) The claim's rows come back after close(): they go straight back."""
+    import contextlib
+
+    from asyncqueue.worker.dispatcher import Dispatcher
+
+    slots = SlotTable(4)
+    claimed = [row(), row()]
+    executed = []
+
+    class Pool:
+        @contextlib.contextmanager
+        def connection(self, timeout=None):
+            yield self
+
+        def execute(self, sql, params):
+            executed.append(params)
+            if "limit" in params:
+                slots.close()  # shutdown begins while the claim is in flight
+                rows = claimed
+            else:
+                rows = []
+            return type("Cursor", (), {"fetchall": lambda self: rows})()
+
+    dispatcher = Dispatcher(
+        Pool(), slots, lambda c: None, threading.Event(), worker_name="w", lease_grace=1
+    )
+    assert dispatcher.claim(4) == []
+    assert slots.held() == 0
+    assert executed[-1] == {
+        "ids": [r["id"] for r in claimed],
+        "claim_tokens": [r["claim_token"] for r in claimed],
+    }
+
+
+def test_no_claim_when_the_completer_started_failing_while_a_connection_was_awaited():
+    """(issue 11 review, A5) free() is looked at again once the claim has its connection."""
+    import contextlib
+
+    from asyncqueue.worker.dispatcher import Dispatcher
+
+    slots = SlotTable(4)
+    executed = []
+
+    class Pool:
+        @contextlib.contextmanager
+        def connection(self, timeout=None):
+            slots.writes_failing(True)  # the database came back only now
+            yield self
+
+        def execute(self, sql, params):
+            executed.append(params)
+            return type("Cursor", (), {"fetchall": lambda self: []})()
+
+    dispatcher = Dispatcher(
+        Pool(), slots, lambda c: None, threading.Event(), worker_name="w", lease_grace=1
+    )
+    assert dispatcher.claim(4) == [] and executed == []
+
+
+def test_a_claim_that_keeps_timing_out_ends_the_dispatcher(monkeypatch):
+    """(issue 11 review, R6) A statement timeout is not a database that went away: counted as a
+    failure, so repeated ones end the dispatcher (and the process exits 1), while a lost
+    connection is waited out."""
+    import contextlib
+
+    from psycopg import errors
+
+    from asyncqueue.worker import dispatcher as dispatcher_module
+    from asyncqueue.worker.dispatcher import Dispatcher
+
+    monkeypatch.setattr(dispatcher_module, "MAX_UNEXPECTED_FAILURES", 2)
+    calls = []
+
+    class Pool:
+        @contextlib.contextmanager
+        def connection(self, timeout=None):
+            calls.append(1)
+            raise errors.QueryCanceled("canceling statement due to statement timeout")
+            yield
+
+    dispatcher = Dispatcher(
+        Pool(), SlotTable(4), lambda c: None, threading.Event(), worker_name="w", lease_grace=1
+    )
+    thread = threading.Thread(target=dispatcher.run, daemon=True)
+    thread.start()
+    thread.join(15)
+    assert not thread.is_alive() and len(calls) == 2

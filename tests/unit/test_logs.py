@@ -35,3 +35,24 @@ def test_the_time_is_right_across_seconds():
     got = [json.loads(formatter.format(record(t)))["time"] for t in times]
     want = [datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds") for t in times]
     assert got == want
+
+
+def test_other_libraries_log_json_lines_too(monkeypatch, capsys):
+    """(issue 11 review) psycopg.pool's warnings during an outage were plain multi-line text."""
+    from asyncqueue import logs
+
+    monkeypatch.setattr(logs, "_configured", False)
+    ours = logging.getLogger("asyncqueue")
+    before = (list(ours.handlers), list(logging.getLogger().handlers), ours.level)
+    try:
+        logs.configure_logging("INFO")
+        logging.getLogger("psycopg.pool").warning("error connecting:\nconnection refused\n")
+        logging.getLogger("asyncqueue.worker").info("task finished")
+    finally:
+        ours.handlers[:] = before[0]
+        logging.getLogger().handlers[:] = before[1]
+        ours.setLevel(before[2])
+    lines = capsys.readouterr().err.splitlines()
+    entries = [json.loads(line) for line in lines]  # every line is one JSON object
+    assert [e["logger"] for e in entries] == ["psycopg.pool", "asyncqueue.worker"]
+    assert entries[0]["message"] == "error connecting:\nconnection refused\n"

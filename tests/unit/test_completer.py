@@ -1,0 +1,127 @@
+"""The completer against a fake pool: no claims while its writes fail (issue 11 review, A5),
+errors that are not a lost connection are not retried for ever (R6), and a refused retry does
+not cost the others theirs (R2)."""
+
+import contextlib
+import threading
+import time
+import uuid
+
+import psycopg
+import pytest
+from psycopg import errors
+
+from asyncqueue.worker.completer import Completer
+from asyncqueue.worker.decide import Outcome
+from asyncqueue.worker.dispatcher import SlotTable
+from asyncqueue.worker.runner import Finished
+from tests.unit.test_runner import claimed_row
+
+
+class FakePool:
+    """Runs `answer(query_name, params)` for each execute; it may raise."""
+
+    def __init__(self, answer):
+        self.answer = answer
+        self.calls = []
+
+    @contextlib.contextmanager
+    def connection(self, timeout=None):
+        yield self
+
+    def execute(self, sql, params):
+        name = "task_schedule_retry" if "retries" in params else "task_finish_many"
+        self.calls.append((name, params))
+        rows = self.answer(name, params)
+        return type("Cursor", (), {"fetchall": lambda self: rows})()
+
+
+def rows_written(params):
+    key = "retries" if "retries" in params else "outcomes"
+    return [{"id": uuid.UUID(o["id"]), "on_complete_url": None} for o in params[key].obj]
+
+
+def finished(slots, kind="completed", result=None):
+    (claim,) = slots.add([claimed_row()])
+    slots.call_ended(claim)
+    retry_in = 1.0 if kind == "retry" else None
+    return Finished(claim, Outcome(kind, result=result, retry_in=retry_in))
+
+
+@pytest.fixture(autouse=True)
+def quick_retries(monkeypatch):
+    monkeypatch.setattr("asyncqueue.worker.completer.RETRY_DELAYS", (0.05,))
+
+
+def test_no_claims_while_outcomes_wait_for_the_database():
+    database_up = threading.Event()
+
+    def answer(name, params):
+        if not database_up.is_set():
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+        return rows_written(params)
+
+    slots = SlotTable(4)
+    completer = Completer(FakePool(answer), slots, lambda r: None, threading.Event())
+    item = finished(slots)
+    assert slots.free() == 4
+    writing = threading.Thread(target=completer.write, args=([item],))
+    writing.start()
+    try:
+        deadline = time.monotonic() + 10
+        while slots.free() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert slots.free() == 0  # the dispatcher would claim nothing now
+        time.sleep(0.2)
+        assert slots.free() == 0  # ... for as long as the database stays away
+    finally:
+        database_up.set()
+        writing.join(10)
+    assert slots.free() == 4 and slots.held() == 0
+
+
+def test_a_statement_timeout_is_not_retried_for_ever():
+    def answer(name, params):
+        raise errors.QueryCanceled("canceling statement due to statement timeout")
+
+    slots = SlotTable(4)
+    pool = FakePool(answer)
+    completer = Completer(pool, slots, lambda r: None, threading.Event())
+    with pytest.raises(errors.QueryCanceled):
+        completer.write([finished(slots)])
+    assert len(pool.calls) == 1
+
+
+def test_a_deadlock_is_retried_a_few_times():
+    failures = iter([True, True, False])
+
+    def answer(name, params):
+        if next(failures):
+            raise errors.DeadlockDetected("deadlock detected")
+        return rows_written(params)
+
+    slots = SlotTable(4)
+    pool = FakePool(answer)
+    Completer(pool, slots, lambda r: None, threading.Event()).write([finished(slots)])
+    assert len(pool.calls) == 3 and slots.free() == 4
+
+
+def test_a_retry_the_database_refuses_does_not_cost_the_others_their_results():
+    written_last = {}
+
+    def answer(name, params):
+        items = params["retries"].obj
+        if any(i["result"] and i["result"].get("bad") for i in items):
+            raise psycopg.DataError("unsupported Unicode escape sequence")
+        written_last.update({i["id"]: i["result"] for i in items})
+        return rows_written(params)
+
+    slots = SlotTable(4)
+    pool = FakePool(answer)
+    good = [finished(slots, "retry", {"statusCode": 500}) for _ in range(2)]
+    bad = finished(slots, "retry", {"bad": True})
+    Completer(pool, slots, lambda r: None, threading.Event()).write([good[0], bad, good[1]])
+    assert written_last[str(good[0].claim.task_id)] == {"statusCode": 500}
+    assert written_last[str(good[1].claim.task_id)] == {"statusCode": 500}
+    assert written_last[str(bad.claim.task_id)] is None
+    assert slots.held() == 0
