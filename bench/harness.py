@@ -177,7 +177,7 @@ class Bench:
             try:
                 getattr(self.http, method)(url, timeout=1)
                 return
-            except requests.ConnectionError:
+            except requests.RequestException:  # not up yet, or slow to answer on a busy machine
                 time.sleep(0.1)
         raise RuntimeError(f"{url} did not answer")
 

@@ -75,7 +75,7 @@ class Stack:
     def _web_up(self) -> bool:
         try:
             return self.http.get(self.url("/healthz"), timeout=1).status_code == 200
-        except requests.ConnectionError:
+        except requests.RequestException:  # not up yet, or slow to answer on a busy machine
             return False
 
     def start_worker(self, **env) -> subprocess.Popen:
