@@ -41,10 +41,9 @@ class ConfigError(ValueError):
 
 def whole(minimum: int = 0, maximum: int | None = None) -> Callable[[str], int]:
     def parse(raw: str) -> int:
-        try:
-            value = int(raw.strip())
-        except ValueError:
-            value = None
+        text = raw.strip()
+        # ASCII digits only: int() would also read other scripts' digits ("٣" is 3).
+        value = int(text) if text.isascii() and text.lstrip("-").isdigit() else None
         if value is None or value < minimum or (maximum is not None and value > maximum):
             upper = f" and at most {maximum}" if maximum is not None else ""
             raise ValueError(f"a whole number of at least {minimum}{upper}")
@@ -55,8 +54,9 @@ def whole(minimum: int = 0, maximum: int | None = None) -> Callable[[str], int]:
 
 def number(minimum: float = 0) -> Callable[[str], float]:
     def parse(raw: str) -> float:
-        try:
-            value = float(raw.strip())
+        text = raw.strip()
+        try:  # ASCII only: float() would also read other scripts' digits
+            value = float(text) if text.isascii() else None
         except ValueError:
             value = None
         # NaN and infinity are no use as seconds, days or bytes (and NaN compares False).
@@ -143,10 +143,10 @@ class Settings:
     # fmt: off
     database_url: str = setting("DATABASE_URL", database_url, required="bin/dev sets it for you; in production the platform's PostgreSQL add-on does", secret=True)
     port: int = setting("PORT", whole(1, 65535), 8000)
-    web_concurrency: int = setting("WEB_CONCURRENCY", whole(1), 2)
-    web_threads: int = setting("ASYNCQUEUE_WEB_THREADS", whole(1), 4)
-    db_pool_size: int = setting("ASYNCQUEUE_DB_POOL_SIZE", whole(1), 4)
-    worker_concurrency: int = setting("ASYNCQUEUE_WORKER_CONCURRENCY", whole(1), 16)
+    web_concurrency: int = setting("WEB_CONCURRENCY", whole(1, 256), 2)
+    web_threads: int = setting("ASYNCQUEUE_WEB_THREADS", whole(1, 1024), 4)
+    db_pool_size: int = setting("ASYNCQUEUE_DB_POOL_SIZE", whole(1, 1000), 4)
+    worker_concurrency: int = setting("ASYNCQUEUE_WORKER_CONCURRENCY", whole(1, 10000), 16)
     lease_grace: float = setting("ASYNCQUEUE_LEASE_GRACE", number(0), 10.0)
     shutdown_grace: float = setting("ASYNCQUEUE_SHUTDOWN_GRACE", number(0), 25.0)
     allow_private_networks: bool = setting("ASYNCQUEUE_ALLOW_PRIVATE_NETWORKS", flag, False)

@@ -56,6 +56,14 @@ def test_valid_values(name, raw, value):
         ("WEB_CONCURRENCY", "2.5", "must be a whole number of at least 1"),
         ("WEB_CONCURRENCY", "0", "must be a whole number of at least 1"),
         ("ASYNCQUEUE_WEB_THREADS", "many", "must be a whole number of at least 1"),
+        # Found by attack: a huge count made gunicorn's master fork without end.
+        ("WEB_CONCURRENCY", "99999999999999999999999", "at least 1 and at most 256"),
+        ("ASYNCQUEUE_WEB_THREADS", "5000", "at most 1024"),
+        ("ASYNCQUEUE_DB_POOL_SIZE", "5000", "at most 1000"),
+        ("ASYNCQUEUE_WORKER_CONCURRENCY", "100000", "at most 10000"),
+        # Other scripts' digits are not read as numbers ("٣" is an Arabic-Indic 3).
+        ("PORT", "\u0663", "must be a whole number"),
+        ("ASYNCQUEUE_LEASE_GRACE", "\u0663", "must be a number of at least 0"),
         ("ASYNCQUEUE_DB_POOL_SIZE", "0", "must be a whole number of at least 1"),
         ("ASYNCQUEUE_WORKER_CONCURRENCY", "-4", "must be a whole number of at least 1"),
         ("ASYNCQUEUE_SHUTDOWN_GRACE", "-0.5", "must be a number of at least 0"),
