@@ -33,8 +33,10 @@ def url_host(value: str) -> IPAddress | str | None:
         return None
     try:
         parts = urlsplit(value)
-        parts.port  # noqa: B018 - raises ValueError for a malformed port
+        port = parts.port  # raises ValueError for a malformed port
     except ValueError:
+        return None
+    if port == 0:  # nothing can be called on port 0
         return None
     if parts.scheme.lower() not in ("http", "https"):
         return None

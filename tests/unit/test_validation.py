@@ -36,6 +36,7 @@ def check(payload, plan="free", allow_private=False):
         ({"callbackUrl": "not a url"}, "callbackUrl must be a valid HTTP/HTTPS URL"),
         ({"callbackUrl": "https://"}, "callbackUrl must be a valid HTTP/HTTPS URL"),
         ({"callbackUrl": "https://exa mple.com"}, "callbackUrl must be a valid HTTP/HTTPS URL"),
+        ({"callbackUrl": "https://example.com:0/x"}, "callbackUrl must be a valid HTTP/HTTPS URL"),
         (
             {"callbackUrl": "https://example.com:99999/"},
             "callbackUrl must be a valid HTTP/HTTPS URL",
