@@ -100,3 +100,12 @@ def test_two_workers_skipping_at_once_each_get_rows_while_work_waits(conn, datab
     assert len(got_second) == 4
     assert not {r["id"] for r in got_first} & {r["id"] for r in got_second}
     assert flood["id"] not in {r["team_id"] for r in got_first + got_second}
+
+
+def test_worker_pool_connections_force_custom_plans(database_url):
+    # The claim's branches are chosen by %(skip)s: a generic plan seq-scans tasks in both.
+    from asyncqueue.worker.process import POOL_CONNECT_KWARGS
+
+    with db.connect(database_url, **POOL_CONNECT_KWARGS) as conn:
+        setting = conn.execute("SHOW plan_cache_mode").fetchone()["plan_cache_mode"]
+    assert setting == "force_custom_plan"
