@@ -202,6 +202,12 @@ class BufferingThreadWorker(ThreadWorker):
     def handle_request(self, req, conn):
         if getattr(conn, "continue_sent", False):
             req._expected_100_continue = False  # already sent
+        if getattr(conn, "close_after", False):
+            # Handed over unfinished (a body over the limit, or a malformed framing): the body
+            # will not be read, so no 100 Continue invites it, and as the connection is closed
+            # after the answer (_keepalive_after), the answer says `Connection: close`.
+            req._expected_100_continue = False
+            req.must_close = True
         return super().handle_request(req, conn)
 
     def _keepalive_after(self, conn, keepalive):
