@@ -109,3 +109,16 @@ def test_worker_pool_connections_force_custom_plans(database_url):
     with db.connect(database_url, **POOL_CONNECT_KWARGS) as conn:
         setting = conn.execute("SHOW plan_cache_mode").fetchone()["plan_cache_mode"]
     assert setting == "force_custom_plan"
+
+
+def test_migration_0006_keeps_a_tasks_team_due_built_by_hand_first(database_url):
+    # As README says for large tables: build the index CONCURRENTLY, then migrate.
+    with db.connect(database_url, autocommit=True) as conn:
+        conn.execute("DROP INDEX tasks_team_due")
+        conn.execute("DROP TABLE create_counts, web_processes")
+        conn.execute("DELETE FROM schema_migrations WHERE version = '0006_fairness'")
+        conn.execute(
+            "CREATE INDEX CONCURRENTLY IF NOT EXISTS tasks_team_due ON tasks (team_id, next_run_at)"
+            " WHERE status IN ('pending', 'delayed', 'processing')"
+        )
+    assert db.migrate(database_url) == ["0006_fairness"]
