@@ -104,6 +104,20 @@ def readable_file(raw: str) -> str:
     return raw
 
 
+def zero_or_at_least(minimum: float) -> Callable[[str], float]:
+    """A number that is 0 (off: unlimited, keep all) or at least `minimum`."""
+    at_least = number(minimum)
+
+    def parse(raw: str) -> float:
+        try:
+            value = number(0)(raw)
+            return value if value == 0 else at_least(raw)
+        except ValueError:
+            raise ValueError(f"0 or a number of at least {minimum:g}") from None
+
+    return parse
+
+
 def create_rates(raw: str) -> dict:
     """`plan=per-second` pairs (`free=20,pro=500`; a plan left out keeps its default, 0 means
     unlimited), or `off` for no create limits."""
@@ -115,7 +129,13 @@ def create_rates(raw: str) -> dict:
         plan = plan.strip()
         if plan not in limits.PLANS:
             raise ValueError(f"plan=rate pairs for the plans {', '.join(limits.PLANS)}, or off")
-        rate = number(0)(value.strip() or "nothing")
+        # Whole creates are counted per second: a rate below 1 would refuse every create.
+        try:
+            rate = zero_or_at_least(1)(value.strip() or "nothing")
+        except ValueError:
+            raise ValueError(
+                "plan=rate pairs whose rates are 0 (unlimited) or at least 1 per second, or off"
+            ) from None
         rates[plan] = rate or None
     return rates
 
@@ -153,7 +173,7 @@ class Settings:
     max_response_body: int = setting("ASYNCQUEUE_MAX_RESPONSE_BODY", whole(0), 65536)
     max_delay_days: float = setting("ASYNCQUEUE_MAX_DELAY_DAYS", number(0), 365.0)
     log_level: str = setting("ASYNCQUEUE_LOG_LEVEL", one_of(*LOG_LEVELS), "INFO")
-    retention_days: float = setting("ASYNCQUEUE_RETENTION_DAYS", number(0), 30.0)  # 0 keeps all
+    retention_days: float = setting("ASYNCQUEUE_RETENTION_DAYS", zero_or_at_least(1), 30.0)  # 0 keeps all
     worker_metrics_port: int | None = setting("ASYNCQUEUE_WORKER_METRICS_PORT", whole(1, 65535), None)
     metrics_token: str | None = setting("ASYNCQUEUE_METRICS_TOKEN", text, None, secret=True)
     ca_bundle: str | None = setting("ASYNCQUEUE_CA_BUNDLE", readable_file, None)  # a PEM file

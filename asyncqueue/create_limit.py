@@ -3,7 +3,8 @@ syncs this process's counts with the others' (the maths is asyncqueue/ratelimit.
 
 The hot path makes no database call: a request's key is mapped to its team from memory (learned
 from the first task the key creates in this process, which is let through uncounted until then)
-and the decision is CreateLimiter's. A background thread per process writes the counts and reads
+and the decision is CreateLimiter's. Only creates that succeed count: an admission is given back
+when the request then fails (401, 400, ...), and a key answered 401 is forgotten. A background thread per process writes the counts and reads
 the others' every SYNC_INTERVAL, on a connection of its own.
 """
 
@@ -26,7 +27,7 @@ from asyncqueue.ratelimit import SYNC_INTERVAL, CreateLimiter, retry_after_heade
 
 log = logging.getLogger("asyncqueue.api")
 
-KEYS_REMEMBERED = 10_000  # key -> team entries kept per process (the table is cleared when full)
+KEYS_REMEMBERED = 10_000  # key -> team entries kept per process (the oldest dropped when full)
 PRUNE_EVERY = 50  # syncs (about 10 s) between two deletions of old counts
 
 
@@ -41,18 +42,24 @@ class CreateLimits:
         self._sync_now = threading.Event()
         self.process = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
-    def refusal(self, key: str):
-        """None if this create may go ahead (and it is counted), else the 429 response."""
+    def admit(self, key: str):
+        """(None, admission) if this create may go ahead, else (the 429 response, None).
+
+        The admission counts the create at once (so that concurrent requests cannot all take the
+        last slot), and must be given back with `undo` if the create then fails (401, 400, ...):
+        only tasks actually created use up a team's budget. A key not seen in this process yet
+        is let through uncounted (admission None): `learn` counts its create if it succeeds."""
         if not self.enabled:
-            return None
+            return None, None
         team_id = self._team_of_key.get(keys.hash_key(key))
         if team_id is None:
-            return None  # the key's first create in this process: learn() counts it
+            return None, None
         self._ensure_syncing()
         with self._lock:
-            wait = self.limiter.admit(team_id, time.monotonic())
+            now = time.monotonic()
+            wait = self.limiter.admit(team_id, now)
             if wait is None:
-                return None
+                return None, (team_id, self.limiter.second_of(now))
             window = self.limiter.teams[team_id]
             plan, rate = window.plan, self.limiter.rate(window)
         plan_text = f"the {plan} plan" if plan else "your plan"
@@ -62,18 +69,33 @@ class CreateLimits:
             f"retry after {retry_after_header(wait)} s",
         )
         response.headers["Retry-After"] = retry_after_header(wait)
-        return response
+        return response, None
+
+    def undo(self, admission) -> None:
+        """Give back an admission whose create did not happen."""
+        if admission is None:
+            return
+        with self._lock:
+            self.limiter.undo(*admission)
+
+    def forget(self, key: str) -> None:
+        """`key` was refused (401): stop mapping it to a team, so it counts against nothing."""
+        with self._lock:
+            self._team_of_key.pop(keys.hash_key(key), None)
 
     def learn(self, key: str, team_id) -> None:
-        """A create by `key` went through for `team_id`: remember whose key it is."""
+        """A create by `key` went through for `team_id`: remember whose key it is (and count the
+        create, which `admit` let through uncounted as the key was new here)."""
         if not self.enabled:
             return
         key_hash = keys.hash_key(key)
-        if key_hash in self._team_of_key:
-            return
-        if len(self._team_of_key) >= KEYS_REMEMBERED:
-            self._team_of_key.clear()
-        self._team_of_key[key_hash] = team_id
+        with self._lock:
+            if key_hash in self._team_of_key:
+                return
+            while len(self._team_of_key) >= KEYS_REMEMBERED:
+                # dicts keep insertion order: the first entry is the oldest learnt.
+                del self._team_of_key[next(iter(self._team_of_key))]
+            self._team_of_key[key_hash] = team_id
         self._ensure_syncing()
         with self._lock:
             self.limiter.admit(team_id, time.monotonic())  # count the create just made

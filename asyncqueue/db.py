@@ -6,8 +6,12 @@ package wherever it is installed, never through the working directory.
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Callable
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import cache
 from importlib.resources import files
 from importlib.resources.abc import Traversable
@@ -42,6 +46,49 @@ def query(name: str) -> str:
 
 def connect(url: str, **kwargs) -> psycopg.Connection:
     return psycopg.connect(url, row_factory=dict_row, **kwargs)
+
+
+# A database that vanishes without closing the connection (a dead machine, a dropped route) is
+# noticed within about 25 s by the keepalives, and a write stuck unacknowledged within 30 s,
+# rather than after the kernel's defaults (hours): the pool then reconnects.
+KEEPALIVE_CONNECT_KWARGS = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,  # ms
+}
+
+
+@contextmanager
+def answered_within(conn: psycopg.Connection, seconds: float) -> Iterator[None]:
+    """Run statements on `conn` that must be answered within `seconds`, or fail.
+
+    Server-side, a statement_timeout (set LOCAL, in a transaction) ends a slow query and keeps
+    the connection. But a backend that stops answering altogether (stopped, swapped out, a hung
+    machine whose kernel still acknowledges) never acts on a statement_timeout or a cancel, and
+    keepalives see a live peer: so past the deadline the socket is shut down from a timer, the
+    waiting call fails with OperationalError and the pool discards the broken connection."""
+    sock = socket.socket(fileno=os.dup(conn.fileno()))  # shutting down the dup ends both
+    lock, done = threading.Lock(), [False]
+
+    def give_up() -> None:
+        with lock:
+            if not done[0]:
+                sock.shutdown(socket.SHUT_RDWR)
+
+    timer = threading.Timer(seconds + 0.25, give_up)  # the server's own timeout goes first
+    timer.daemon = True
+    timer.start()
+    try:
+        with conn.transaction():
+            conn.execute(f"SET LOCAL statement_timeout = '{int(seconds * 1000)}ms'")
+            yield
+    finally:
+        with lock:
+            done[0] = True
+        timer.cancel()
+        sock.close()
 
 
 def make_pool(

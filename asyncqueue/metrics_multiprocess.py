@@ -18,19 +18,21 @@ _made_here: str | None = None
 
 
 def prepare_directory() -> str:
-    """Point PROMETHEUS_MULTIPROC_DIR at an empty directory: a fresh temporary one when unset,
-    or the given one cleared of a previous run's files (their counts would be added again)."""
+    """Point PROMETHEUS_MULTIPROC_DIR at a fresh, empty directory of this master's own, named
+    for its pid, under the directory given in PROMETHEUS_MULTIPROC_DIR (or the system's temporary
+    directory when unset). Never one shared with another master: a second master on the host
+    would otherwise delete the live one's files (or add its counts to them). Directories of
+    masters that are gone are removed."""
     global _made_here
     given = os.environ.get(VARIABLE)
-    if not given:
-        remove_orphans(Path(tempfile.gettempdir()))
-        _made_here = given = tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-")
-        os.environ[VARIABLE] = given
-    path = Path(given)
-    path.mkdir(parents=True, exist_ok=True)
-    for old in path.glob("*.db"):
-        old.unlink(missing_ok=True)
-    return given
+    parent = Path(given) if given else Path(tempfile.gettempdir())
+    if parent.name.startswith(PREFIX):  # a master re-executed (USR2) inherits our directory
+        parent = parent.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    remove_orphans(parent)
+    _made_here = tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=parent)
+    os.environ[VARIABLE] = _made_here
+    return _made_here
 
 
 def remove_orphans(parent: Path) -> None:
@@ -60,6 +62,6 @@ def child_exit(_server, worker) -> None:
 
 
 def on_exit(_server) -> None:
-    """gunicorn hook: the master is exiting; remove the directory if we made it."""
+    """gunicorn hook: the master is exiting; remove its directory."""
     if _made_here:
         shutil.rmtree(_made_here, ignore_errors=True)

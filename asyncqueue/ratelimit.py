@@ -125,6 +125,19 @@ class CreateLimiter:
         window.used += 1
         return None
 
+    def second_of(self, now: float) -> int:
+        """The second of the database's clock that `admit` at local time `now` counts in."""
+        return int((now + self.offset) // 1)
+
+    def undo(self, team_id, second: int) -> None:
+        """Take back a create `admit` counted in `second` (the create did not happen)."""
+        window = self.teams.get(team_id)
+        if window is None:
+            return
+        if window.mine.get(second, 0) > 0:
+            window.mine[second] -= 1
+        window.used = max(0, window.used - 1)
+
     def _share(self, window: TeamWindow, now: float) -> float:
         rate = self.rate(window)
         if not rate:

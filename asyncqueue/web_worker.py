@@ -10,6 +10,8 @@ to answer its own refusals in JSON.
 * Time limits. A partial request's head must be complete within ASYNCQUEUE_HEADER_TIMEOUT
   seconds, its body within ASYNCQUEUE_BODY_TIMEOUT seconds after the head; otherwise the
   answer is a JSON 408 and the connection is closed.
+* A memory cap. The partial requests one process buffers hold at most MAX_BUFFERED_BYTES
+  together; a request that would take them past it is refused (JSON 503, Retry-After: 1).
 * JSON errors. What gunicorn refuses before Flask sees it (a malformed request line, a header
   over its size limit, a URI over its length limit) is answered `{"error": "..."}` with the
   status gunicorn chose, instead of its HTML page.
@@ -44,6 +46,11 @@ from asyncqueue.request_framing import (
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 RECV_SIZE = 64 * 1024  # (a larger recv allocates and frees an mmap each call)
 READ_ON = object()  # a thread's verdict: the request is partial, the event loop reads on
+# Bytes of partial requests one web process holds at most, all connections together: each may
+# buffer up to the body limit plus its head for up to the timeouts, and gunicorn accepts up to
+# worker_connections (1000) connections: without a cap, slow clients could hold a gigabyte.
+# Above it a partial request is refused (JSON 503 with Retry-After) rather than buffered.
+MAX_BUFFERED_BYTES = 64 * 1024 * 1024
 
 REASONS = {
     400: "Bad Request",
@@ -55,6 +62,7 @@ REASONS = {
     431: "Request Header Fields Too Large",
     500: "Internal Server Error",
     501: "Not Implemented",
+    503: "Service Unavailable",
 }
 
 
@@ -73,14 +81,16 @@ def error_messages(cfg, header_timeout: float, body_timeout: float) -> dict[int,
         f"{cfg.limit_request_field_size} bytes each)",
         500: "Internal server error",
         501: "Unsupported Transfer-Encoding (only chunked is understood)",
+        503: "Server busy: too many requests are still arriving here; retry in a second",
     }
 
 
 def json_error(status: int, message: str) -> bytes:
     body = json.dumps({"error": message}).encode()
     reason = REASONS.get(status, "Error")
+    retry = "Retry-After: 1\r\n" if status == 503 else ""
     return (
-        f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\n"
+        f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\n{retry}"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
     ).encode("latin-1") + body
 
@@ -117,6 +127,7 @@ class BufferingThreadWorker(ThreadWorker):
         # The head limit: gunicorn's own per-line limits, for a whole head of usual size.
         self.max_head = max(64 * 1024, self.cfg.limit_request_line + 8 * 1024)
         self.reading: dict = {}  # connection -> deadline, for requests still arriving
+        self.parked_bytes = 0  # bytes the requests in self.reading hold (MAX_BUFFERED_BYTES)
         self.next_sweep = 0.0
         super().init_process()
 
@@ -202,6 +213,12 @@ class BufferingThreadWorker(ThreadWorker):
     def handle_request(self, req, conn):
         if getattr(conn, "continue_sent", False):
             req._expected_100_continue = False  # already sent
+        if getattr(conn, "close_after", False):
+            # Handed over unfinished (a body over the limit, or a malformed framing): the body
+            # will not be read, so no 100 Continue invites it, and as the connection is closed
+            # after the answer (_keepalive_after), the answer says `Connection: close`.
+            req._expected_100_continue = False
+            req.must_close = True
         return super().handle_request(req, conn)
 
     def _keepalive_after(self, conn, keepalive):
@@ -219,9 +236,14 @@ class BufferingThreadWorker(ThreadWorker):
         if not self.alive:
             self._close(conn)
             return
+        size = len(conn.framing.data)
+        if self.parked_bytes + size > MAX_BUFFERED_BYTES:
+            self._refuse_busy(conn)
+            return
         head_done = conn.framing.head_end is not None
         timeout = self.body_timeout if head_done else self.header_timeout
         self.reading[conn] = time.monotonic() + timeout
+        conn.parked, self.parked_bytes = size, self.parked_bytes + size
         conn.sock.setblocking(False)
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_readable, conn))
 
@@ -236,6 +258,12 @@ class BufferingThreadWorker(ThreadWorker):
             self._stop_reading(conn)
             self._close(conn)
             return
+        if self.parked_bytes + len(data) > MAX_BUFFERED_BYTES:
+            self._stop_reading(conn)
+            self._refuse_busy(conn)
+            return
+        conn.parked += len(data)
+        self.parked_bytes += len(data)
         framing = conn.framing
         had_head = framing.head_end is not None
         outcome = framing.feed(data)
@@ -252,8 +280,14 @@ class BufferingThreadWorker(ThreadWorker):
             self._send(conn, self._refusal(outcome))
             self._close(conn)
 
+    def _refuse_busy(self, conn):
+        self._send(conn, json_error(503, self.messages[503]))
+        self._close(conn)
+
     def _stop_reading(self, conn):
         if self.reading.pop(conn, None) is not None:
+            self.parked_bytes -= conn.parked
+            conn.parked = 0
             with contextlib.suppress(KeyError, ValueError):
                 self.poller.unregister(conn.sock)
 

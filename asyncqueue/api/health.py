@@ -28,6 +28,9 @@ def healthz():
     return jsonify(status="ok")
 
 
+ANSWER_WITHIN = 1.5  # seconds the database gets to answer a probe (the pool's wait is 2 s)
+
+
 @bp.get("/readyz")
 def readyz():
     """Readiness: 200 only when the database answers (within the pool's timeout) and its schema
@@ -35,11 +38,12 @@ def readyz():
     try:
         with current_app.extensions["asyncqueue"].pool().connection() as conn:
             try:
-                rows = conn.execute(db.query("schema_migration_versions")).fetchall()
+                with db.answered_within(conn, ANSWER_WITHIN):
+                    rows = conn.execute(db.query("schema_migration_versions")).fetchall()
                 applied = {row["version"] for row in rows}
             except psycopg.errors.UndefinedTable:
                 applied = None
-    except (PoolTimeout, psycopg.OperationalError) as exc:
+    except (PoolTimeout, psycopg.OperationalError) as exc:  # QueryCanceled is one too
         log.warning("readiness: database unreachable: %s", exc)
         response = jsonify(error="database unreachable", database="unreachable")
         response.status_code = 503

@@ -28,6 +28,8 @@ from asyncqueue.api.errors import error_response
 from asyncqueue.metrics_auth import UNAUTHORIZED, metrics_allowed
 from asyncqueue.worker.heartbeat import SILENT_AFTER
 
+ANSWER_WITHIN = 1.5  # seconds the database gets to answer a scrape (a hung one: no hang here)
+
 log = logging.getLogger("asyncqueue.metrics")
 
 STATUSES = ("pending", "delayed", "processing", "completed", "failed", "timeout", "cancelled")
@@ -116,7 +118,7 @@ class QueueCollector:
     def collect(self):
         up = 1.0
         try:
-            with self.pool.connection() as conn:
+            with self.pool.connection() as conn, db.answered_within(conn, ANSWER_WITHIN):
                 rows = conn.execute(
                     db.query("queue_figures"), {"silent_after": SILENT_AFTER}
                 ).fetchall()

@@ -16,7 +16,7 @@ from asyncqueue import db, keys, limits
 from asyncqueue.api.auth import Caller, authenticate, presented_key
 from asyncqueue.api.errors import ApiError
 from asyncqueue.api.schemas import validate_list_query, validate_new_task
-from asyncqueue.create_limit import create_limits  # fair-wiring
+from asyncqueue.create_limit import create_limits
 from asyncqueue.task_json import task_to_json
 
 bp = Blueprint("tasks", __name__, url_prefix="/v1/tasks")
@@ -106,8 +106,27 @@ def create_task():
         raise ApiError(401, "API key required")
     if not keys.is_well_formed(key):
         raise ApiError(401, "Invalid or revoked API key")
-    if (refusal := create_limits().refusal(key)) is not None:  # fair-wiring: 429
-        return refusal  # fair-wiring
+    limiter = create_limits()
+    refusal, admission = limiter.admit(key)
+    try:
+        if refusal is not None:
+            # Over the team's rate; but a revoked key is told so (401) rather than to wait.
+            # Off the hot path: a refused request may cost one read.
+            with authenticated():
+                pass
+            return refusal
+        response = _create(settings, key, limiter)
+        admission = None  # created: the admission stands
+        return response
+    except ApiError as err:
+        if err.status == 401:
+            limiter.forget(key)
+        raise
+    finally:
+        limiter.undo(admission)  # not created: only tasks made use up the team's budget
+
+
+def _create(settings, key: str, limiter):
     rules = {
         "allow_private_networks": settings.allow_private_networks,
         "max_delay": timedelta(days=settings.max_delay_days),
@@ -123,7 +142,7 @@ def create_task():
     if task is not None:
         row = _insert_for_key(task, key)
         if row is not None:
-            create_limits().learn(key, row["team_id"])  # fair-wiring
+            limiter.learn(key, row["team_id"])
             return jsonify(task=task_to_json(row)), 201
     with authenticated() as (_, caller):
         if problem:
@@ -135,6 +154,7 @@ def create_task():
     row = _insert_for_key(task, key)
     if row is None:
         raise ApiError(401, "Invalid or revoked API key")
+    limiter.learn(key, row["team_id"])
     return jsonify(task=task_to_json(row)), 201
 
 

@@ -45,15 +45,13 @@ HAND_BACK_WAIT = 1.0  # seconds to get a connection for the hand-back
 NOTIFY_WAIT_MIN = 0.5  # seconds queued onComplete events get at least, after the flush
 HAND_BACK_STATEMENT_TIMEOUT_MS = 1000  # the hand-back query itself, at most
 POOL_CLOSE_WAIT = 0.5  # seconds the pool's connections get to close at exit
-# A database that vanishes without closing the connection (a dead machine, a dropped route) is
-# noticed within about 25 s by the keepalives, and a write stuck unacknowledged within 30 s,
-# rather than after the kernel's defaults (hours): the pool then reconnects.
+# The claim's plans rely on custom plans (a probe of tasks_due, or of tasks_team_due per team,
+# chosen by whether %(skip)s is empty): after five executions psycopg's prepared statement may
+# switch to a generic plan, which seq-scans tasks in both branches (180 ms against 2 ms at 300k
+# rows). Keepalives: see db.KEEPALIVE_CONNECT_KWARGS.
 POOL_CONNECT_KWARGS = {
-    "keepalives": 1,
-    "keepalives_idle": 10,
-    "keepalives_interval": 5,
-    "keepalives_count": 3,
-    "tcp_user_timeout": 30_000,  # ms
+    **db.KEEPALIVE_CONNECT_KWARGS,
+    "options": "-c plan_cache_mode=force_custom_plan",
 }
 
 

@@ -3,7 +3,8 @@
 -- Each team's unfinished tasks in due order. A claim that skips a team at its cap walks the
 -- teams with unfinished tasks through this index (one probe per team: a loose index scan) and
 -- takes each one's oldest due rows, instead of walking the capped team's backlog in tasks_due.
-CREATE INDEX tasks_team_due ON tasks (team_id, next_run_at)
+-- IF NOT EXISTS: on a large table, build it first with CREATE INDEX CONCURRENTLY (README).
+CREATE INDEX IF NOT EXISTS tasks_team_due ON tasks (team_id, next_run_at)
     WHERE status IN ('pending', 'delayed', 'processing');
 
 -- Create limits: every web process counts the creates it admits per team and per second (of the

@@ -71,29 +71,28 @@ WITH RECURSIVE waiting (team_id) AS (
     ) oldest
     UNION ALL
     SELECT id FROM (
-        SELECT id FROM tasks
-        WHERE cardinality(%(skip)s::uuid[]) > 0
-          AND id IN (
-              SELECT head.id
-              FROM waiting w
-              CROSS JOIN LATERAL (
-                  -- This team's due rows, spelt as a range of (team_id, next_run_at) so that
-                  -- only tasks_team_due can serve it: with `team_id = w.team_id` the planner
-                  -- may walk tasks_due filtering on the team, which is the full walk through
-                  -- the capped team's backlog this is here to avoid.
-                  SELECT x.id, x.next_run_at FROM tasks x
-                  WHERE (x.team_id, x.next_run_at) >= (w.team_id, '-infinity'::timestamptz)
-                    AND (x.team_id, x.next_run_at) <= (w.team_id, now())
-                    AND x.status IN ('pending', 'delayed', 'processing')
-                  ORDER BY x.team_id, x.next_run_at
-                  LIMIT %(limit)s
-              ) head
-              WHERE w.team_id <> ALL(%(skip)s::uuid[])
-              ORDER BY head.next_run_at
-              LIMIT %(limit)s)
-          -- checked again under the lock: another worker may have claimed it meanwhile
-          AND status IN ('pending', 'delayed', 'processing') AND next_run_at <= now()
-        FOR UPDATE SKIP LOCKED
+        SELECT head.id
+        FROM waiting w
+        CROSS JOIN LATERAL (
+            -- This team's due rows, spelt as a range of (team_id, next_run_at) so that only
+            -- tasks_team_due can serve it: with `team_id = w.team_id` the planner may walk
+            -- tasks_due filtering on the team, which is the full walk through the capped team's
+            -- backlog this is here to avoid. SKIP LOCKED here, under the LIMIT, so that two
+            -- workers probing at once each pass over the rows the other holds and take the next
+            -- ones (a lock taken after a LIMIT would leave the loser with nothing though work
+            -- waits). The rows a team gives beyond what the outer LIMIT keeps stay locked only
+            -- until this short transaction ends.
+            SELECT x.id, x.next_run_at FROM tasks x
+            WHERE (x.team_id, x.next_run_at) >= (w.team_id, '-infinity'::timestamptz)
+              AND (x.team_id, x.next_run_at) <= (w.team_id, now())
+              AND x.status IN ('pending', 'delayed', 'processing')
+            ORDER BY x.team_id, x.next_run_at
+            LIMIT %(limit)s
+            FOR UPDATE OF x SKIP LOCKED
+        ) head
+        WHERE cardinality(%(skip)s::uuid[]) > 0 AND w.team_id <> ALL(%(skip)s::uuid[])
+        ORDER BY head.next_run_at
+        LIMIT %(limit)s
     ) others
 ), claimed AS (
     UPDATE tasks t

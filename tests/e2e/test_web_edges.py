@@ -171,3 +171,19 @@ def test_keep_alive_and_pipelined_requests_still_work(web):
     last = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     raw = exchange(web, one + one + last)
     assert raw.count(b"HTTP/1.1 200 OK") == 3
+
+
+@pytest.mark.parametrize("expect", [b"", b"Expect: 100-continue\r\n"])
+def test_a_declared_body_over_the_limit_is_413_at_once_and_says_connection_close(web, expect):
+    # The body is never read (refused from its declared length), so the connection is closed
+    # after the answer: the answer must say so, and must not invite the body with a 100.
+    raw = exchange(
+        web,
+        b"POST /v1/tasks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Authorization: Bearer %s\r\n%sContent-Length: 2000000\r\n\r\n"
+        % (web.key.encode(), expect),
+    )
+    assert not raw.startswith(b"HTTP/1.1 100"), raw[:200]
+    assert raw.startswith(b"HTTP/1.1 413"), raw[:200]
+    head = raw.partition(b"\r\n\r\n")[0].lower()
+    assert b"\r\nconnection: close" in head, head

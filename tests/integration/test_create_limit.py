@@ -3,8 +3,10 @@ sharing one team's rate through the UNLOGGED counts table."""
 
 import time
 
-from asyncqueue import db
+from asyncqueue import create_limit, db, keys
+from asyncqueue.cli import create_key
 from asyncqueue.create_limit import CreateLimits, for_app
+from asyncqueue.ratelimit import CreateLimiter
 from tests.support import make_team
 
 
@@ -63,3 +65,51 @@ def test_two_processes_share_one_rate_through_the_database(database_url, conn, t
 def test_off_means_no_limit(app, client, auth):
     for_app(app).enabled = False
     assert all(create(client, auth).status_code == 201 for _ in range(40))
+
+
+def _limited_to_20_per_second(app):
+    # Set before the first request: the limiter is remade from these rates on first use.
+    for_app(app).limiter = CreateLimiter({"free": 20, "pro": 20})
+
+
+def test_a_revoked_key_gets_401_and_uses_up_none_of_the_teams_budget(app, client, conn):
+    _limited_to_20_per_second(app)
+    team_row, first_key = make_team(conn, "two-keys", "pro")
+    second_key = create_key(conn, team_row, "second")[0]
+    first_row = conn.execute(db.query("key_list"), {"team_id": team_row["id"]}).fetchall()[0]
+    for key in (first_key, second_key):
+        assert create(client, {"X-API-Key": key}).status_code == 201  # both keys known here
+    conn.execute(db.query("key_revoke"), {"key_id": str(first_row["id"])})
+    codes = [create(client, {"X-API-Key": first_key}).status_code for _ in range(60)]
+    assert codes == [401] * 60
+    assert create(client, {"X-API-Key": second_key}).status_code == 201
+
+
+def test_refused_bodies_use_up_none_of_the_teams_budget(app, client, auth):
+    _limited_to_20_per_second(app)
+    assert create(client, auth).status_code == 201  # the key is known: later creates counted
+    bad = [
+        client.post("/v1/tasks", json={"callbackUrl": "ftp://x"}, headers=auth).status_code
+        for _ in range(60)
+    ]
+    assert bad == [400] * 60
+    assert create(client, auth).status_code == 201
+
+
+def test_a_key_refused_with_401_is_forgotten_and_401_wins_over_429(app, client, conn):
+    _limited_to_20_per_second(app)
+    team_row, key = make_team(conn, "revoked-at-limit", "pro")
+    while create(client, {"X-API-Key": key}).status_code != 429:
+        pass
+    conn.execute("UPDATE api_keys SET revoked_at = now() WHERE team_id = %s", (team_row["id"],))
+    assert create(client, {"X-API-Key": key}).status_code == 401  # not 429
+    assert keys.hash_key(key) not in for_app(app)._team_of_key
+
+
+def test_the_oldest_keys_are_forgotten_first_when_the_table_is_full(app, monkeypatch):
+    monkeypatch.setattr(create_limit, "KEYS_REMEMBERED", 3)
+    limits = for_app(app)
+    monkeypatch.setattr(limits, "_ensure_syncing", lambda: None)
+    for n in range(5):
+        limits.learn(f"key-{n}", n)
+    assert sorted(limits._team_of_key.values()) == [2, 3, 4]

@@ -80,3 +80,45 @@ def test_plans_single_team_scans_tasks_due_and_skipping_never_walks_the_backlog(
         # No node comes anywhere near the flood's 50,000 rows.
         big = [n for n in skipping if rows_read(n) >= 100]
         assert not big, json.dumps(big)[:3000]
+
+
+def test_two_workers_skipping_at_once_each_get_rows_while_work_waits(conn, database_url):
+    # Two claims in flight together: the first holds its rows (transaction open) while the
+    # second probes. The second must pass over the first's rows and take the next ones.
+    flood, _ = make_team(conn, "flood", "pro")
+    insert_tasks(conn, flood["id"], 100)
+    for n in range(6):
+        team, _ = make_team(conn, f"small{n}", "free")
+        insert_tasks(conn, team["id"], 8)  # 48 due rows of other teams
+    conn.commit()
+    with db.connect(database_url) as first, db.connect(database_url) as second:
+        got_first = claim(first, limit=4, skip=[flood["id"]])  # transaction left open
+        got_second = claim(second, limit=4, skip=[flood["id"]])
+        first.commit()
+        second.commit()
+    assert len(got_first) == 4
+    assert len(got_second) == 4
+    assert not {r["id"] for r in got_first} & {r["id"] for r in got_second}
+    assert flood["id"] not in {r["team_id"] for r in got_first + got_second}
+
+
+def test_worker_pool_connections_force_custom_plans(database_url):
+    # The claim's branches are chosen by %(skip)s: a generic plan seq-scans tasks in both.
+    from asyncqueue.worker.process import POOL_CONNECT_KWARGS
+
+    with db.connect(database_url, **POOL_CONNECT_KWARGS) as conn:
+        setting = conn.execute("SHOW plan_cache_mode").fetchone()["plan_cache_mode"]
+    assert setting == "force_custom_plan"
+
+
+def test_migration_0006_keeps_a_tasks_team_due_built_by_hand_first(database_url):
+    # As README says for large tables: build the index CONCURRENTLY, then migrate.
+    with db.connect(database_url, autocommit=True) as conn:
+        conn.execute("DROP INDEX tasks_team_due")
+        conn.execute("DROP TABLE create_counts, web_processes")
+        conn.execute("DELETE FROM schema_migrations WHERE version = '0006_fairness'")
+        conn.execute(
+            "CREATE INDEX CONCURRENTLY IF NOT EXISTS tasks_team_due ON tasks (team_id, next_run_at)"
+            " WHERE status IN ('pending', 'delayed', 'processing')"
+        )
+    assert db.migrate(database_url) == ["0006_fairness"]

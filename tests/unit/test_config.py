@@ -47,9 +47,15 @@ def test_valid_values(name, raw, value):
 @pytest.mark.parametrize(
     "name, raw, expected",
     [
-        ("ASYNCQUEUE_RETENTION_DAYS", "-1", "must be a number of at least 0, got '-1'"),
-        ("ASYNCQUEUE_RETENTION_DAYS", "abc", "must be a number of at least 0, got 'abc'"),
-        ("ASYNCQUEUE_RETENTION_DAYS", "nan", "must be a number of at least 0"),
+        ("ASYNCQUEUE_RETENTION_DAYS", "-1", "must be 0 or a number of at least 1, got '-1'"),
+        ("ASYNCQUEUE_RETENTION_DAYS", "abc", "must be 0 or a number of at least 1, got 'abc'"),
+        ("ASYNCQUEUE_RETENTION_DAYS", "nan", "must be 0 or a number of at least 1"),
+        # A fraction of a day would delete tasks minutes after they finish.
+        (
+            "ASYNCQUEUE_RETENTION_DAYS",
+            "0.01",
+            "ASYNCQUEUE_RETENTION_DAYS must be 0 or a number of at least 1",
+        ),
         ("ASYNCQUEUE_LEASE_GRACE", "inf", "must be a number of at least 0"),
         ("PORT", "0", "must be a whole number of at least 1 and at most 65535"),
         ("PORT", "80a", "must be a whole number"),

@@ -42,9 +42,9 @@ def test_create_rate(raw, rates):
     "raw, message",
     [
         ("gold=5", "ASYNCQUEUE_CREATE_RATE must be plan=rate pairs"),
-        ("free=fast", "ASYNCQUEUE_CREATE_RATE must be a number"),
-        ("free=", "ASYNCQUEUE_CREATE_RATE must be a number"),
-        ("free=-1", "ASYNCQUEUE_CREATE_RATE must be a number of at least 0"),
+        ("free=fast", "ASYNCQUEUE_CREATE_RATE must be plan=rate pairs whose rates are 0"),
+        ("free=", "ASYNCQUEUE_CREATE_RATE must be plan=rate pairs whose rates are 0"),
+        ("free=-1", "ASYNCQUEUE_CREATE_RATE must be plan=rate pairs whose rates are 0"),
     ],
 )
 def test_create_rate_mistakes_are_named(raw, message):

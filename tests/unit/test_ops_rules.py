@@ -187,16 +187,24 @@ def test_multiproc_dir_made_fresh_when_unset(monkeypatch):
     assert not Path(made).exists()
 
 
-def test_multiproc_dir_given_is_emptied_of_a_previous_run_and_kept(monkeypatch, tmp_path):
+def test_multiproc_dir_given_holds_one_directory_per_master(monkeypatch, tmp_path):
+    # Two masters on one host with the same PROMETHEUS_MULTIPROC_DIR: the second to start
+    # must not delete (or add to) the live first one's files.
     from asyncqueue import metrics_multiprocess
 
-    (tmp_path / "counter_123.db").write_bytes(b"old")
     (tmp_path / "keep.txt").write_text("not ours")
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     monkeypatch.setattr(metrics_multiprocess, "_made_here", None)
-    assert metrics_multiprocess.prepare_directory() == str(tmp_path)
-    metrics_multiprocess.on_exit(None)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
+    first = Path(metrics_multiprocess.prepare_directory())
+    (first / "counter_123.db").write_bytes(b"live")
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))  # the second master's env
+    second = Path(metrics_multiprocess.prepare_directory())
+    assert first.parent == second.parent == tmp_path and first != second
+    assert (first / "counter_123.db").read_bytes() == b"live"
+    assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == str(second)
+    assert not list(second.iterdir())
+    metrics_multiprocess.on_exit(None)  # the second master exits: only its own directory goes
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["keep.txt", first.name])
 
 
 def test_directories_of_killed_masters_are_removed(tmp_path):

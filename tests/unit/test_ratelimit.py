@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+from asyncqueue.config import ConfigError, Settings
 from asyncqueue.ratelimit import (
     SYNC_INTERVAL,
     CreateLimiter,
@@ -170,3 +171,22 @@ def test_simulated_processes_stay_near_the_rate(processes, skew, rate):
     # ... and the limit is not starved: a team over its rate gets most of it, even when all its
     # requests go to one of 8 processes.
     assert min(means) >= rate * 0.55
+
+
+@pytest.mark.parametrize("raw", ["free=0.5", "pro=0.99", "free=-1"])
+def test_a_create_rate_below_one_per_second_is_refused_at_start(raw):
+    # Whole creates are counted per second: below 1 would refuse every create for ever.
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env(
+            {"DATABASE_URL": "postgresql://u@127.0.0.1/x", "ASYNCQUEUE_CREATE_RATE": raw}
+        )
+    assert str(err.value) == (
+        "ASYNCQUEUE_CREATE_RATE must be plan=rate pairs whose rates are 0 (unlimited) or at least"
+        f" 1 per second, or off, got {raw!r}"
+    )
+
+
+@pytest.mark.parametrize("raw, free", [("free=1", 1.0), ("free=0", None), ("free=2.5", 2.5)])
+def test_create_rates_of_zero_or_at_least_one_are_taken(raw, free):
+    env = {"DATABASE_URL": "postgresql://u@127.0.0.1/x", "ASYNCQUEUE_CREATE_RATE": raw}
+    assert Settings.from_env(env).create_rates["free"] == free

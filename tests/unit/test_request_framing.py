@@ -1,7 +1,12 @@
 """Where a request ends, as the web worker's event loop sees its bytes arrive (a table)."""
 
+import selectors
+import socket
+from concurrent.futures import Future
+
 import pytest
 
+from asyncqueue import web_worker
 from asyncqueue.request_framing import (
     COMPLETE,
     HAND_OVER,
@@ -10,6 +15,7 @@ from asyncqueue.request_framing import (
     UNREADABLE,
     RequestFraming,
 )
+from asyncqueue.web_worker import READ_ON, BufferingThreadWorker
 
 GET = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
 POST = b"POST /v1/tasks HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n"
@@ -72,3 +78,59 @@ def test_expect_100_continue_is_noticed_for_http_1_1_only():
 def test_a_pipelined_second_request_stays_in_the_buffer():
     outcomes, framing = feed_all([GET + GET[:5]])
     assert outcomes == [COMPLETE] and bytes(framing.data) == GET + GET[:5]
+
+
+class _Conn:
+    def __init__(self, sock):
+        self.sock, self.closed = sock, False
+        self.framing = RequestFraming(64 * 1024, 1024 * 1024)
+
+    def close(self):
+        self.closed = True
+        self.sock.close()
+
+
+def _parking_worker():
+    """The event-loop side of BufferingThreadWorker, without gunicorn's process around it."""
+    worker = BufferingThreadWorker.__new__(BufferingThreadWorker)
+    worker.reading, worker.parked_bytes, worker.nr_conns = {}, 0, 10
+    worker.alive, worker.header_timeout, worker.body_timeout = True, 5.0, 5.0
+    worker.poller = selectors.DefaultSelector()
+    worker.messages = {503: "Server busy", 408: "late"}
+    return worker
+
+
+def _park(worker, conn, data: bytes):
+    conn.framing.feed(data)
+    done = Future()
+    done.set_result(READ_ON)
+    worker.finish_request(conn, done)
+
+
+def test_partial_requests_past_the_buffer_cap_are_refused_503(monkeypatch):
+    monkeypatch.setattr(web_worker, "MAX_BUFFERED_BYTES", 1000)
+    worker = _parking_worker()
+    pairs = [socket.socketpair() for _ in range(3)]
+    try:
+        head = b"POST /v1/tasks HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n"
+        first, second = _Conn(pairs[0][0]), _Conn(pairs[1][0])
+        _park(worker, first, head)
+        _park(worker, second, head)
+        assert worker.parked_bytes == 2 * len(head)
+        pairs[0][1].sendall(b"x" * 900)  # first's body grows past the cap: refused
+        worker._on_readable(first, None)
+        assert first.closed
+        answer = pairs[0][1].recv(4096)
+        assert answer.startswith(b"HTTP/1.1 503 ") and b"\r\nRetry-After: 1\r\n" in answer
+        assert answer.endswith(b'{"error": "Server busy"}')
+        assert worker.parked_bytes == len(head)  # its bytes given back
+        pairs[1][1].sendall(b"x" * 900)  # now there is room for the second's
+        worker._on_readable(second, None)
+        assert not second.closed and worker.parked_bytes == len(head) + 900
+        third = _Conn(pairs[2][0])
+        _park(worker, third, head)  # a new partial request over the cap: refused at once
+        assert third.closed and pairs[2][1].recv(4096).startswith(b"HTTP/1.1 503 ")
+    finally:
+        for a, b in pairs:
+            a.close()
+            b.close()
