@@ -68,7 +68,7 @@ def test_web_checks_gunicorns_own_variable_first(tmp_path):
     result = _run(ENTRY_POINTS["web"], tmp_path, WEB_CONCURRENCY="two")
     assert result.returncode != 0
     assert result.stderr.strip() == (
-        "Error: WEB_CONCURRENCY must be a whole number of at least 1, got 'two'"
+        "Error: WEB_CONCURRENCY must be a whole number of at least 1 and at most 256, got 'two'"
     )
 
 

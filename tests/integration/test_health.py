@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -172,13 +173,18 @@ def test_readiness_follows_a_database_stop_and_restart(tmp_path):
         server.destroy()
 
 
+def _resume(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):  # the backend may be gone by then
+        os.kill(pid, signal.SIGCONT)
+
+
 def _stopped(pool):
     """The pooled connection's backend, stopped (SIGSTOP): it accepts bytes, never answers."""
     with pool.connection() as conn:
         pid = conn.info.backend_pid
     os.kill(pid, signal.SIGSTOP)
     # Woken in any case after a while, so a hang (the defect) fails the test rather than hangs it.
-    resume = threading.Timer(8.0, os.kill, (pid, signal.SIGCONT))
+    resume = threading.Timer(8.0, _resume, (pid,))
     resume.daemon = True
     resume.start()
     return pid
@@ -205,5 +211,5 @@ def test_readiness_and_metrics_answer_in_bound_when_the_backend_stops_answering(
         assert "asyncqueue_database_up 0.0" in scrape.get_data(as_text=True)
     finally:
         for pid in stopped:
-            os.kill(pid, signal.SIGCONT)
+            _resume(pid)
         app.extensions["asyncqueue"].database.close()
