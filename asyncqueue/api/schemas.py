@@ -258,7 +258,8 @@ class CallbackHeaders(fields.Dict):
 class CallbackBody(fields.String):
     def __init__(self, **kwargs):
         super().__init__(
-            metadata={"maxLength": limits.MAX_CALLBACK_BODY},
+            # The pattern tells the OpenAPI document what _deserialize refuses: NUL.
+            metadata={"maxLength": limits.MAX_CALLBACK_BODY, "pattern": "^[^\\u0000]*$"},
             error_messages={
                 "invalid": "body must be a string (JSON-stringify an object first)",
                 "null": "body must be a string (JSON-stringify an object first)",
