@@ -26,9 +26,13 @@ MIGRATION_NAME = re.compile(r"^[0-9]{4}_.*\.sql$")
 MIGRATION_LOCK_ID = 7_302_001
 
 
+INCLUDE = re.compile(r"^-- include: (\S+)$", re.M)
+
+
 @cache
 def queries() -> dict[str, str]:
-    """Every `-- name: x` block of sql/queries/*.sql, by name."""
+    """Every `-- name: x` block of sql/queries/*.sql, by name. A line `-- include: y` in a block
+    stands for block y's text (a part two queries share, written once)."""
     found: dict[str, str] = {}
     for path in _sql_files("queries"):
         for block in re.split(r"^-- name: ", path.read_text(), flags=re.M)[1:]:
@@ -37,7 +41,7 @@ def queries() -> dict[str, str]:
             if name in found:
                 raise RuntimeError(f"query {name} is defined twice")
             found[name] = text.strip().rstrip(";")
-    return found
+    return {name: INCLUDE.sub(lambda m: found[m.group(1)], text) for name, text in found.items()}
 
 
 def query(name: str) -> str:

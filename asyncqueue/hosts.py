@@ -8,6 +8,7 @@ IPv4 number, and a host whose last label is a number must be an IPv4 address or 
 
 from __future__ import annotations
 
+import functools
 import string
 from ipaddress import IPv4Address, IPv6Address
 
@@ -31,6 +32,9 @@ def raw_host(netloc: str) -> str:
     return host_port.partition(":")[0]
 
 
+# Cached: a service's callbacks go to few hosts, and each create reads its URL's host twice
+# (the field, then the destination rules). The answers are immutable.
+@functools.lru_cache(maxsize=4096)
 def parse_host(raw: str) -> IPAddress | str | None:
     """The address, or the lower-case ASCII domain name (without a root dot), that `raw` denotes;
     None when it cannot be a valid host."""

@@ -226,7 +226,8 @@ def _explain(bench, rows: int) -> dict:
                 times = []
                 for _ in range(5):
                     plan = conn.execute(
-                        "EXPLAIN (ANALYZE, BUFFERS) " + db.query("task_claim"),
+                        "EXPLAIN (ANALYZE, BUFFERS) "
+                        + db.query("task_claim_skipping" if skip else "task_claim"),
                         {"limit": 16, "grace": 10, "worker": "explain", "skip": skip},
                     ).fetchall()
                     conn.rollback()

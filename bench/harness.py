@@ -26,7 +26,6 @@ import psycopg
 import requests
 
 from asyncqueue import db, embedded_pg
-from asyncqueue.cli import create_key
 from bench import fairness
 from bench import prune as prune_phase
 from bench.loadgen import RawClient, post_load
@@ -36,6 +35,16 @@ BIN = Path(sys.executable).parent
 PEER_PYTHON = ROOT / ".venv-bench" / "bin" / "python"
 WORKER_PROCESSES = 2
 WORKER_THREADS = 16
+# Run by the Python of the code under test: its migrations, a pro team and a key, as JSON.
+MAKE_TEAM = """
+import json, sys
+from asyncqueue import db
+from asyncqueue.cli import create_key
+db.migrate(sys.argv[1])
+with db.connect(sys.argv[1], autocommit=True) as conn:
+    team = conn.execute(db.query("team_create"), {"name": "bench", "plan": "pro"}).fetchone()
+    print(json.dumps([str(team["id"]), create_key(conn, team, "bench")[0]]))
+"""
 
 
 @dataclass(frozen=True)
@@ -115,25 +124,39 @@ class Bench:
     sizes: Sizes
     workdir: Path
     results: dict = field(default_factory=dict)
+    bin_dir: Path = BIN  # whose gunicorn, worker and migrations are measured
+    code_root: Path = ROOT
 
     # -- set-up -----------------------------------------------------------------------------
 
     def start(self) -> None:
         self.pg = embedded_pg.ensure_running(self.workdir / "pgdata", fast_unsafe=True)
-        with psycopg.connect(self.pg.url, autocommit=True) as conn:
-            conn.execute("CREATE DATABASE bench")
-        self.url = self.pg.url_for("bench")
-        db.migrate(self.url)
-        with db.connect(self.url, autocommit=True) as conn:
-            team = conn.execute(
-                db.query("team_create"), {"name": "bench", "plan": "pro"}
-            ).fetchone()
-            self.team_id = team["id"]
-            self.key, _ = create_key(conn, team, "bench")
+        self.start_receiver()
+        self.start_database("bench")
+        self.start_web()
+
+    def start_receiver(self) -> None:
         self.receiver_port = embedded_pg._free_port()
         self.receiver = self.spawn(
-            [sys.executable, "-m", "bench.receiver", str(self.receiver_port)]
+            [sys.executable, "-m", "bench.receiver", str(self.receiver_port)], cwd=ROOT
         )
+
+    def start_database(self, name: str) -> None:
+        """A database of its own, migrated, with a pro team and its key, all by the code under
+        test (`bin_dir`'s Python), so that another revision gets its own schema."""
+        with psycopg.connect(self.pg.url, autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+        self.url = self.pg.url_for(name)
+        made = subprocess.run(
+            [str(self.bin_dir / "python"), "-c", MAKE_TEAM, self.url],
+            check=True,
+            capture_output=True,
+            text=True,
+            cwd=self.code_root,
+        )
+        self.team_id, self.key = json.loads(made.stdout.strip().splitlines()[-1])
+
+    def start_web(self) -> None:
         self.web_port = embedded_pg._free_port()
         self.env = {
             **os.environ,
@@ -147,7 +170,7 @@ class Bench:
         }
         self.web = self.spawn(
             [
-                str(BIN / "gunicorn"),
+                str(self.bin_dir / "gunicorn"),
                 "-c",
                 "python:asyncqueue.gunicorn_config",
                 "asyncqueue.api:create_app()",
@@ -160,11 +183,11 @@ class Bench:
         self.wait_http(f"http://127.0.0.1:{self.web_port}/healthz")
         self.wait_http(self.receiver_url("/__reset"), method="post")
 
-    def spawn(self, args, env=None, **kwargs) -> subprocess.Popen:
+    def spawn(self, args, env=None, cwd=None, **kwargs) -> subprocess.Popen:
         return subprocess.Popen(
             args,
             env=env or os.environ,
-            cwd=ROOT,
+            cwd=cwd or self.code_root,
             start_new_session=True,
             stdout=subprocess.DEVNULL,
             stderr=kwargs.pop("stderr", None),
@@ -182,10 +205,9 @@ class Bench:
         raise RuntimeError(f"{url} did not answer")
 
     def stop(self) -> None:
-        for proc in (getattr(self, "web", None), getattr(self, "receiver", None)):
-            if proc and proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=30)
+        self.stop_processes(
+            [p for p in (getattr(self, "web", None), getattr(self, "receiver", None)) if p]
+        )
         self.pg.destroy()
 
     def postmaster_pid(self) -> int:
@@ -210,7 +232,7 @@ class Bench:
     def start_workers(self) -> list[subprocess.Popen]:
         env = {**self.env, "ASYNCQUEUE_WORKER_CONCURRENCY": str(WORKER_THREADS)}
         workers = [
-            self.spawn([str(BIN / "asyncqueue"), "worker"], env=env)
+            self.spawn([str(self.bin_dir / "asyncqueue"), "worker"], env=env)
             for _ in range(WORKER_PROCESSES)
         ]
         time.sleep(1.5)  # connected and listening
@@ -581,7 +603,7 @@ class Bench:
             for _ in range(runs):
                 rows = conn.execute(
                     "EXPLAIN (ANALYZE, BUFFERS) " + query,
-                    {"limit": 16, "grace": 10, "worker": "explain", "skip": []},
+                    {"limit": 16, "grace": 10, "worker": "explain"},
                 ).fetchall()
                 conn.rollback()
                 times += [r[0].split(":")[1].strip() for r in rows if "Execution Time" in r[0]]

@@ -159,12 +159,25 @@ def _start_timer():
     g.metrics_started = time.perf_counter()
 
 
+# Labelled children by their labels: `labels()` validates and locks on every call; the set is
+# small (routes x methods x statuses), and a child stays valid for the process's life.
+_request_counters: dict[tuple[str, str, str], object] = {}
+_duration_histograms: dict[tuple[str, str], object] = {}
+
+
 def _observe(response):
     started = g.get("metrics_started")
     if started is not None:
         route, method = route_label(request.url_rule), method_label(request.method)
-        HTTP_REQUESTS.labels(route, method, str(response.status_code)).inc()
-        HTTP_DURATION.labels(route, method).observe(time.perf_counter() - started)
+        key = (route, method, str(response.status_code))
+        counter = _request_counters.get(key)
+        if counter is None:
+            counter = _request_counters.setdefault(key, HTTP_REQUESTS.labels(*key))
+        counter.inc()
+        histogram = _duration_histograms.get(key[:2])
+        if histogram is None:
+            histogram = _duration_histograms.setdefault(key[:2], HTTP_DURATION.labels(*key[:2]))
+        histogram.observe(time.perf_counter() - started)
     return response
 
 

@@ -26,10 +26,14 @@ STATUSES = ("pending", "delayed", "processing", "completed", "failed", "timeout"
 TOKEN_CHARS = frozenset(string.ascii_letters + string.digits + "!#$%&'*+-.^_`|~")
 
 
+# Whitespace (re's \s is str.isspace) and control characters: never part of a sendable URL.
+UNSENDABLE_IN_URL = re.compile(r"[\s\x00-\x1f\x7f]")
+
+
 def url_host(value: str) -> IPAddress | str | None:
     """The host of an absolute http(s) URL as a browser reads it (an address or an ASCII name),
     or None when `value` is not one (user info is judged separately)."""
-    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in value):
+    if UNSENDABLE_IN_URL.search(value):
         return None
     try:
         parts = urlsplit(value)

@@ -159,6 +159,8 @@ def _create(settings, key: str, limiter):
 
 
 MOST_GENEROUS_PLAN = max(limits.PLAN_MAX_WAIT_TIME, key=limits.PLAN_MAX_WAIT_TIME.get)
+# The plans' limits as the insert takes them: the same JSON for every request, encoded once.
+PLAN_MAX_WAIT_JSON = json.dumps(limits.PLAN_MAX_WAIT_TIME)
 
 
 def _insert_for_key(task: dict, key: str) -> dict | None:
@@ -166,7 +168,7 @@ def _insert_for_key(task: dict, key: str) -> dict | None:
         **task,
         "headers": Jsonb(task["headers"]),
         "key_hash": keys.hash_key(key),
-        "plan_max_wait": Jsonb(limits.PLAN_MAX_WAIT_TIME),
+        "plan_max_wait": PLAN_MAX_WAIT_JSON,
     }
     pool = _pool()
     for attempt in range(1, pool.max_size + 2):

@@ -194,6 +194,16 @@ def idle_wait(
     return floor, stuck_rounds + 1
 
 
+def claim_rows(conn, plan: ClaimPlan, params: dict) -> list[dict]:
+    """Run the claim `plan` asks for: task_claim when no team is at its cap (prepared, as any
+    query: its generic plan is the tasks_due scan it needs), else task_claim_skipping, sent
+    unprepared so that it is always planned for its own `skip` (a generic plan of it may
+    seq-scan tasks: 180 ms against 2 ms at 300,000 rows)."""
+    if not plan.skip:
+        return conn.execute(db.query("task_claim"), params).fetchall()
+    return conn.execute(db.query("task_claim_skipping"), params, prepare=False).fetchall()
+
+
 class Dispatcher(ThreadService):
     """Claims due tasks into free slots and hands them to `run` (the runner)."""
 
@@ -280,7 +290,7 @@ class Dispatcher(ThreadService):
                 return []
             if limit < plan.limit:
                 plan = ClaimPlan(limit, plan.skip)
-            rows = conn.execute(db.query("task_claim"), self.claim_params(plan)).fetchall()
+            rows = claim_rows(conn, plan, self.claim_params(plan))
             self.fairness.claimed(plan, len(rows))
             metrics.observe_claim(len(rows))
             claims = self.slots.add(rows)

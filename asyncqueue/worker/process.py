@@ -45,14 +45,9 @@ HAND_BACK_WAIT = 1.0  # seconds to get a connection for the hand-back
 NOTIFY_WAIT_MIN = 0.5  # seconds queued onComplete events get at least, after the flush
 HAND_BACK_STATEMENT_TIMEOUT_MS = 1000  # the hand-back query itself, at most
 POOL_CLOSE_WAIT = 0.5  # seconds the pool's connections get to close at exit
-# The claim's plans rely on custom plans (a probe of tasks_due, or of tasks_team_due per team,
-# chosen by whether %(skip)s is empty): after five executions psycopg's prepared statement may
-# switch to a generic plan, which seq-scans tasks in both branches (180 ms against 2 ms at 300k
-# rows). Keepalives: see db.KEEPALIVE_CONNECT_KWARGS.
-POOL_CONNECT_KWARGS = {
-    **db.KEEPALIVE_CONNECT_KWARGS,
-    "options": "-c plan_cache_mode=force_custom_plan",
-}
+# Keepalives: see db.KEEPALIVE_CONNECT_KWARGS. (No plan_cache_mode: the one claim whose
+# generic plan would be poor is sent unprepared, dispatcher.claim_rows.)
+POOL_CONNECT_KWARGS = db.KEEPALIVE_CONNECT_KWARGS
 
 
 class WorkerProcess:

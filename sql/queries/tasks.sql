@@ -40,19 +40,28 @@ RETURNING *;
 -- name: task_claim
 -- Claim and mark in one statement (so one short transaction):
 --   due:    the oldest due rows nobody else holds (waiting, retry due, or lease run out), of
---           any team when %(skip)s is empty (an index scan of tasks_due, as ever); otherwise of
---           the teams not in %(skip)s (those at their per-worker cap, asyncqueue/worker/
---           fairness.py), found without walking the skipped teams' backlogs: `waiting` lists
---           the teams with unfinished tasks, one probe of tasks_team_due each (a loose index
---           scan), and each team gives its own oldest due rows;
---   update: mark them processing, stamp the first start, take a fresh claim token, and set the
---           lease: the attempt's own time limit (never past the task's maxWaitTime deadline)
---           plus a grace, after which another worker may take the task back.
--- Only one branch of `due` runs: the other's condition on %(skip)s is false before any scan.
+--           any team: an index scan of tasks_due;
+--   update: mark them claimed, with a lease (task_claim_mark).
+-- task_claim_skipping is the same claim past the teams at their cap; the dispatcher uses this
+-- one whenever no team is (every claim of a single-team drain, and every pickup).
+WITH due AS (
+    SELECT id FROM tasks
+    WHERE status IN ('pending', 'delayed', 'processing') AND next_run_at <= now()
+    ORDER BY next_run_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+),
+-- include: task_claim_mark
+
+-- name: task_claim_skipping
+-- task_claim, of the teams not in %(skip)s (never empty: those at their per-worker cap,
+-- asyncqueue/worker/fairness.py), found without walking the skipped teams' backlogs: `waiting`
+-- lists the teams with unfinished tasks, one probe of tasks_team_due each (a loose index scan),
+-- and each team gives its own oldest due rows. Run unprepared (asyncqueue/worker/dispatcher.py):
+-- a generic plan of it may seq-scan tasks.
 WITH RECURSIVE waiting (team_id) AS (
     (SELECT team_id FROM tasks
      WHERE status IN ('pending', 'delayed', 'processing')
-       AND cardinality(%(skip)s::uuid[]) > 0
      ORDER BY team_id LIMIT 1)
     UNION ALL
     SELECT (SELECT t.team_id FROM tasks t
@@ -61,40 +70,37 @@ WITH RECURSIVE waiting (team_id) AS (
     FROM waiting w
     WHERE w.team_id IS NOT NULL
 ), due AS (
-    SELECT id FROM (
-        SELECT id FROM tasks
-        WHERE cardinality(%(skip)s::uuid[]) = 0
-          AND status IN ('pending', 'delayed', 'processing') AND next_run_at <= now()
-        ORDER BY next_run_at
+    SELECT head.id
+    FROM waiting w
+    CROSS JOIN LATERAL (
+        -- This team's due rows, spelt as a range of (team_id, next_run_at) so that only
+        -- tasks_team_due can serve it: with `team_id = w.team_id` the planner may walk
+        -- tasks_due filtering on the team, which is the full walk through the capped team's
+        -- backlog this is here to avoid. SKIP LOCKED here, under the LIMIT, so that two
+        -- workers probing at once each pass over the rows the other holds and take the next
+        -- ones (a lock taken after a LIMIT would leave the loser with nothing though work
+        -- waits). The rows a team gives beyond what the outer LIMIT keeps stay locked only
+        -- until this short transaction ends.
+        SELECT x.id, x.next_run_at FROM tasks x
+        WHERE (x.team_id, x.next_run_at) >= (w.team_id, '-infinity'::timestamptz)
+          AND (x.team_id, x.next_run_at) <= (w.team_id, now())
+          AND x.status IN ('pending', 'delayed', 'processing')
+        ORDER BY x.team_id, x.next_run_at
         LIMIT %(limit)s
-        FOR UPDATE SKIP LOCKED
-    ) oldest
-    UNION ALL
-    SELECT id FROM (
-        SELECT head.id
-        FROM waiting w
-        CROSS JOIN LATERAL (
-            -- This team's due rows, spelt as a range of (team_id, next_run_at) so that only
-            -- tasks_team_due can serve it: with `team_id = w.team_id` the planner may walk
-            -- tasks_due filtering on the team, which is the full walk through the capped team's
-            -- backlog this is here to avoid. SKIP LOCKED here, under the LIMIT, so that two
-            -- workers probing at once each pass over the rows the other holds and take the next
-            -- ones (a lock taken after a LIMIT would leave the loser with nothing though work
-            -- waits). The rows a team gives beyond what the outer LIMIT keeps stay locked only
-            -- until this short transaction ends.
-            SELECT x.id, x.next_run_at FROM tasks x
-            WHERE (x.team_id, x.next_run_at) >= (w.team_id, '-infinity'::timestamptz)
-              AND (x.team_id, x.next_run_at) <= (w.team_id, now())
-              AND x.status IN ('pending', 'delayed', 'processing')
-            ORDER BY x.team_id, x.next_run_at
-            LIMIT %(limit)s
-            FOR UPDATE OF x SKIP LOCKED
-        ) head
-        WHERE cardinality(%(skip)s::uuid[]) > 0 AND w.team_id <> ALL(%(skip)s::uuid[])
-        ORDER BY head.next_run_at
-        LIMIT %(limit)s
-    ) others
-), claimed AS (
+        FOR UPDATE OF x SKIP LOCKED
+    ) head
+    WHERE w.team_id <> ALL(%(skip)s::uuid[])
+    ORDER BY head.next_run_at
+    LIMIT %(limit)s
+),
+-- include: task_claim_mark
+
+-- name: task_claim_mark
+-- The end of task_claim and task_claim_skipping (included by both): mark the rows of `due`
+-- processing, stamp the first start, take a fresh claim token, and set the lease: the attempt's
+-- own time limit (never past the task's maxWaitTime deadline) plus a grace, after which another
+-- worker may take the task back.
+claimed AS (
     UPDATE tasks t
     SET status = 'processing',
         started_at = coalesce(t.started_at, now()),

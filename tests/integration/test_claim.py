@@ -9,7 +9,8 @@ import pytest
 
 from asyncqueue import db
 from asyncqueue.worker.completer import Completer, finish_params, retry_params
-from asyncqueue.worker.dispatcher import SlotTable
+from asyncqueue.worker.dispatcher import SlotTable, claim_rows
+from asyncqueue.worker.fairness import ClaimPlan
 from asyncqueue.worker.runner import Finished
 from tests.support import make_team
 
@@ -26,10 +27,11 @@ def insert_tasks(conn, team_id, n, **overrides):
 
 
 def claim(conn, limit=10, grace=10.0, skip=()):
-    return conn.execute(
-        db.query("task_claim"),
-        {"limit": limit, "grace": grace, "worker": "test:1", "skip": list(skip)},
-    ).fetchall()
+    """The dispatcher's claim: task_claim, or task_claim_skipping past the teams in `skip`."""
+    plan = ClaimPlan(limit, tuple(skip))
+    return claim_rows(
+        conn, plan, {"limit": limit, "grace": grace, "worker": "test:1", "skip": list(skip)}
+    )
 
 
 def test_eight_claimers_take_every_task_exactly_once(conn, database_url):

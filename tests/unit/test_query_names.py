@@ -27,3 +27,10 @@ def test_every_query_the_code_names_exists():
     assert len(used) > 10  # the search did find the code's queries
     missing = {name: where for name, where in used.items() if name not in db.queries()}
     assert missing == {}
+
+
+def test_an_included_part_is_written_once_and_used_whole():
+    text = db.queries()
+    assert not any(db.INCLUDE.search(q) for q in text.values())  # every include resolved
+    for name in ("task_claim", "task_claim_skipping"):
+        assert text[name].endswith(text["task_claim_mark"])
