@@ -23,6 +23,7 @@ from dataclasses import MISSING, dataclass, field, fields
 import psycopg.conninfo
 
 from asyncqueue import limits
+from asyncqueue.destinations import LOOPBACK_ONLY
 
 PREFIX = "ASYNCQUEUE_"
 # Read by the test suite only (tests/), never by the service; not typos.
@@ -74,6 +75,16 @@ def flag(raw: str) -> bool:
     if lowered in ("0", "false", "no", "off"):
         return False
     raise ValueError("true or false")
+
+
+def private_networks(raw: str) -> bool | str:
+    """true/false (every private range, or none), or `loopback` (127.0.0.0/8 and ::1 only)."""
+    if raw.strip().lower() == LOOPBACK_ONLY:
+        return LOOPBACK_ONLY
+    try:
+        return flag(raw)
+    except ValueError:
+        raise ValueError("true, false or loopback") from None
 
 
 def one_of(*choices: str) -> Callable[[str], str]:
@@ -169,7 +180,9 @@ class Settings:
     worker_concurrency: int = setting("ASYNCQUEUE_WORKER_CONCURRENCY", whole(1, 10000), 16)
     lease_grace: float = setting("ASYNCQUEUE_LEASE_GRACE", number(0), 10.0)
     shutdown_grace: float = setting("ASYNCQUEUE_SHUTDOWN_GRACE", number(0), 25.0)
-    allow_private_networks: bool = setting("ASYNCQUEUE_ALLOW_PRIVATE_NETWORKS", flag, False)
+    allow_private_networks: bool | str = setting(
+        "ASYNCQUEUE_ALLOW_PRIVATE_NETWORKS", private_networks, False
+    )
     max_response_body: int = setting("ASYNCQUEUE_MAX_RESPONSE_BODY", whole(0), 65536)
     max_delay_days: float = setting("ASYNCQUEUE_MAX_DELAY_DAYS", number(0), 365.0)
     log_level: str = setting("ASYNCQUEUE_LOG_LEVEL", one_of(*LOG_LEVELS), "INFO")

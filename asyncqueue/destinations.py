@@ -6,7 +6,9 @@ change between Python versions (192.0.0.192, Oracle Cloud's metadata address, is
 Registries plus the cloud providers' metadata and host endpoints, and every refusal says why.
 
 Loopback and private ranges are opened only by ASYNCQUEUE_ALLOW_PRIVATE_NETWORKS (local
-development and tests); everything else refused stays closed always. IPv6 forms that carry an
+development and tests): `true` opens them all, `loopback` only 127.0.0.0/8 and ::1 (what bin/dev
+sets: callbacks to the developer's own machine, not to the networks around it); everything else
+refused stays closed always. IPv6 forms that carry an
 IPv4 address (IPv4-mapped, IPv4-translated, NAT64, 6to4) are judged by the IPv4 address they
 carry; Teredo is refused whole. IPv6 outside 2000::/3, the only range IANA allocates for global
 unicast, is refused as reserved.
@@ -19,6 +21,10 @@ from ipaddress import IPv4Address, IPv6Address, ip_network
 from asyncqueue.hosts import parse_host
 
 IPAddress = IPv4Address | IPv6Address
+
+# ASYNCQUEUE_ALLOW_PRIVATE_NETWORKS=loopback: the `allow_private` value that opens loopback only
+# (True opens every range of PRIVATE_NETWORKS, False none).
+LOOPBACK_ONLY = "loopback"
 
 
 def _table(rows: dict[str, str]) -> list:
@@ -40,7 +46,7 @@ CLOUD_ENDPOINTS = _table(
     }
 )
 
-# Opened by ASYNCQUEUE_ALLOW_PRIVATE_NETWORKS=true.
+# Opened by ASYNCQUEUE_ALLOW_PRIVATE_NETWORKS=true ("loopback" ones also by =loopback).
 PRIVATE_NETWORKS = _table(
     {
         "127.0.0.0/8": "loopback",
@@ -121,8 +127,9 @@ def _lookup(ip: IPAddress, table: list) -> str | None:
     return None
 
 
-def blocked_reason(ip: IPAddress, *, allow_private: bool) -> str | None:
-    """Why the worker must not connect to `ip` ("<ip> is <reason>"), or None when it may."""
+def blocked_reason(ip: IPAddress, *, allow_private: bool | str) -> str | None:
+    """Why the worker must not connect to `ip` ("<ip> is <reason>"), or None when it may.
+    `allow_private`: True opens PRIVATE_NETWORKS, LOOPBACK_ONLY its loopback ranges only."""
     if isinstance(ip, IPv6Address):
         if ip.scope_id:
             return f"{ip} is link-local (scoped)"
@@ -135,7 +142,8 @@ def blocked_reason(ip: IPAddress, *, allow_private: bool) -> str | None:
         return f"{ip} is {reason}"
     reason = _lookup(ip, PRIVATE_NETWORKS)
     if reason:
-        return None if allow_private else f"{ip} is {reason}"
+        opened = allow_private is True or (allow_private == LOOPBACK_ONLY and reason == "loopback")
+        return None if opened else f"{ip} is {reason}"
     if isinstance(ip, IPv4Address):
         reason = _lookup(ip, REFUSED_IPV4)
     else:

@@ -88,13 +88,21 @@ def web_command(bin_dir: Path, bind: str) -> list[str]:
     ]
 
 
+def dev_environment(environ) -> dict:
+    """bin/dev's settings over the caller's environment (what the caller sets wins)."""
+    env = dict(environ)
+    env.setdefault("PORT", "8000")
+    # Callbacks to this machine work (a receiver on localhost); the networks around it stay
+    # closed, so a task cannot reach the developer's router, office or cloud neighbours.
+    env.setdefault("ASYNCQUEUE_ALLOW_PRIVATE_NETWORKS", "loopback")
+    env.setdefault("WEB_CONCURRENCY", "2")
+    return env
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    env = dict(os.environ)
+    env = dev_environment(os.environ)
     STATE_DIR.mkdir(exist_ok=True)
-    env.setdefault("PORT", "8000")
-    env.setdefault("ASYNCQUEUE_ALLOW_PRIVATE_NETWORKS", "true")  # so callbacks to localhost work
-    env.setdefault("WEB_CONCURRENCY", "2")
     server = _ensure_database(env)
     applied = db.migrate(env["DATABASE_URL"])
     print("migrations applied: " + (", ".join(applied) if applied else "none needed"))

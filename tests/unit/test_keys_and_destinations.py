@@ -5,7 +5,7 @@ import ipaddress
 import pytest
 
 from asyncqueue import keys
-from asyncqueue.destinations import blocked_reason, parse_ip_literal
+from asyncqueue.destinations import LOOPBACK_ONLY, blocked_reason, parse_ip_literal
 
 
 def test_generated_keys_are_well_formed_and_distinct():
@@ -107,6 +107,32 @@ def test_address_policy(address, closed, closed_when_private_allowed):
     ip = ipaddress.ip_address(address)
     assert (blocked_reason(ip, allow_private=False) is not None) == closed
     assert (blocked_reason(ip, allow_private=True) is not None) == closed_when_private_allowed
+
+
+# ASYNCQUEUE_ALLOW_PRIVATE_NETWORKS=loopback (bin/dev's default): this machine only.
+LOOPBACK_POLICY = [
+    ("127.0.0.1", False),
+    ("127.255.0.1", False),
+    ("::1", False),
+    ("::ffff:127.0.0.1", False),
+    ("93.184.215.14", False),
+    ("10.0.0.1", True),
+    ("172.16.5.4", True),
+    ("192.168.1.1", True),
+    ("100.64.0.1", True),
+    ("fc00::1", True),
+    ("64:ff9b::10.0.0.1", True),
+    ("::ffff:0:10.0.0.1", True),
+    ("169.254.169.254", True),
+    ("100.100.100.200", True),
+    ("0.0.0.0", True),
+]
+
+
+@pytest.mark.parametrize("address, closed", LOOPBACK_POLICY)
+def test_loopback_only_opens_this_machine_and_nothing_around_it(address, closed):
+    ip = ipaddress.ip_address(address)
+    assert (blocked_reason(ip, allow_private=LOOPBACK_ONLY) is not None) == closed
 
 
 @pytest.mark.parametrize("address, closed, closed_when_private_allowed", POLICY)
