@@ -26,22 +26,42 @@ MIGRATION_NAME = re.compile(r"^[0-9]{4}_.*\.sql$")
 MIGRATION_LOCK_ID = 7_302_001
 
 
-INCLUDE = re.compile(r"^-- include: (\S+)$", re.M)
+BLOCK = re.compile(r"^-- (name|part): ", re.M)
+INCLUDE = re.compile(r"^--\s*include:\s*(\S+)\s*$", re.M)
 
 
 @cache
 def queries() -> dict[str, str]:
     """Every `-- name: x` block of sql/queries/*.sql, by name. A line `-- include: y` in a block
-    stands for block y's text (a part two queries share, written once)."""
-    found: dict[str, str] = {}
+    stands for the text of the `-- part: y` block (SQL two queries share, written once); a part
+    is not a query of its own."""
+    blocks: dict[str, tuple[str, str]] = {}
     for path in _sql_files("queries"):
-        for block in re.split(r"^-- name: ", path.read_text(), flags=re.M)[1:]:
+        pieces = BLOCK.split(path.read_text())[1:]
+        for kind, block in zip(pieces[::2], pieces[1::2], strict=True):
             name, _, text = block.partition("\n")
             name = name.strip()
-            if name in found:
+            if name in blocks:
                 raise RuntimeError(f"query {name} is defined twice")
-            found[name] = text.strip().rstrip(";")
-    return {name: INCLUDE.sub(lambda m: found[m.group(1)], text) for name, text in found.items()}
+            blocks[name] = (kind, text.strip().rstrip(";"))
+    parts = {name: text for name, (kind, text) in blocks.items() if kind == "part"}
+    return {
+        name: _resolve_includes(name, text, parts, ())
+        for name, (kind, text) in blocks.items()
+        if kind == "name"
+    }
+
+
+def _resolve_includes(name: str, text: str, parts: dict[str, str], within: tuple) -> str:
+    def include(match: re.Match) -> str:
+        part = match.group(1)
+        if part not in parts:
+            raise RuntimeError(f"query {name} includes {part}, which is not a `-- part:`")
+        if part in within:
+            raise RuntimeError(f"query {name}: part {part} includes itself")
+        return _resolve_includes(name, parts[part], parts, (*within, part))
+
+    return INCLUDE.sub(include, text)
 
 
 def query(name: str) -> str:

@@ -32,12 +32,26 @@ def raw_host(netloc: str) -> str:
     return host_port.partition(":")[0]
 
 
-# Cached: a service's callbacks go to few hosts, and each create reads its URL's host twice
-# (the field, then the destination rules). The answers are immutable.
-@functools.lru_cache(maxsize=4096)
+MAX_CACHED_HOST = 253  # (a DNS name's longest; longer hosts are read anew each time)
+
+
 def parse_host(raw: str) -> IPAddress | str | None:
     """The address, or the lower-case ASCII domain name (without a root dot), that `raw` denotes;
     None when it cannot be a valid host."""
+    if len(raw) <= MAX_CACHED_HOST:
+        return _parse_host_cached(raw)
+    return _parse_host(raw)
+
+
+# Cached: a service's callbacks go to few hosts, and each create reads its URL's host twice
+# (the field, then the destination rules). The answers are immutable; the cache holds at most
+# 1,024 hosts of at most 253 characters.
+@functools.lru_cache(maxsize=1024)
+def _parse_host_cached(raw: str) -> IPAddress | str | None:
+    return _parse_host(raw)
+
+
+def _parse_host(raw: str) -> IPAddress | str | None:
     if raw.startswith("["):
         return _bracketed_ipv6(raw)
     if not raw:

@@ -1,10 +1,13 @@
 """bin/bench --against REV: this checkout and another revision, measured alternately in one run.
 
 Both run against one embedded PostgreSQL (a database each, migrated by its own code) and one
-receiver, with the same settings (the default log level). Each round measures create, dispatch
-(fast and 50 ms receivers) and pickup for one side and then the other, the order swapped every
-round, so that the machine's drift falls on both alike; the median round is reported with every
-round's figure, and the ratio after / before.
+receiver, with the same settings (the default log level); both web servers stay up throughout
+(the idle one's background work, a create-limit sync five times a second, is the only load it
+adds). Each round measures create, dispatch (fast and 50 ms receivers) and pickup for one side
+and then the other, the order swapped every round, so that the machine's drift falls on both
+alike; for each measure the median over the rounds is reported with every round's figure, and
+the ratio after / before. The harness's own SQL (due rows inserted straight into `tasks`) must
+suit the other revision's schema: revisions since the tasks table took its present columns do.
 
     python -m bench.compare OTHER_ROOT [--label REV] [--rounds N] [--quick|--tiny]
 """
@@ -65,7 +68,7 @@ def run(other: Path, rounds: int, sizes) -> dict:
                 log(f"{name} (round {i + 1} of {rounds})")
                 results[name].append(measure_round(sides[name]))
     finally:
-        before.stop_processes([before.web] if hasattr(before, "web") else [])
+        before.stop_processes(before.all_workers + ([before.web] if hasattr(before, "web") else []))
         after.stop()
         shutil.rmtree(workdir, ignore_errors=True)
     return results
@@ -81,10 +84,14 @@ def table(results: dict[str, list[dict]], label: str) -> str:
         b = [read(r) for r in results["before"]]
         a = [read(r) for r in results["after"]]
         mb, ma = statistics.median(b), statistics.median(a)
-        change = (ma / mb - 1) * 100 if mb else float("nan")
-        better = "better" if (change > 0) == higher_better else "worse"
+        if mb and mb == mb and ma == ma:
+            change = (ma / mb - 1) * 100
+            better = "better" if (change > 0) == higher_better else "worse"
+            ratio = f"{ma / mb:.3f} ({change:+.1f} %, {better})"
+        else:
+            ratio = "—"
         lines.append(
-            f"| {name} | {mb:,.2f} | {ma:,.2f} | {ma / mb:.3f} ({change:+.1f} %, {better}) | "
+            f"| {name} | {mb:,.2f} | {ma:,.2f} | {ratio} | "
             + ", ".join(f"{x:,.1f}" for x in b)
             + " | "
             + ", ".join(f"{x:,.1f}" for x in a)
@@ -105,10 +112,10 @@ def main() -> None:
     sizes = TINY if args.tiny else QUICK if args.quick else FULL
     started = time.monotonic()
     results = run(args.other.resolve(), args.rounds, sizes)
-    markdown = table(results, args.label)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "compare.json").write_text(json.dumps(results, indent=2, default=str))
+    markdown = table(results, args.label)
     (out / "compare.md").write_text(markdown + "\n")
     print(markdown)
     print(f"\n({args.rounds} rounds, {time.monotonic() - started:.0f} s; results in {out})")

@@ -126,6 +126,7 @@ class Bench:
     results: dict = field(default_factory=dict)
     bin_dir: Path = BIN  # whose gunicorn, worker and migrations are measured
     code_root: Path = ROOT
+    all_workers: list = field(default_factory=list)
 
     # -- set-up -----------------------------------------------------------------------------
 
@@ -147,13 +148,12 @@ class Bench:
         with psycopg.connect(self.pg.url, autocommit=True) as conn:
             conn.execute(f"CREATE DATABASE {name}")
         self.url = self.pg.url_for(name)
+        python = sys.executable if self.bin_dir == BIN else str(self.bin_dir / "python")
         made = subprocess.run(
-            [str(self.bin_dir / "python"), "-c", MAKE_TEAM, self.url],
-            check=True,
-            capture_output=True,
-            text=True,
-            cwd=self.code_root,
+            [python, "-c", MAKE_TEAM, self.url], capture_output=True, text=True, cwd=self.code_root
         )
+        if made.returncode != 0:
+            raise RuntimeError(f"migrating and making a team failed:\n{made.stderr}")
         self.team_id, self.key = json.loads(made.stdout.strip().splitlines()[-1])
 
     def start_web(self) -> None:
@@ -205,6 +205,7 @@ class Bench:
         raise RuntimeError(f"{url} did not answer")
 
     def stop(self) -> None:
+        self.stop_processes(self.all_workers)
         self.stop_processes(
             [p for p in (getattr(self, "web", None), getattr(self, "receiver", None)) if p]
         )
@@ -235,6 +236,7 @@ class Bench:
             self.spawn([str(self.bin_dir / "asyncqueue"), "worker"], env=env)
             for _ in range(WORKER_PROCESSES)
         ]
+        self.all_workers += workers  # stopped by stop() too, should a measurement fail
         time.sleep(1.5)  # connected and listening
         return workers
 

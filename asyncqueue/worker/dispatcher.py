@@ -195,13 +195,11 @@ def idle_wait(
 
 
 def claim_rows(conn, plan: ClaimPlan, params: dict) -> list[dict]:
-    """Run the claim `plan` asks for: task_claim when no team is at its cap (prepared, as any
-    query: its generic plan is the tasks_due scan it needs), else task_claim_skipping, sent
-    unprepared so that it is always planned for its own `skip` (a generic plan of it may
-    seq-scan tasks: 180 ms against 2 ms at 300,000 rows)."""
-    if not plan.skip:
-        return conn.execute(db.query("task_claim"), params).fetchall()
-    return conn.execute(db.query("task_claim_skipping"), params, prepare=False).fetchall()
+    """Run the claim `plan` asks for: task_claim when no team is at its cap (a single-team drain,
+    every pickup), else task_claim_skipping past the capped teams. Two queries rather than one
+    with both branches: the plain claim is planned in a third of the time."""
+    name = "task_claim_skipping" if plan.skip else "task_claim"
+    return conn.execute(db.query(name), params).fetchall()
 
 
 class Dispatcher(ThreadService):

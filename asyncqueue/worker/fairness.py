@@ -12,7 +12,7 @@ of slots that only teams below that cap may use. So:
 
 A claim must not take more of one team than its cap allows, and it does not know beforehand
 whose rows it will get, so its size is at most the room the fullest uncapped team has left. Teams
-at their cap are skipped by the claim (`task_claim` in `sql/queries/tasks.sql`, given them as
+at their cap are skipped by the claim (`task_claim_skipping` in `sql/queries/tasks.sql`, given them as
 `skip`: one probe of the `tasks_team_due` index per team with unfinished tasks, never a walk
 through the capped team's backlog).
 

@@ -45,9 +45,16 @@ HAND_BACK_WAIT = 1.0  # seconds to get a connection for the hand-back
 NOTIFY_WAIT_MIN = 0.5  # seconds queued onComplete events get at least, after the flush
 HAND_BACK_STATEMENT_TIMEOUT_MS = 1000  # the hand-back query itself, at most
 POOL_CLOSE_WAIT = 0.5  # seconds the pool's connections get to close at exit
-# Keepalives: see db.KEEPALIVE_CONNECT_KWARGS. (No plan_cache_mode: the one claim whose
-# generic plan would be poor is sent unprepared, dispatcher.claim_rows.)
-POOL_CONNECT_KWARGS = db.KEEPALIVE_CONNECT_KWARGS
+# Custom plans only: psycopg prepares a statement after five runs, and PostgreSQL may then switch
+# to a generic plan, made once for any parameters and any table size. For the claims that is a
+# hazard: a generic task_claim_skipping seq-scans tasks (180 ms against 2 ms at 300k rows), and
+# a generic task_claim made while the table was small (a fresh deploy) seq-scans and sorts once
+# a backlog arrives, until the next ANALYZE. Planning the plain claim costs about 0.1 ms.
+# Keepalives: see db.KEEPALIVE_CONNECT_KWARGS.
+POOL_CONNECT_KWARGS = {
+    **db.KEEPALIVE_CONNECT_KWARGS,
+    "options": "-c plan_cache_mode=force_custom_plan",
+}
 
 
 class WorkerProcess:

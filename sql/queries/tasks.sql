@@ -42,8 +42,9 @@ RETURNING *;
 --   due:    the oldest due rows nobody else holds (waiting, retry due, or lease run out), of
 --           any team: an index scan of tasks_due;
 --   update: mark them claimed, with a lease (task_claim_mark).
--- task_claim_skipping is the same claim past the teams at their cap; the dispatcher uses this
--- one whenever no team is (every claim of a single-team drain, and every pickup).
+-- The dispatcher uses this claim while no team is at its per-worker cap (every claim of a
+-- single-team drain, every pickup); task_claim_skipping, the same claim past the capped teams,
+-- otherwise.
 WITH due AS (
     SELECT id FROM tasks
     WHERE status IN ('pending', 'delayed', 'processing') AND next_run_at <= now()
@@ -57,7 +58,7 @@ WITH due AS (
 -- task_claim, of the teams not in %(skip)s (never empty: those at their per-worker cap,
 -- asyncqueue/worker/fairness.py), found without walking the skipped teams' backlogs: `waiting`
 -- lists the teams with unfinished tasks, one probe of tasks_team_due each (a loose index scan),
--- and each team gives its own oldest due rows. Run unprepared (asyncqueue/worker/dispatcher.py):
+-- and each team gives its own oldest due rows. Needs a custom plan (the worker pool forces them):
 -- a generic plan of it may seq-scan tasks.
 WITH RECURSIVE waiting (team_id) AS (
     (SELECT team_id FROM tasks
@@ -95,7 +96,7 @@ WITH RECURSIVE waiting (team_id) AS (
 ),
 -- include: task_claim_mark
 
--- name: task_claim_mark
+-- part: task_claim_mark
 -- The end of task_claim and task_claim_skipping (included by both): mark the rows of `due`
 -- processing, stamp the first start, take a fresh claim token, and set the lease: the attempt's
 -- own time limit (never past the task's maxWaitTime deadline) plus a grace, after which another

@@ -28,7 +28,7 @@ from tests.support import report, wait_for
 ROOT = Path(__file__).resolve().parents[2]
 # Local state, caches and build output; everything else in the tree is source.
 NOT_SOURCE = (".git", ".venv*", ".asyncqueue", "*.egg-info", "build", "dist", "__pycache__")
-NOT_SOURCE += (".pytest_cache", ".ruff_cache", "results")
+NOT_SOURCE += (".pytest_cache", ".ruff_cache", "results", ".bench-against")
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 
 

@@ -103,23 +103,13 @@ def test_two_workers_skipping_at_once_each_get_rows_while_work_waits(conn, datab
     assert flood["id"] not in {r["team_id"] for r in got_first + got_second}
 
 
-def test_the_skipping_claim_is_never_prepared_and_the_plain_one_is(database_url):
-    # A generic plan of task_claim_skipping may seq-scan tasks (180 ms against 2 ms at 300,000
-    # rows), and psycopg prepares a query after its fifth run: the dispatcher sends that one
-    # unprepared, so it is always planned for its `skip`.
-    with db.connect(database_url, autocommit=True) as conn:
-        flood, _ = make_team(conn, "flood", "pro")
-        small, _ = make_team(conn, "small", "free")
-        insert_tasks(conn, flood["id"], 20)
-        insert_tasks(conn, small["id"], 20)
-        for _ in range(8):
-            claim(conn, limit=1, skip=[flood["id"]])
-            claim(conn, limit=1)
-        prepared = [
-            r["statement"] for r in conn.execute("SELECT statement FROM pg_prepared_statements")
-        ]
-    assert any("FOR UPDATE SKIP LOCKED" in s for s in prepared)  # task_claim, prepared
-    assert not any("WITH RECURSIVE waiting" in s for s in prepared)  # task_claim_skipping
+def test_worker_pool_connections_force_custom_plans(database_url):
+    # A generic plan of a claim may seq-scan tasks (see POOL_CONNECT_KWARGS).
+    from asyncqueue.worker.process import POOL_CONNECT_KWARGS
+
+    with db.connect(database_url, **POOL_CONNECT_KWARGS) as conn:
+        setting = conn.execute("SHOW plan_cache_mode").fetchone()["plan_cache_mode"]
+    assert setting == "force_custom_plan"
 
 
 def test_migration_0006_keeps_a_tasks_team_due_built_by_hand_first(database_url):

@@ -4,6 +4,8 @@ time, on the path that uses it)."""
 import re
 from pathlib import Path
 
+import pytest
+
 from asyncqueue import db
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,5 +34,24 @@ def test_every_query_the_code_names_exists():
 def test_an_included_part_is_written_once_and_used_whole():
     text = db.queries()
     assert not any(db.INCLUDE.search(q) for q in text.values())  # every include resolved
+    assert "task_claim_mark" not in text  # a part is not a query
     for name in ("task_claim", "task_claim_skipping"):
-        assert text[name].endswith(text["task_claim_mark"])
+        assert text[name].count("UPDATE tasks t") == 1
+        assert text[name].endswith("FROM claimed")
+
+
+@pytest.mark.parametrize(
+    "text, parts, expected",
+    [
+        ("SELECT 1,\n-- include: a", {"a": "2"}, "SELECT 1,\n2"),
+        ("x\n--include:  a  \ny", {"a": "1"}, "x\n1\ny"),  # spacing as people write it
+        ("-- include: a", {"a": "(\n-- include: b\n)", "b": "2"}, "(\n2\n)"),  # nested
+        ("-- include: missing", {}, "query q includes missing, which is not a `-- part:`"),
+        ("-- include: a", {"a": "-- include: a"}, "query q: part a includes itself"),
+    ],
+)
+def test_includes(text, parts, expected):
+    try:
+        assert db._resolve_includes("q", text, parts, ()) == expected
+    except RuntimeError as err:
+        assert str(err) == expected
