@@ -178,7 +178,9 @@ class Settings:
     web_threads: int = setting("ASYNCQUEUE_WEB_THREADS", whole(1, 1024), 4)
     db_pool_size: int = setting("ASYNCQUEUE_DB_POOL_SIZE", whole(1, 1000), 4)
     worker_concurrency: int = setting("ASYNCQUEUE_WORKER_CONCURRENCY", whole(1, 10000), 16)
-    lease_grace: float = setting("ASYNCQUEUE_LEASE_GRACE", number(0), 10.0)
+    # At least half a second: the grace covers cutting a call at its limit and writing its
+    # outcome; with less, the lease could run out first and the task run twice.
+    lease_grace: float = setting("ASYNCQUEUE_LEASE_GRACE", number(0.5), 10.0)
     shutdown_grace: float = setting("ASYNCQUEUE_SHUTDOWN_GRACE", number(0), 25.0)
     allow_private_networks: bool | str = setting(
         "ASYNCQUEUE_ALLOW_PRIVATE_NETWORKS", private_networks, False

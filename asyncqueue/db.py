@@ -27,7 +27,10 @@ MIGRATION_LOCK_ID = 7_302_001
 
 
 BLOCK = re.compile(r"^-- (name|part): ", re.M)
-INCLUDE = re.compile(r"^--\s*include:\s*(\S+)\s*$", re.M)
+INCLUDE = re.compile(r"^-- include: (\S+)$", re.M)
+# Any line that mentions include: in a comment; each must be exactly an INCLUDE line, or the SQL
+# it meant to pull in would be silently missing.
+LOOKS_LIKE_INCLUDE = re.compile(r"^.*--.*\binclude\s*:.*$", re.M | re.I)
 
 
 @cache
@@ -45,14 +48,23 @@ def queries() -> dict[str, str]:
                 raise RuntimeError(f"query {name} is defined twice")
             blocks[name] = (kind, text.strip().rstrip(";"))
     parts = {name: text for name, (kind, text) in blocks.items() if kind == "part"}
-    return {
+    resolved = {
         name: _resolve_includes(name, text, parts, ())
         for name, (kind, text) in blocks.items()
         if kind == "name"
     }
+    used = {m.group(1) for _, text in blocks.values() for m in INCLUDE.finditer(text)}
+    unused = sorted(set(parts) - used)
+    if unused:
+        raise RuntimeError(f"SQL part {unused[0]} is included nowhere")
+    return resolved
 
 
 def _resolve_includes(name: str, text: str, parts: dict[str, str], within: tuple) -> str:
+    for line in LOOKS_LIKE_INCLUDE.findall(text):
+        if not INCLUDE.fullmatch(line):
+            raise RuntimeError(f"query {name}: {line.strip()!r} is not `-- include: part`")
+
     def include(match: re.Match) -> str:
         part = match.group(1)
         if part not in parts:

@@ -135,7 +135,13 @@ def blocked_reason(ip: IPAddress, *, allow_private: bool | str) -> str | None:
             return f"{ip} is link-local (scoped)"
         inner = embedded_ipv4(ip)
         if inner is not None:
-            reason = blocked_reason(inner, allow_private=allow_private)
+            # Loopback only means this machine: an IPv4-mapped address is delivered locally,
+            # but NAT64, 6to4 and IPv4-translated forms go to a gateway on the network, whatever
+            # address they carry, so for them the private ranges stay closed.
+            opened = allow_private
+            if allow_private == LOOPBACK_ONLY and ip not in IPV4_MAPPED:
+                opened = False
+            reason = blocked_reason(inner, allow_private=opened)
             return f"{reason} (carried in {ip})" if reason else None
     reason = _lookup(ip, CLOUD_ENDPOINTS)
     if reason:

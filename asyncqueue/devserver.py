@@ -1,9 +1,10 @@
 """What bin/dev runs: a database (embedded unless DATABASE_URL is set), migrations, a local team
 and key, then web and worker in the foreground until Ctrl-C.
 
-The web process listens on 127.0.0.1 unless `--host` says otherwise: bin/dev allows private
-networks (so callbacks to your own machine work), and listening on every interface would lend
-your network to anyone on it holding the key.
+The web process listens on 127.0.0.1 unless `--host` says otherwise: bin/dev opens loopback
+addresses to callbacks (ASYNCQUEUE_ALLOW_PRIVATE_NETWORKS=loopback, so callbacks to your own
+machine work), and listening on every interface would lend your machine to anyone on the network
+holding the key.
 """
 
 from __future__ import annotations

@@ -134,7 +134,11 @@ class WorkerProcess:
                 self.settings.worker_metrics_port, self.settings.metrics_token
             )
         log_event(
-            log, "worker started", worker=self.name, concurrency=self.settings.worker_concurrency
+            log,
+            "worker started",
+            worker=self.name,
+            concurrency=self.settings.worker_concurrency,
+            private_networks=self.settings.allow_private_networks,
         )
 
     def dead_part(self) -> str | None:

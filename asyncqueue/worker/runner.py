@@ -142,14 +142,16 @@ class Runner:
     def _attempt(self, session, claim: Claim) -> Finished:
         row = claim.row
         state = task_state(row)
-        time_limit = attempt_time_limit(state, db_now(claim))
-        if time_limit <= 0:  # reclaimed after its deadline (its worker died, say)
+        # The limit the claim set the lease by, counted from the claim: a call that started late
+        # (its thread was busy, the machine slow) still ends before the lease does (less its
+        # grace), so another worker never takes the task back while this call is open.
+        time_limit = attempt_time_limit(state, row["claimed_at"])
+        deadline = Deadline(claim.claimed_monotonic + max(0.0, time_limit))
+        if time_limit <= 0 or deadline.expired:  # reclaimed after its deadline, say
             return Finished(
                 claim, Outcome(TIMEOUT, result=row["result"], error=max_wait_exceeded(state))
             )
-        result: AttemptResult = self.attempt(
-            session, call_spec(row), Deadline.after(time_limit), self.body_cap
-        )
+        result: AttemptResult = self.attempt(session, call_spec(row), deadline, self.body_cap)
         outcome = decide_outcome(
             state, result, limit_was_deadline=time_limit < state.timeout, now=db_now(claim)
         )

@@ -57,7 +57,8 @@ def test_valid_values(name, raw, value):
             "0.01",
             "ASYNCQUEUE_RETENTION_DAYS must be 0 or a number of at least 1",
         ),
-        ("ASYNCQUEUE_LEASE_GRACE", "inf", "must be a number of at least 0"),
+        ("ASYNCQUEUE_LEASE_GRACE", "inf", "must be a number of at least 0.5"),
+        ("ASYNCQUEUE_LEASE_GRACE", "0", "must be a number of at least 0.5"),  # (attack, issue 11)
         ("PORT", "0", "must be a whole number of at least 1 and at most 65535"),
         ("PORT", "80a", "must be a whole number"),
         ("WEB_CONCURRENCY", "2.5", "must be a whole number of at least 1"),
@@ -70,7 +71,7 @@ def test_valid_values(name, raw, value):
         ("ASYNCQUEUE_WORKER_CONCURRENCY", "100000", "at most 10000"),
         # Other scripts' digits are not read as numbers ("٣" is an Arabic-Indic 3).
         ("PORT", "\u0663", "must be a whole number"),
-        ("ASYNCQUEUE_LEASE_GRACE", "\u0663", "must be a number of at least 0"),
+        ("ASYNCQUEUE_LEASE_GRACE", "\u0663", "must be a number of at least 0.5"),
         ("ASYNCQUEUE_DB_POOL_SIZE", "0", "must be a whole number of at least 1"),
         ("ASYNCQUEUE_WORKER_CONCURRENCY", "-4", "must be a whole number of at least 1"),
         ("ASYNCQUEUE_SHUTDOWN_GRACE", "-0.5", "must be a number of at least 0"),

@@ -114,7 +114,13 @@ LOOPBACK_POLICY = [
     ("127.0.0.1", False),
     ("127.255.0.1", False),
     ("::1", False),
-    ("::ffff:127.0.0.1", False),
+    ("::ffff:127.0.0.1", False),  # IPv4-mapped: delivered by this machine
+    ("::ffff:7f00:1", False),
+    # IPv6 forms that carry 127.x but are routed to a gateway on the network (attack, this
+    # session: the worker connected towards all three under `loopback`).
+    ("64:ff9b::7f00:1", True),
+    ("2002:7f00:1::", True),
+    ("::ffff:0:127.0.0.1", True),
     ("93.184.215.14", False),
     ("10.0.0.1", True),
     ("172.16.5.4", True),

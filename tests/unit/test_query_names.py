@@ -44,10 +44,19 @@ def test_an_included_part_is_written_once_and_used_whole():
     "text, parts, expected",
     [
         ("SELECT 1,\n-- include: a", {"a": "2"}, "SELECT 1,\n2"),
-        ("x\n--include:  a  \ny", {"a": "1"}, "x\n1\ny"),  # spacing as people write it
+        ("x\n--include:  a  \ny", {"a": "1"}, "query q: '--include:  a' is not `-- include: part`"),
         ("-- include: a", {"a": "(\n-- include: b\n)", "b": "2"}, "(\n2\n)"),  # nested
         ("-- include: missing", {}, "query q includes missing, which is not a `-- part:`"),
         ("-- include: a", {"a": "-- include: a"}, "query q: part a includes itself"),
+        # Lines meant as includes but not written as one would silently drop SQL (attack).
+        ("x\n    -- include: a", {"a": "1"}, "query q: '-- include: a' is not `-- include: part`"),
+        ("-- Include: a", {"a": "1"}, "query q: '-- Include: a' is not `-- include: part`"),
+        (
+            "-- include: a -- why",
+            {"a": "1"},
+            "query q: '-- include: a -- why' is not `-- include: part`",
+        ),
+        ("--\ninclude: a", {"a": "1"}, "--\ninclude: a"),  # (no comment: left to PostgreSQL)
     ],
 )
 def test_includes(text, parts, expected):
@@ -55,3 +64,10 @@ def test_includes(text, parts, expected):
         assert db._resolve_includes("q", text, parts, ()) == expected
     except RuntimeError as err:
         assert str(err) == expected
+
+
+def test_a_part_nothing_includes_is_an_error(monkeypatch, tmp_path):
+    (tmp_path / "x.sql").write_text("-- name: q\nSELECT 1\n\n-- part: orphan\nWHERE false\n")
+    monkeypatch.setattr(db, "_sql_files", lambda folder: [tmp_path / "x.sql"])
+    with pytest.raises(RuntimeError, match="SQL part orphan is included nowhere"):
+        db.queries.__wrapped__()

@@ -108,3 +108,25 @@ def test_a_call_cut_by_shutdown_passes_nothing_on():
     wait_for(lambda: not claim.running, timeout=10)
     runner.stop()
     assert done == [] and slots.claims() == [claim] and not claim.outcome_queued
+
+
+def test_a_call_that_starts_late_still_ends_by_the_claims_own_limit():
+    """(attack, this session) The lease was set at the claim: timeout + grace. A call that
+    started 3 s after its claim (a busy thread, a slow machine) must end 5 s after the claim,
+    not 5 s after it started, or the lease could run out while it is still open."""
+    seen = []
+
+    def attempt(session, spec, deadline, body_cap):
+        seen.append(deadline)
+        return AttemptResult(status_code=200, duration_ms=1)
+
+    slots = SlotTable(1)
+    runner, done = runner_with(attempt, slots)
+    runner.start()
+    (claim,) = slots.add([claimed_row()])  # timeout 5 s
+    claim.claimed_monotonic -= 3.0  # claimed 3 s ago
+    runner.submit([claim])
+    wait_for(lambda: done, timeout=10)
+    runner.stop()
+    (deadline,) = seen
+    assert 1.5 < deadline.remaining() <= 2.0
