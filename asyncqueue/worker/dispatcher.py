@@ -194,34 +194,12 @@ def idle_wait(
     return floor, stuck_rounds + 1
 
 
-@dataclass(frozen=True, slots=True)
-class DueTimes:
-    """What a claim saw of the time to come: seconds until the earliest unfinished task's
-    next_run_at (None: there is none) and until the earliest one still in the future."""
-
-    seconds: float | None
-    next_seconds: float | None
-
-    @classmethod
-    def of(cls, row: dict) -> DueTimes:
-        seconds, next_seconds = row.pop("due_seconds"), row.pop("due_next_seconds")
-        return cls(
-            None if seconds is None else float(seconds),
-            None if next_seconds is None else float(next_seconds),
-        )
-
-
-def claim_rows(conn, plan: ClaimPlan, params: dict) -> tuple[list[dict], DueTimes]:
+def claim_rows(conn, plan: ClaimPlan, params: dict) -> list[dict]:
     """Run the claim `plan` asks for: task_claim when no team is at its cap (a single-team drain,
     every pickup), else task_claim_skipping past the capped teams. Two queries rather than one
-    with both branches: the plain claim is planned in a third of the time. Returns the claimed
-    rows, and the due times the dispatcher's wait is made of."""
+    with both branches: the plain claim is planned in a third of the time."""
     name = "task_claim_skipping" if plan.skip else "task_claim"
-    rows = conn.execute(db.query(name), params).fetchall()
-    due = DueTimes.of(rows[0]) if rows else DueTimes(None, None)
-    for row in rows[1:]:
-        DueTimes.of(row)
-    return [row for row in rows if row["id"] is not None], due
+    return conn.execute(db.query(name), params).fetchall()
 
 
 class Dispatcher(ThreadService):
@@ -249,7 +227,6 @@ class Dispatcher(ThreadService):
         self.worker_name = worker_name
         self.lease_grace = lease_grace
         self._stuck_rounds = 0
-        self._due: DueTimes | None = None  # what the last claim saw, for the wait after it
 
     def _wake(self) -> None:
         self.wake.set()
@@ -258,7 +235,6 @@ class Dispatcher(ThreadService):
         db_failures = unexpected = conflicts = 0
         while not self.stopping.is_set():
             self.wake.clear()
-            self._due = None
             try:
                 plan = self.fairness.plan(self.slots.free(), self.slots.running_by_team())
                 claimed = self.claim(plan) if plan.limit > 0 else []
@@ -312,7 +288,7 @@ class Dispatcher(ThreadService):
                 return []
             if limit < plan.limit:
                 plan = ClaimPlan(limit, plan.skip)
-            rows, self._due = claim_rows(conn, plan, self.claim_params(plan))
+            rows = claim_rows(conn, plan, self.claim_params(plan))
             self.fairness.claimed(plan, len(rows))
             metrics.observe_claim(len(rows))
             claims = self.slots.add(rows)
@@ -349,12 +325,12 @@ class Dispatcher(ThreadService):
         if self.fairness.capped(self.slots.running_by_team()):
             # Others' work is looked for on its own schedule (a notification wakes us sooner).
             return self.fairness.seconds_until_probe()
-        due, self._due = self._due, None
-        if due is None:  # no claim was made this round: ask
-            with self.pool.connection() as conn:
-                row = conn.execute(db.query("task_seconds_until_due")).fetchone()
-            due = DueTimes.of(
-                {"due_seconds": row["seconds"], "due_next_seconds": row["next_seconds"]}
-            )
-        wait, self._stuck_rounds = idle_wait(due.seconds, due.next_seconds, self._stuck_rounds)
+        with self.pool.connection() as conn:
+            row = conn.execute(db.query("task_seconds_until_due")).fetchone()
+        seconds, next_seconds = row["seconds"], row["next_seconds"]
+        wait, self._stuck_rounds = idle_wait(
+            None if seconds is None else float(seconds),
+            None if next_seconds is None else float(next_seconds),
+            self._stuck_rounds,
+        )
         return wait

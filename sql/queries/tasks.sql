@@ -100,12 +100,7 @@ WITH RECURSIVE waiting (team_id) AS (
 -- The end of task_claim and task_claim_skipping (included by both): mark the rows of `due`
 -- processing, stamp the first start, take a fresh claim token, and set the lease: the attempt's
 -- own time limit (never past the task's maxWaitTime deadline) plus a grace, after which another
--- worker may take the task back. Then, for the wait that follows when the claim did not fill its
--- limit (saving the dispatcher a second query): `due_seconds` until the earliest unfinished
--- task's next_run_at (zero or less: something is due that this claim did not get, another
--- session holds it) and `due_next_seconds` until the earliest one still in the future, the
--- rows just claimed counted at their new lease ends (the statement's other parts see them as
--- they were). Always one row at least: with nothing claimed, its task columns are NULL.
+-- worker may take the task back.
 claimed AS (
     UPDATE tasks t
     SET status = 'processing',
@@ -120,27 +115,10 @@ claimed AS (
     FROM due
     WHERE t.id = due.id
     RETURNING t.*
-), upcoming AS (
-    SELECT next_run_at FROM claimed
-    UNION ALL
-    (SELECT next_run_at FROM tasks
-     WHERE status IN ('pending', 'delayed', 'processing') AND id NOT IN (SELECT id FROM due)
-     ORDER BY next_run_at LIMIT 1)
-    UNION ALL
-    (SELECT next_run_at FROM tasks
-     WHERE status IN ('pending', 'delayed', 'processing') AND next_run_at > now()
-       AND id NOT IN (SELECT id FROM due)
-     ORDER BY next_run_at LIMIT 1)
-), waits AS (
-    SELECT extract(epoch FROM min(next_run_at) - now()) AS due_seconds,
-           extract(epoch FROM min(next_run_at) FILTER (WHERE next_run_at > now()) - now())
-               AS due_next_seconds
-    FROM upcoming
 )
 SELECT claimed.*, now() AS claimed_at,
-       claimed.started_at + make_interval(secs => claimed.max_wait_time) AS deadline,
-       waits.due_seconds, waits.due_next_seconds
-FROM waits LEFT JOIN claimed ON true;
+       claimed.started_at + make_interval(secs => claimed.max_wait_time) AS deadline
+FROM claimed;
 
 -- name: task_schedule_retry
 -- Retries for a batch of attempts, one JSON array of {id, claim_token, result, error, delay}:

@@ -9,7 +9,7 @@ import pytest
 
 from asyncqueue import db
 from asyncqueue.worker.completer import Completer, finish_params, retry_params
-from asyncqueue.worker.dispatcher import DueTimes, SlotTable, claim_rows
+from asyncqueue.worker.dispatcher import SlotTable, claim_rows
 from asyncqueue.worker.fairness import ClaimPlan
 from asyncqueue.worker.runner import Finished
 from tests.support import make_team
@@ -29,8 +29,9 @@ def insert_tasks(conn, team_id, n, **overrides):
 def claim(conn, limit=10, grace=10.0, skip=()):
     """The dispatcher's claim: task_claim, or task_claim_skipping past the teams in `skip`."""
     plan = ClaimPlan(limit, tuple(skip))
-    params = {"limit": limit, "grace": grace, "worker": "test:1", "skip": list(skip)}
-    return claim_rows(conn, plan, params)[0]
+    return claim_rows(
+        conn, plan, {"limit": limit, "grace": grace, "worker": "test:1", "skip": list(skip)}
+    )
 
 
 def test_eight_claimers_take_every_task_exactly_once(conn, database_url):
@@ -431,46 +432,3 @@ def fake_row(**overrides) -> dict:
         "attempts": 1,
         "retry_count": 0,
     } | overrides
-
-
-def due_times(conn, limit=10, skip=()):
-    plan = ClaimPlan(limit, tuple(skip))
-    params = {"limit": limit, "grace": 2.0, "worker": "test:1", "skip": list(skip)}
-    rows, due = claim_rows(conn, plan, params)
-    return len(rows), due
-
-
-def seconds_until_due(conn):
-    row = conn.execute(db.query("task_seconds_until_due")).fetchone()
-    return row["seconds"], row["next_seconds"]
-
-
-@pytest.mark.parametrize("skip_a_team", [False, True])
-def test_a_claim_tells_the_wait_after_it_as_the_separate_query_would(database_url, skip_a_team):
-    """The claim returns the due times the dispatcher waits by (no second query): the rows it
-    just claimed counted at their new lease ends, due rows another session holds as due now."""
-    with db.connect(database_url, autocommit=True) as conn:
-        team, _ = make_team(conn)
-        capped, _ = make_team(conn, "capped", "pro")
-        skip = [capped["id"]] if skip_a_team else []
-        assert due_times(conn, skip=skip) == (0, DueTimes(None, None))  # nothing at all
-
-        insert_tasks(conn, team["id"], 1)
-        conn.execute("UPDATE tasks SET next_run_at = now() + interval '60 seconds'")
-        got, due = due_times(conn, skip=skip)  # only a delayed task: nothing claimed
-        assert got == 0 and 59 < due.seconds <= 60 and 59 < due.next_seconds <= 60
-
-        insert_tasks(conn, team["id"], 1, timeout=5)  # due now: claimed, lease 5 + 2 s
-        got, due = due_times(conn, skip=skip)
-        assert got == 1 and 6.5 < due.seconds <= 7 and 6.5 < due.next_seconds <= 7
-        expected = seconds_until_due(conn)  # the separate query, just after: the same
-        assert abs(float(expected[0]) - due.seconds) < 0.5
-
-        insert_tasks(conn, team["id"], 1)  # due now, but held by another session
-        with db.connect(database_url) as other:
-            other.execute(
-                "SELECT id FROM tasks WHERE status = 'pending' AND next_run_at <= now() FOR UPDATE"
-            )
-            got, due = due_times(conn, skip=skip)
-            assert got == 0 and due.seconds <= 0  # due, not got: the dispatcher's floor applies
-            assert 6 < due.next_seconds <= 7  # the next one in the future: the lease above

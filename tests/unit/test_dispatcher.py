@@ -113,8 +113,7 @@ def test_a_claim_that_lands_after_shutdown_began_is_handed_back():
     from asyncqueue.worker.dispatcher import Dispatcher
 
     slots = SlotTable(4)
-    # As task_claim returns them: each row with the due times the wait is made of.
-    claimed = [{**row(), "due_seconds": 30.0, "due_next_seconds": 30.0} for _ in range(2)]
+    claimed = [row(), row()]
     executed = []
 
     class Pool:

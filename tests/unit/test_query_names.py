@@ -37,7 +37,7 @@ def test_an_included_part_is_written_once_and_used_whole():
     assert "task_claim_mark" not in text  # a part is not a query
     for name in ("task_claim", "task_claim_skipping"):
         assert text[name].count("UPDATE tasks t") == 1
-        assert text[name].endswith("FROM waits LEFT JOIN claimed ON true")
+        assert text[name].endswith("FROM claimed")
 
 
 @pytest.mark.parametrize(
