@@ -79,17 +79,29 @@ def measure(bench) -> dict:
     slow = (sizes.slow_tasks, "/slow")
     before_web, before_port = _spawn_web(bench, NO_CREATE_LIMIT)
     try:
-        for _ in range(sizes.repeats):
-            for name, env, measure_one in (
-                ("dispatch_before", NO_FAIRNESS, lambda: bench.measure_dispatch(*fast)),
-                ("dispatch_after", {}, lambda: bench.measure_dispatch(*fast)),
-                ("dispatch_50ms_before", NO_FAIRNESS, lambda: bench.measure_dispatch(*slow)),
-                ("dispatch_50ms_after", {}, lambda: bench.measure_dispatch(*slow)),
-                ("create_before", None, lambda: _create_on(bench, before_web, before_port)),
-                ("create_after", None, lambda: bench.measure_create()),
-            ):
-                with _worker_env(bench, env or {}):
-                    runs.setdefault(name, []).append(measure_one())
+        # Before and after alternate, and which goes first alternates too: the second drain of a
+        # pair runs on the dead rows the first left in the table, so a fixed order would favour
+        # one side. An even number of rounds, at least four.
+        rounds = max(4, sizes.repeats + sizes.repeats % 2)
+        for i in range(rounds):
+            pairs = (
+                (
+                    ("dispatch_before", NO_FAIRNESS, lambda: bench.measure_dispatch(*fast)),
+                    ("dispatch_after", {}, lambda: bench.measure_dispatch(*fast)),
+                ),
+                (
+                    ("dispatch_50ms_before", NO_FAIRNESS, lambda: bench.measure_dispatch(*slow)),
+                    ("dispatch_50ms_after", {}, lambda: bench.measure_dispatch(*slow)),
+                ),
+                (
+                    ("create_before", None, lambda: _create_on(bench, before_web, before_port)),
+                    ("create_after", None, lambda: bench.measure_create()),
+                ),
+            )
+            for pair in pairs:
+                for name, env, measure_one in pair if i % 2 == 0 else pair[::-1]:
+                    with _worker_env(bench, env or {}):
+                        runs.setdefault(name, []).append(measure_one())
     finally:
         bench.stop_processes([before_web])
     for name, results in runs.items():
