@@ -95,6 +95,17 @@ def json_error(status: int, message: str) -> bytes:
     ).encode("latin-1") + body
 
 
+def _recv_nonblocking(sock) -> bytes | None:
+    """What has arrived on a non-blocking socket: None when nothing has yet, b"" when the
+    client left (or the connection failed)."""
+    try:
+        return sock.recv(RECV_SIZE)
+    except (BlockingIOError, InterruptedError):
+        return None
+    except OSError:
+        return b""
+
+
 class _Captured:
     """Stands in for the client socket while gunicorn writes an error page, to learn its
     status (gunicorn decides which status each parse error gets; we only change the body)."""
@@ -166,12 +177,9 @@ class BufferingThreadWorker(ThreadWorker):
         outcome = framing.feed(ahead) if ahead else MORE
         conn.sock.setblocking(False)
         while outcome == MORE:
-            try:
-                data = conn.sock.recv(RECV_SIZE)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError:
-                data = b""
+            data = _recv_nonblocking(conn.sock)
+            if data is None:
+                break  # nothing more has arrived yet
             if not data:
                 return False  # the client left
             outcome = framing.feed(data)
@@ -248,12 +256,9 @@ class BufferingThreadWorker(ThreadWorker):
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_readable, conn))
 
     def _on_readable(self, conn, _sock):
-        try:
-            data = conn.sock.recv(RECV_SIZE)
-        except (BlockingIOError, InterruptedError):
+        data = _recv_nonblocking(conn.sock)
+        if data is None:
             return
-        except OSError:
-            data = b""
         if not data:  # the client left
             self._stop_reading(conn)
             self._close(conn)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import tempfile
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -95,24 +96,31 @@ def receiver():
     r.stop()
 
 
+@contextmanager
+def stack_on_a_clone(pg_admin_url: str, template_db: str, prefix: str = "asyncqueue-e2e-", **env):
+    """A Stack (nothing started yet) on a fresh clone of the migrated template database, with
+    `env` for its processes; stopped, and the clone dropped, afterwards."""
+    name, url = clone_database(pg_admin_url, template_db)
+    s = Stack(url, Path(tempfile.mkdtemp(prefix=prefix)), **env)
+    try:
+        yield s
+    finally:
+        s.stop()
+        drop_database(pg_admin_url, name)
+
+
 @pytest.fixture(scope="module")
 def stack(pg_admin_url, template_db):
     """Web + one worker, shared by a module's tests (each uses its own receiver paths)."""
-    name, url = clone_database(pg_admin_url, template_db)
-    s = Stack(url, Path(tempfile.mkdtemp(prefix="asyncqueue-e2e-")))
-    s.start_web()
-    s.start_worker()
-    yield s
-    s.stop()
-    drop_database(pg_admin_url, name)
+    with stack_on_a_clone(pg_admin_url, template_db) as s:
+        s.start_web()
+        s.start_worker()
+        yield s
 
 
 @pytest.fixture
 def own_stack(pg_admin_url, template_db):
     """Web only, on a database of its own; the test starts (and kills) its own workers."""
-    name, url = clone_database(pg_admin_url, template_db)
-    s = Stack(url, Path(tempfile.mkdtemp(prefix="asyncqueue-e2e-")))
-    s.start_web()
-    yield s
-    s.stop()
-    drop_database(pg_admin_url, name)
+    with stack_on_a_clone(pg_admin_url, template_db) as s:
+        s.start_web()
+        yield s

@@ -5,17 +5,15 @@ import json
 import os
 import signal
 import subprocess
-import tempfile
-from pathlib import Path
 
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from asyncqueue import db
-from tests.conftest import clone_database, drop_database
+from tests.conftest import stack_on_a_clone
 from tests.ops_support import by_status, counted, insert
-from tests.stack import BIN, Stack, free_port
+from tests.stack import BIN, free_port
 from tests.support import wait_for
 
 TOKEN = "e2e-metrics-token"
@@ -53,24 +51,18 @@ def scrape(url: str, token: str | None = TOKEN) -> dict:
 
 @pytest.fixture(scope="module")
 def ops_stack(pg_admin_url, template_db):
-    name, url = clone_database(pg_admin_url, template_db)
-    stack = Stack(
-        url,
-        Path(tempfile.mkdtemp(prefix="asyncqueue-e2e-")),
-        WEB_CONCURRENCY="2",
-        ASYNCQUEUE_METRICS_TOKEN=TOKEN,
-    )
-    # Finished long ago, before any worker runs: the worker's pruner should delete these.
-    with db.connect(url, autocommit=True) as conn:
-        insert(conn, stack.team["id"], "completed", 2_500, completed_days_ago=45)
-        insert(conn, stack.team["id"], "failed", 30, completed_days_ago=45)
-        insert(conn, stack.team["id"], "completed", 20, completed_days_ago=2)
-    stack.metrics_port = free_port()
-    stack.start_web()
-    stack.start_worker(ASYNCQUEUE_WORKER_METRICS_PORT=str(stack.metrics_port))
-    yield stack
-    stack.stop()
-    drop_database(pg_admin_url, name)
+    with stack_on_a_clone(
+        pg_admin_url, template_db, WEB_CONCURRENCY="2", ASYNCQUEUE_METRICS_TOKEN=TOKEN
+    ) as stack:
+        # Finished long ago, before any worker runs: the worker's pruner should delete these.
+        with db.connect(stack.database_url, autocommit=True) as conn:
+            insert(conn, stack.team["id"], "completed", 2_500, completed_days_ago=45)
+            insert(conn, stack.team["id"], "failed", 30, completed_days_ago=45)
+            insert(conn, stack.team["id"], "completed", 20, completed_days_ago=2)
+        stack.metrics_port = free_port()
+        stack.start_web()
+        stack.start_worker(ASYNCQUEUE_WORKER_METRICS_PORT=str(stack.metrics_port))
+        yield stack
 
 
 def workers_json(stack) -> list:

@@ -3,17 +3,14 @@ command and config): stalled requests hold no thread, and every refusal is JSON.
 
 import json
 import socket
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
 import requests
 
 from asyncqueue import limits
 from asyncqueue.keys import generate_key
-from tests.conftest import clone_database, drop_database
-from tests.stack import Stack
+from tests.conftest import stack_on_a_clone
 
 HEADER_TIMEOUT = 3
 
@@ -21,18 +18,16 @@ HEADER_TIMEOUT = 3
 @pytest.fixture(scope="module")
 def web(pg_admin_url, template_db):
     """gunicorn alone (1 process x 4 threads), with short read limits so the 408 test is quick."""
-    name, url = clone_database(pg_admin_url, template_db)
-    s = Stack(
-        url,
-        Path(tempfile.mkdtemp(prefix="asyncqueue-web-")),
+    with stack_on_a_clone(
+        pg_admin_url,
+        template_db,
+        "asyncqueue-web-",
         ASYNCQUEUE_HEADER_TIMEOUT=str(HEADER_TIMEOUT),
         ASYNCQUEUE_BODY_TIMEOUT=str(HEADER_TIMEOUT),
         ASYNCQUEUE_ALLOW_PRIVATE_NETWORKS="false",
-    )
-    s.start_web()
-    yield s
-    s.stop()
-    drop_database(pg_admin_url, name)
+    ) as s:
+        s.start_web()
+        yield s
 
 
 def connect(web) -> socket.socket:

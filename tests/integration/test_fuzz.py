@@ -13,13 +13,12 @@ import json
 import os
 import re
 import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import clone_database, drop_database
-from tests.stack import BIN, ROOT, Stack
+from tests.conftest import stack_on_a_clone
+from tests.stack import BIN, ROOT
 from tests.support import make_team, report
 
 HERE = Path(__file__).parent
@@ -27,17 +26,15 @@ HERE = Path(__file__).parent
 
 @pytest.fixture
 def web(pg_admin_url, template_db):
-    name, url = clone_database(pg_admin_url, template_db)
-    s = Stack(
-        url,
-        Path(tempfile.mkdtemp(prefix="asyncqueue-fuzz-")),
+    with stack_on_a_clone(
+        pg_admin_url,
+        template_db,
+        "asyncqueue-fuzz-",
         WEB_CONCURRENCY="2",
         ASYNCQUEUE_ALLOW_PRIVATE_NETWORKS="false",
-    )
-    s.start_web()
-    yield s
-    s.stop()
-    drop_database(pg_admin_url, name)
+    ) as s:
+        s.start_web()
+        yield s
 
 
 def test_api_and_its_openapi_document_agree_in_every_mode(web):
