@@ -1,11 +1,12 @@
 """Per-team create limits in a web process: the check on the create path, and the thread that
 syncs this process's counts with the others' (the maths is asyncqueue/ratelimit.py).
 
-The hot path makes no database call: a request's key is mapped to its team from memory (learned
-from the first task the key creates in this process, which is let through uncounted until then)
-and the decision is CreateLimiter's. Only creates that succeed count: an admission is given back
-when the request then fails (401, 400, ...), and a key answered 401 is forgotten. A background thread per process writes the counts and reads
-the others' every SYNC_INTERVAL, on a connection of its own.
+The hot path makes no database call: a request's key is mapped to its team from memory (learnt
+by one read at the key's first create in this process) and the decision is CreateLimiter's; a
+team new to the process waits for the next sync first (milliseconds), once. Only creates that
+succeed count: an admission is given back when the request then fails (401, 400, ...), and a
+key answered 401 is forgotten. A background thread per process syncs every SYNC_INTERVAL on a
+connection of its own: one short transaction, serialised with the other processes' syncs.
 """
 
 from __future__ import annotations
@@ -23,12 +24,17 @@ from psycopg.types.json import Jsonb
 from asyncqueue import db, keys
 from asyncqueue.api.errors import error_response
 from asyncqueue.logs import log_event
-from asyncqueue.ratelimit import SYNC_INTERVAL, CreateLimiter, retry_after_header
+from asyncqueue.ratelimit import SYNC_INTERVAL, CreateLimiter, TeamSync, retry_after_header
 
 log = logging.getLogger("asyncqueue.api")
 
 KEYS_REMEMBERED = 10_000  # key -> team entries kept per process (the oldest dropped when full)
 PRUNE_EVERY = 50  # syncs (about 10 s) between two deletions of old counts
+SYNC_WAIT = 0.25  # seconds a create waits for its team's first sync in this process
+CREATE_LIMITS_LOCK_ID = 7_302_010  # serialises the web processes' syncs (advisory, per database)
+# A sync that cannot have the lock within this (another process's sync stuck mid-transaction)
+# fails and is retried; a sync connection idle inside a transaction is ended by the server.
+SYNC_SESSION_SETTINGS = "SET lock_timeout = '1s'; SET idle_in_transaction_session_timeout = '5s'"
 
 
 class CreateLimits:
@@ -37,6 +43,7 @@ class CreateLimits:
         self.enabled = any(rates.values())
         self.limiter = CreateLimiter(rates)
         self._lock = threading.Lock()
+        self._synced = threading.Condition(self._lock)  # notified after every sync
         self._team_of_key: dict[bytes, object] = {}
         self._pid: int | None = None
         self._sync_now = threading.Event()
@@ -47,8 +54,8 @@ class CreateLimits:
 
         The admission counts the create at once (so that concurrent requests cannot all take the
         last slot), and must be given back with `undo` if the create then fails (401, 400, ...):
-        only tasks actually created use up a team's budget. A key not seen in this process yet
-        is let through uncounted (admission None): `learn` counts its create if it succeeds."""
+        only tasks actually created use up a team's budget. A key this process has not learnt
+        (`learn`) is let through uncounted (admission None): the caller learns it first."""
         if not self.enabled:
             return None, None
         team_id = self._team_of_key.get(keys.hash_key(key))
@@ -56,6 +63,8 @@ class CreateLimits:
             return None, None
         self._ensure_syncing()
         with self._lock:
+            if self.limiter.needs_sync(team_id, time.monotonic()):
+                self._await_team_sync(team_id)
             now = time.monotonic()
             wait = self.limiter.admit(team_id, now)
             if wait is None:
@@ -71,6 +80,17 @@ class CreateLimits:
         response.headers["Retry-After"] = retry_after_header(wait)
         return response, None
 
+    def _await_team_sync(self, team_id) -> None:
+        """Wait (the lock held by the caller is released meanwhile) for a sync that tells this
+        process what the others may still admit for the team: once per team per process, and
+        again after the team has been away FORGET_AFTER. Rather than wait longer than
+        SYNC_WAIT, decide on a guess (an equal part of the headroom)."""
+        self.limiter.track(team_id, time.monotonic())
+        self._sync_now.set()
+        self._synced.wait_for(
+            lambda: getattr(self.limiter.teams.get(team_id), "synced", True), timeout=SYNC_WAIT
+        )
+
     def undo(self, admission) -> None:
         """Give back an admission whose create did not happen."""
         if admission is None:
@@ -83,23 +103,30 @@ class CreateLimits:
         with self._lock:
             self._team_of_key.pop(keys.hash_key(key), None)
 
-    def learn(self, key: str, team_id) -> None:
-        """A create by `key` went through for `team_id`: remember whose key it is (and count the
-        create, which `admit` let through uncounted as the key was new here)."""
+    def knows(self, key: str) -> bool:
+        """Whether this process has learnt `key`'s team."""
+        return keys.hash_key(key) in self._team_of_key
+
+    def learn(self, key: str, team_id, plan: str) -> None:
+        """`key` is a live key of `team_id`, on `plan` (read from the database): remember
+        whose key it is, and the team's plan until a sync says otherwise."""
         if not self.enabled:
             return
         key_hash = keys.hash_key(key)
+        self._ensure_syncing()
         with self._lock:
-            if key_hash in self._team_of_key:
-                return
             while len(self._team_of_key) >= KEYS_REMEMBERED:
                 # dicts keep insertion order: the first entry is the oldest learnt.
                 del self._team_of_key[next(iter(self._team_of_key))]
             self._team_of_key[key_hash] = team_id
-        self._ensure_syncing()
-        with self._lock:
-            self.limiter.admit(team_id, time.monotonic())  # count the create just made
-        self._sync_now.set()  # learn the team's plan now rather than in up to SYNC_INTERVAL
+            self.limiter.track(team_id, time.monotonic(), plan)
+
+    def start(self) -> None:
+        """Sync at once: this process counts among the live ones before its first request, so
+        that no process sharing a team with it takes the whole of the team's headroom."""
+        if self.enabled:
+            self._ensure_syncing()
+            self._sync_now.set()
 
     # -- the sync thread ------------------------------------------------------------------------
 
@@ -123,6 +150,7 @@ class CreateLimits:
             try:
                 if conn is None or conn.closed:
                     conn = db.connect(self.database_url, autocommit=True, connect_timeout=5)
+                    conn.execute(SYNC_SESSION_SETTINGS)
                 self.sync(conn)
                 syncs, failures = syncs + 1, 0
                 if syncs % PRUNE_EVERY == 0:
@@ -139,31 +167,53 @@ class CreateLimits:
                 time.sleep(min(0.2 * failures, 2.0))
 
     def sync(self, conn) -> None:
-        """One sync: write this process's counts, read the others' (one statement)."""
+        """One sync, one short transaction under a lock that every web process's sync takes:
+        write this process's counts, read the others' counts and allowances, and write the
+        allowance it takes until its next sync."""
         with self._lock:
             now = time.monotonic()
             counts = self.limiter.counts(now)
             teams = list(self.limiter.teams)
-        row = conn.execute(
-            db.query("create_counts_sync"),
-            {
-                "process": self.process,
-                "counts": Jsonb([{"team_id": str(t), "second": s, "n": n} for t, s, n in counts]),
-                "teams": teams,
-            },
-        ).fetchone()
-        answer = {
-            uuid.UUID(str(t["team_id"])): (
-                t["plan"],
-                {int(s): n for s, n in t["others"].items()},
-                t["active"],
+        with conn.transaction():
+            conn.execute(db.query("create_limits_lock"), {"lock": CREATE_LIMITS_LOCK_ID})
+            row = conn.execute(
+                db.query("create_counts_sync"),
+                {
+                    "process": self.process,
+                    "counts": Jsonb(
+                        [
+                            {"team_id": str(t), "second": s, "n": n, "wanted": w}
+                            for t, s, n, w in counts
+                        ]
+                    ),
+                    "teams": teams,
+                },
+            ).fetchone()
+            answer = {
+                uuid.UUID(str(t["team_id"])): TeamSync(
+                    plan=t["plan"],
+                    others={int(s): n for s, n in t["others"].items()},
+                    allowance=float(t["allowance"]),
+                    wanted=int(t["wanted"]),
+                )
+                for t in row["teams"]
+            }
+            with self._lock:
+                # The database's clock at the middle of the round trip, against ours.
+                middle = (now + time.monotonic()) / 2
+                self.limiter.synced(middle, row["now"], row["processes"], answer)
+                allowances = self.limiter.allowances()
+            conn.execute(
+                db.query("create_allowances_write"),
+                {
+                    "process": self.process,
+                    "allowances": Jsonb(
+                        [{"team_id": str(t), "allowance": a} for t, a in allowances]
+                    ),
+                },
             )
-            for t in row["teams"]
-        }
-        with self._lock:
-            # The database's clock at the middle of the round trip, against ours.
-            middle = (now + time.monotonic()) / 2
-            self.limiter.synced(middle, row["now"], row["processes"], answer)
+        with self._synced:  # committed: creates waiting for their team's first sync go on
+            self._synced.notify_all()
 
 
 def create_limits() -> CreateLimits:

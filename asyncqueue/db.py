@@ -84,6 +84,14 @@ def connect(url: str, **kwargs) -> psycopg.Connection:
     return psycopg.connect(url, row_factory=dict_row, **kwargs)
 
 
+def options_adding(url: str, option: str) -> str:
+    """The `options` connection parameter for `url` with `option` added: passed as a keyword,
+    `options` replaces the URL's own (or PGOPTIONS), which a deployment may rely on (say, a
+    search_path), so they are kept before it."""
+    own = psycopg.conninfo.conninfo_to_dict(url).get("options") or os.environ.get("PGOPTIONS")
+    return f"{own} {option}" if own else option
+
+
 # A database that vanishes without closing the connection (a dead machine, a dropped route) is
 # noticed within about 25 s by the keepalives, and a write stuck unacknowledged within 30 s,
 # rather than after the kernel's defaults (hours): the pool then reconnects.

@@ -36,3 +36,10 @@ from asyncqueue import metrics_multiprocess  # noqa: E402
 metrics_multiprocess.prepare_directory()
 on_exit = metrics_multiprocess.on_exit
 child_exit = metrics_multiprocess.child_exit
+
+
+def post_worker_init(worker):
+    """Each web process joins the create-limit syncs as it boots, not at its first create."""
+    from asyncqueue.create_limit import for_app
+
+    for_app(worker.wsgi).start()

@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -287,6 +288,7 @@ class Bench:
             "p99_ms": percentile(latencies, 99) * 1000,
             "requests": len(results),
             "non_2xx": non_2xx,
+            "statuses": {str(k): v for k, v in sorted(Counter(c for c, _ in results).items())},
             "rows": rows,
             "cpu_ms_per_request": dict(
                 zip(("web", "postgres", "load_generator"), cpu_ms, strict=True)

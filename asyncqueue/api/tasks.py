@@ -107,6 +107,15 @@ def create_task():
     if not keys.is_well_formed(key):
         raise ApiError(401, "Invalid or revoked API key")
     limiter = create_limits()
+    if limiter.enabled and not limiter.knows(key):
+        # The key's first create in this process: one read to learn its team and plan (a 401
+        # here if it is not a live key), so that every create is counted against its team.
+        try:
+            with authenticated() as (_, caller):
+                limiter.learn(key, caller.team_id, caller.plan)
+        except ApiError:
+            limiter.forget(key)
+            raise
     refusal, admission = limiter.admit(key)
     try:
         if refusal is not None:
@@ -115,7 +124,7 @@ def create_task():
             with authenticated():
                 pass
             return refusal
-        response = _create(settings, key, limiter)
+        response = _create(settings, key)
         admission = None  # created: the admission stands
         return response
     except ApiError as err:
@@ -126,7 +135,7 @@ def create_task():
         limiter.undo(admission)  # not created: only tasks made use up the team's budget
 
 
-def _create(settings, key: str, limiter):
+def _create(settings, key: str):
     rules = {
         "allow_private_networks": settings.allow_private_networks,
         "max_delay": timedelta(days=settings.max_delay_days),
@@ -142,7 +151,6 @@ def _create(settings, key: str, limiter):
     if task is not None:
         row = _insert_for_key(task, key)
         if row is not None:
-            limiter.learn(key, row["team_id"])
             return jsonify(task=task_to_json(row)), 201
     with authenticated() as (_, caller):
         if problem:
@@ -154,7 +162,6 @@ def _create(settings, key: str, limiter):
     row = _insert_for_key(task, key)
     if row is None:
         raise ApiError(401, "Invalid or revoked API key")
-    limiter.learn(key, row["team_id"])
     return jsonify(task=task_to_json(row)), 201
 
 

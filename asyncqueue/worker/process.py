@@ -51,10 +51,14 @@ POOL_CLOSE_WAIT = 0.5  # seconds the pool's connections get to close at exit
 # a generic task_claim made while the table was small (a fresh deploy) seq-scans and sorts once
 # a backlog arrives, until the next ANALYZE. Planning the plain claim costs about 0.1 ms.
 # Keepalives: see db.KEEPALIVE_CONNECT_KWARGS.
-POOL_CONNECT_KWARGS = {
-    **db.KEEPALIVE_CONNECT_KWARGS,
-    "options": "-c plan_cache_mode=force_custom_plan",
-}
+CUSTOM_PLANS_ONLY = "-c plan_cache_mode=force_custom_plan"
+
+
+def pool_connect_kwargs(database_url: str) -> dict:
+    return {
+        **db.KEEPALIVE_CONNECT_KWARGS,
+        "options": db.options_adding(database_url, CUSTOM_PLANS_ONLY),
+    }
 
 
 class WorkerProcess:
@@ -67,7 +71,7 @@ class WorkerProcess:
             max(2, min(concurrency, 10)),
             name="asyncqueue-worker",
             timeout=10.0,
-            connect_kwargs=POOL_CONNECT_KWARGS,
+            connect_kwargs=pool_connect_kwargs(settings.database_url),
         )
         self.stop_requested = threading.Event()
         self.wake = threading.Event()

@@ -1,42 +1,71 @@
+-- name: create_limits_lock
+-- Syncs run one at a time, across every web process: each then sees the allowances the others
+-- took (see create_allowances_write), so no two take the same headroom. Held until the sync's
+-- transaction ends; the sync connection's lock_timeout bounds the wait.
+SELECT pg_advisory_xact_lock(%(lock)s);
+
 -- name: create_counts_sync
--- One web process's sync, one round trip: write its create counts per team and second (absolute
--- numbers, so a repeated sync changes nothing), say it is alive, and read back for the teams it
--- asks about their plan, the other processes' counts in the last two seconds and how many of
--- them admitted any, the number of
--- live web processes and the database's clock. The reads see the table as it was before this
--- statement's writes, so they hold only the other processes' counts, as they should.
+-- One web process's sync: write its create counts per team and second, admitted and asked for
+-- (absolute numbers, so a repeated sync changes nothing), say it is alive, and read back for
+-- the teams it asks about their plan, the other processes' counts in the last two seconds and
+-- the allowances the live ones took at their last syncs, the number of live web processes and
+-- the database's clock.
+-- The reads see the table as it was before this statement's writes, so they hold only the
+-- other processes' counts, as they should.
 WITH mine AS (
-    SELECT * FROM jsonb_to_recordset(%(counts)s::jsonb) AS c (team_id uuid, second bigint, n int)
+    SELECT * FROM jsonb_to_recordset(%(counts)s::jsonb)
+        AS c (team_id uuid, second bigint, n int, wanted int)
 ), written AS (
-    INSERT INTO create_counts (team_id, second, process, n)
-    SELECT team_id, second, %(process)s, n FROM mine
-    ON CONFLICT (team_id, second, process) DO UPDATE SET n = excluded.n
+    INSERT INTO create_counts (team_id, second, process, n, wanted)
+    SELECT team_id, second, %(process)s, n, wanted FROM mine
+    ON CONFLICT (team_id, second, process) DO UPDATE SET n = excluded.n, wanted = excluded.wanted
 ), alive AS (
     INSERT INTO web_processes (process, seen_at) VALUES (%(process)s, now())
     ON CONFLICT (process) DO UPDATE SET seen_at = excluded.seen_at
 ), clock AS (
     SELECT extract(epoch FROM clock_timestamp())::float8 AS now
+), live AS (
+    SELECT process FROM web_processes
+    WHERE seen_at > now() - interval '2 seconds' AND process <> %(process)s
 )
 SELECT clock.now,
-       1 + (SELECT count(*) FROM web_processes
-            WHERE seen_at > now() - interval '2 seconds' AND process <> %(process)s) AS processes,
+       1 + (SELECT count(*) FROM live) AS processes,
        (SELECT coalesce(jsonb_agg(jsonb_build_object(
                    'team_id', t.id, 'plan', t.plan,
-                   'active', (SELECT count(DISTINCT process) FROM create_counts
-                              WHERE team_id = t.id AND process <> %(process)s
-                                AND second >= floor(clock.now) - 1),
+                   'allowance', (SELECT coalesce(sum(a.allowance), 0) FROM create_allowances a
+                                 WHERE a.team_id = t.id
+                                   AND a.process IN (SELECT process FROM live)),
                    'others', (SELECT coalesce(jsonb_object_agg(c.second, c.n), '{}')
                               FROM (SELECT second, sum(n) AS n FROM create_counts
                                     WHERE team_id = t.id AND process <> %(process)s
                                       AND second >= floor(clock.now) - 1
-                                    GROUP BY second) c))), '[]')
+                                    GROUP BY second) c),
+                   'wanted', (SELECT coalesce(sum(c.wanted), 0) FROM create_counts c
+                              WHERE c.team_id = t.id AND c.process <> %(process)s
+                                AND c.second >= floor(clock.now) - 1))), '[]')
         FROM teams t WHERE t.id = ANY(%(teams)s::uuid[])) AS teams
 FROM clock;
 
+-- name: create_allowances_write
+-- The allowances this process took at this sync, in the same transaction, under the lock: one
+-- row per team it knows, and none left for teams it has forgotten.
+WITH mine AS (
+    SELECT * FROM jsonb_to_recordset(%(allowances)s::jsonb) AS a (team_id uuid, allowance float8)
+), forgotten AS (
+    DELETE FROM create_allowances
+    WHERE process = %(process)s AND team_id NOT IN (SELECT team_id FROM mine)
+)
+INSERT INTO create_allowances (team_id, process, allowance)
+SELECT team_id, %(process)s, allowance FROM mine
+ON CONFLICT (team_id, process) DO UPDATE SET allowance = excluded.allowance;
+
 -- name: create_counts_prune
--- Counts older than the window and processes gone for a minute; any process may do it.
+-- Counts older than the window, and processes gone for a minute with their allowances (a live
+-- process's sync ignores them after two seconds already); any process may do it.
 WITH counts AS (
     DELETE FROM create_counts
     WHERE second < extract(epoch FROM clock_timestamp())::bigint - 10
+), gone AS (
+    DELETE FROM web_processes WHERE seen_at < now() - interval '1 minute' RETURNING process
 )
-DELETE FROM web_processes WHERE seen_at < now() - interval '1 minute';
+DELETE FROM create_allowances WHERE process IN (SELECT process FROM gone);

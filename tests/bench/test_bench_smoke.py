@@ -21,7 +21,8 @@ def test_bench_harness_runs_on_a_tiny_workload(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     data = json.loads((tmp_path / "tiny.json").read_text())
-    assert data["create"]["non_2xx"] == 0 and data["create"]["rows"] == data["create"]["requests"]
+    create = data["create"]
+    assert create["non_2xx"] == 0 and create["rows"] == create["requests"], create["statuses"]
     assert data["dispatch"]["lost"] == 0 and data["dispatch"]["duplicates"] == 0
     assert data["dispatch_50ms"]["lost"] == 0
     assert data["bare_loop"]["received"] == data["bare_loop"]["tasks"]

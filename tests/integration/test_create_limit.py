@@ -1,6 +1,7 @@
 """Per-team create limits against a real PostgreSQL: the 429 answer, and two web processes
 sharing one team's rate through the UNLOGGED counts table."""
 
+import threading
 import time
 
 from asyncqueue import create_limit, db, keys
@@ -62,6 +63,70 @@ def test_two_processes_share_one_rate_through_the_database(database_url, conn, t
     assert admitted_second == 0
 
 
+def test_allowances_taken_at_syncs_never_add_up_past_the_rate(database_url, team):
+    """Each sync leaves alone what the other processes took at theirs: whatever the order of
+    the syncs, the two processes together admit one second's worth, not one each."""
+    team_id = team[0]["id"]
+    first = CreateLimits(database_url, {"free": 20, "pro": 500})
+    second = CreateLimits(database_url, {"free": 20, "pro": 500})
+    second.process = "other-host:1:x"
+    with db.connect(database_url, autocommit=True) as sync_conn:
+        for limits in (first, second, first, second):  # both alive and synced, nothing admitted
+            limits.limiter.track(team_id, time.monotonic())
+            limits.sync(sync_conn)
+        taken = {
+            row["process"]: row["allowance"]
+            for row in sync_conn.execute(
+                "SELECT process, allowance FROM create_allowances WHERE team_id = %s", (team_id,)
+            )
+        }
+        # Neither has seen the other admit anything: neither's counts say where the team's
+        # traffic goes, yet what they may admit before their next syncs adds up to the rate.
+        now = time.monotonic()
+        admitted = sum(
+            limits.limiter.admit(team_id, now) is None
+            for limits in (first, second)
+            for _ in range(30)
+        )
+    assert set(taken) == {first.process, second.process}
+    assert sum(taken.values()) <= 20
+    assert 0 < admitted <= 20
+
+
+def test_syncs_take_turns_under_the_lock(database_url, team):
+    """A sync waits while another process's sync holds the lock, rather than read counts and
+    allowances that are about to change."""
+    limits = CreateLimits(database_url, {"free": 20, "pro": 500})
+    limits.limiter.track(team[0]["id"], time.monotonic())
+    with (
+        db.connect(database_url, autocommit=True) as holder,
+        db.connect(database_url, autocommit=True) as sync_conn,
+    ):
+        with holder.transaction():
+            holder.execute(
+                db.query("create_limits_lock"), {"lock": create_limit.CREATE_LIMITS_LOCK_ID}
+            )
+            done = threading.Event()
+            thread = threading.Thread(target=lambda: (limits.sync(sync_conn), done.set()))
+            thread.start()
+            assert not done.wait(0.3)  # held: the sync waits
+        thread.join(5)
+    assert done.is_set()
+    assert limits.limiter.teams[team[0]["id"]].synced
+
+
+def test_a_team_new_to_a_process_waits_for_a_sync_before_its_first_decision(database_url, team):
+    team_row, key = team
+    limits = CreateLimits(database_url, {"free": 20, "pro": 500})
+    limits.learn(key, team_row["id"], "free")  # starts the sync thread
+    time.sleep(0.5)  # it has synced: the process is live, no team decision made yet
+    limits.limiter.teams.clear()  # the team forgotten, as after a pause
+    refusal, admission = limits.admit(key)
+    assert refusal is None and admission is not None
+    window = limits.limiter.teams[team_row["id"]]
+    assert window.synced and window.plan == "free"
+
+
 def test_off_means_no_limit(app, client, auth):
     for_app(app).enabled = False
     assert all(create(client, auth).status_code == 201 for _ in range(40))
@@ -111,5 +176,5 @@ def test_the_oldest_keys_are_forgotten_first_when_the_table_is_full(app, monkeyp
     limits = for_app(app)
     monkeypatch.setattr(limits, "_ensure_syncing", lambda: None)
     for n in range(5):
-        limits.learn(f"key-{n}", n)
+        limits.learn(f"key-{n}", n, "free")
     assert sorted(limits._team_of_key.values()) == [2, 3, 4]

@@ -104,12 +104,26 @@ def test_two_workers_skipping_at_once_each_get_rows_while_work_waits(conn, datab
 
 
 def test_worker_pool_connections_force_custom_plans(database_url):
-    # A generic plan of a claim may seq-scan tasks (see POOL_CONNECT_KWARGS).
-    from asyncqueue.worker.process import POOL_CONNECT_KWARGS
+    # A generic plan of a claim may seq-scan tasks (see CUSTOM_PLANS_ONLY).
+    from asyncqueue.worker.process import pool_connect_kwargs
 
-    with db.connect(database_url, **POOL_CONNECT_KWARGS) as conn:
+    with db.connect(database_url, **pool_connect_kwargs(database_url)) as conn:
         setting = conn.execute("SHOW plan_cache_mode").fetchone()["plan_cache_mode"]
     assert setting == "force_custom_plan"
+
+
+def test_worker_pool_keeps_the_database_urls_own_options(database_url):
+    # A deployment's options (a search_path, a statement_timeout) are not replaced by ours.
+    sep = "&" if "?" in database_url else "?"
+    url = f"{database_url}{sep}options=-c%20application_name%3Dmine"
+    from asyncqueue.worker.process import pool_connect_kwargs
+
+    with db.connect(url, **pool_connect_kwargs(url)) as conn:
+        settings = [
+            conn.execute(f"SHOW {name}").fetchone()[name]
+            for name in ("application_name", "plan_cache_mode")
+        ]
+    assert settings == ["mine", "force_custom_plan"]
 
 
 def test_migration_0006_keeps_a_tasks_team_due_built_by_hand_first(database_url):
