@@ -9,7 +9,7 @@ alike; for each measure the median over the rounds is reported with every round'
 the ratio after / before. The harness's own SQL (due rows inserted straight into `tasks`) must
 suit the other revision's schema: revisions since the tasks table took its present columns do.
 
-    python -m bench.compare OTHER_ROOT [--label REV] [--rounds N] [--quick|--tiny]
+    python -m bench.compare OTHER_ROOT [--label REV] [--rounds N] [--quick|--tiny] [--only PHASES]
 """
 
 from __future__ import annotations
@@ -25,30 +25,32 @@ from pathlib import Path
 from asyncqueue import embedded_pg
 from bench.harness import FULL, QUICK, ROOT, TINY, Bench, log
 
-# (name, how to read it off a result, True where higher is better)
+# (phase, name, how to read it off the phase's result, True where higher is better)
 MEASURES = (
-    ("create, tasks/s", lambda r: r["create"]["tasks_per_s"], True),
-    ("create p99, ms", lambda r: r["create"]["p99_ms"], False),
-    ("create web CPU, ms/request", lambda r: r["create"]["cpu_ms_per_request"]["web"], False),
-    ("dispatch, callbacks/s", lambda r: r["dispatch"]["callbacks_per_s"], True),
-    ("dispatch CPU s / 1,000", lambda r: r["dispatch"]["cpu_s_per_1000"], False),
-    ("dispatch 50 ms, callbacks/s", lambda r: r["dispatch_50ms"]["callbacks_per_s"], True),
-    ("pickup p50, ms", lambda r: r["pickup"]["p50_ms"], False),
-    ("pickup p99, ms", lambda r: r["pickup"]["p99_ms"], False),
+    ("create", "create, tasks/s", lambda r: r["tasks_per_s"], True),
+    ("create", "create p99, ms", lambda r: r["p99_ms"], False),
+    ("create", "create web CPU, ms/request", lambda r: r["cpu_ms_per_request"]["web"], False),
+    ("dispatch", "dispatch, callbacks/s", lambda r: r["callbacks_per_s"], True),
+    ("dispatch", "dispatch CPU s / 1,000", lambda r: r["cpu_s_per_1000"], False),
+    ("dispatch_50ms", "dispatch 50 ms, callbacks/s", lambda r: r["callbacks_per_s"], True),
+    ("pickup", "pickup p50, ms", lambda r: r["p50_ms"], False),
+    ("pickup", "pickup p99, ms", lambda r: r["p99_ms"], False),
 )
+PHASES = ("create", "dispatch", "dispatch_50ms", "pickup")
 
 
-def measure_round(side: Bench) -> dict:
+def measure_round(side: Bench, phases: tuple[str, ...]) -> dict:
     sizes = side.sizes
-    return {
-        "create": side.measure_create(),
-        "dispatch": side.measure_dispatch(sizes.dispatch_tasks, "/fast"),
-        "dispatch_50ms": side.measure_dispatch(sizes.slow_tasks, "/slow"),
-        "pickup": side.measure_pickup(sizes.pickup_tasks),
+    measure = {
+        "create": lambda: side.measure_create(),
+        "dispatch": lambda: side.measure_dispatch(sizes.dispatch_tasks, "/fast"),
+        "dispatch_50ms": lambda: side.measure_dispatch(sizes.slow_tasks, "/slow"),
+        "pickup": lambda: side.measure_pickup(sizes.pickup_tasks),
     }
+    return {phase: measure[phase]() for phase in phases}
 
 
-def run(other: Path, rounds: int, sizes) -> dict:
+def run(other: Path, rounds: int, sizes, phases: tuple[str, ...] = PHASES) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="asyncqueue-compare-"))
     before = Bench(sizes, workdir, bin_dir=other / ".venv" / "bin", code_root=other)
     after = Bench(sizes, workdir)
@@ -66,7 +68,7 @@ def run(other: Path, rounds: int, sizes) -> dict:
             order = ("before", "after") if i % 2 == 0 else ("after", "before")
             for name in order:
                 log(f"{name} (round {i + 1} of {rounds})")
-                results[name].append(measure_round(sides[name]))
+                results[name].append(measure_round(sides[name], phases))
     finally:
         before.stop_processes(before.all_workers + ([before.web] if hasattr(before, "web") else []))
         after.stop()
@@ -80,9 +82,11 @@ def table(results: dict[str, list[dict]], label: str) -> str:
         "| rounds, after |",
         "|---|---|---|---|---|---|",
     ]
-    for name, read, higher_better in MEASURES:
-        b = [read(r) for r in results["before"]]
-        a = [read(r) for r in results["after"]]
+    for phase, name, read, higher_better in MEASURES:
+        if phase not in results["before"][0]:
+            continue
+        b = [read(r[phase]) for r in results["before"]]
+        a = [read(r[phase]) for r in results["after"]]
         mb, ma = statistics.median(b), statistics.median(a)
         if mb and mb == mb and ma == ma:
             change = (ma / mb - 1) * 100
@@ -108,10 +112,18 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--tiny", action="store_true")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    parser.add_argument(
+        "--only",
+        default=",".join(PHASES),
+        help=f"phases to measure, comma-separated (of {', '.join(PHASES)})",
+    )
     args = parser.parse_args()
+    phases = tuple(p.strip() for p in args.only.split(",") if p.strip())
+    if not phases or set(phases) - set(PHASES):
+        parser.error(f"--only takes phases among {', '.join(PHASES)}, got {args.only!r}")
     sizes = TINY if args.tiny else QUICK if args.quick else FULL
     started = time.monotonic()
-    results = run(args.other.resolve(), args.rounds, sizes)
+    results = run(args.other.resolve(), args.rounds, sizes, phases)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "compare.json").write_text(json.dumps(results, indent=2, default=str))
