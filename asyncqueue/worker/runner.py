@@ -5,9 +5,9 @@ completer and the slot is freed as soon as the call is over."""
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -66,8 +66,24 @@ def call_spec(row: dict) -> CallSpec:
     )
 
 
+class _Caller:
+    """One runner thread's hand: the claim submit() gives it, and the event that wakes it."""
+
+    __slots__ = ("claim", "ready")
+
+    def __init__(self):
+        self.claim: Claim | None = None
+        self.ready = threading.Event()
+
+
 class Runner:
-    """`threads` callers. submit() never blocks: the dispatcher claims no more than free slots."""
+    """`threads` callers. submit() never blocks: the dispatcher claims no more than free slots.
+
+    A claim goes to the thread that became idle last (a stack, not a queue): at low load one
+    thread, with its warm HTTP session and keep-alive connection, makes nearly every call, where
+    a queue would hand each call to the thread idle longest, whose connection has gone cold (or
+    been closed by the receiver) meanwhile. Claims are queued only while every thread is busy.
+    """
 
     name = "runner"
 
@@ -88,7 +104,9 @@ class Runner:
         self.body_cap = body_cap
         self.make_session = make_session
         self.attempt = attempt
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle: list[_Caller] = []  # waiting threads; the last one became idle last
+        self._backlog: deque[Claim | None] = deque()  # claims no thread was free for yet
         self._threads = [
             threading.Thread(target=self._serve, name=f"callback-{i}", daemon=True)
             for i in range(threads)
@@ -102,19 +120,43 @@ class Runner:
     def stop(self) -> None:
         """Let the threads end after their current call (they are not waited for)."""
         self._stopping = True
-        for _ in self._threads:
-            self._queue.put(None)
+        with self._lock:
+            busy = len(self._threads) - len(self._idle)
+            for caller in self._idle:
+                caller.claim = None
+                caller.ready.set()
+            self._idle.clear()
+            self._backlog.extend([None] * busy)  # after the claims already waiting
 
     def alive(self) -> bool:
         return self._stopping or all(t.is_alive() for t in self._threads)
 
     def submit(self, claims: list[Claim]) -> None:
-        for claim in claims:
-            self._queue.put(claim)
+        with self._lock:
+            for claim in claims:
+                if self._idle:
+                    caller = self._idle.pop()
+                    caller.claim = claim
+                    caller.ready.set()
+                else:
+                    self._backlog.append(claim)
+
+    def _next(self, caller: _Caller) -> Claim | None:
+        """The next claim for this thread (None: stop), waiting while there is none."""
+        with self._lock:
+            if self._backlog:
+                return self._backlog.popleft()
+            if self._stopping:
+                return None
+            caller.ready.clear()
+            self._idle.append(caller)
+        caller.ready.wait()
+        return caller.claim
 
     def _serve(self) -> None:
         session = self.make_session()  # this thread's own: keep-alive per host, no cookies
-        while (claim := self._queue.get()) is not None:
+        caller = _Caller()
+        while (claim := self._next(caller)) is not None:
             try:
                 self.run_one(session, claim)
             except BaseException:

@@ -130,3 +130,64 @@ def test_a_call_that_starts_late_still_ends_by_the_claims_own_limit():
     runner.stop()
     (deadline,) = seen
     assert 1.5 < deadline.remaining() <= 2.0
+
+
+def test_at_low_load_one_warm_thread_makes_every_call():
+    # The thread that became idle last takes the next claim: its session's keep-alive
+    # connection is the one still warm (a queue would rotate through every thread's).
+    names = []
+
+    def attempt(session, spec, deadline, body_cap):
+        names.append(threading.current_thread().name)
+        return AttemptResult(status_code=200, duration_ms=1)
+
+    slots = SlotTable(4)
+    runner = Runner(
+        slots,
+        lambda finished: None,
+        threading.Event(),
+        threads=4,
+        body_cap=100,
+        make_session=lambda: "session",
+        attempt=attempt,
+    )
+    runner.start()
+    time.sleep(0.2)  # every thread idle
+    for _ in range(6):
+        (claim,) = slots.add([claimed_row()])
+        runner.submit([claim])
+        wait_for(lambda c=claim: not c.running, timeout=10)
+        slots.release([claim])
+    runner.stop()
+    assert len(names) == 6 and len(set(names)) == 1
+
+
+def test_busy_threads_take_the_claims_waiting_then_stop():
+    # More claims than threads: the rest wait, each is run once, and stop() ends every thread
+    # after the claims already submitted.
+    gate = threading.Event()
+    ran = []
+
+    def attempt(session, spec, deadline, body_cap):
+        gate.wait(10)
+        ran.append(spec.headers["X-AsyncQueue-Task-Id"])
+        return AttemptResult(status_code=200, duration_ms=1)
+
+    slots = SlotTable(5)
+    runner = Runner(
+        slots,
+        lambda finished: None,
+        threading.Event(),
+        threads=2,
+        body_cap=100,
+        make_session=lambda: "session",
+        attempt=attempt,
+    )
+    runner.start()
+    claims = slots.add([claimed_row() for _ in range(5)])
+    runner.submit(claims)
+    runner.stop()
+    gate.set()
+    wait_for(lambda: len(ran) == 5, timeout=10)
+    wait_for(lambda: not any(t.is_alive() for t in runner._threads), timeout=10)
+    assert sorted(ran) == sorted(str(c.task_id) for c in claims)
