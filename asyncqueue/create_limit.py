@@ -30,7 +30,7 @@ log = logging.getLogger("asyncqueue.api")
 
 KEYS_REMEMBERED = 10_000  # key -> team entries kept per process (the oldest dropped when full)
 PRUNE_EVERY = 50  # syncs (about 10 s) between two deletions of old counts
-SYNC_WAIT = 0.25  # seconds a create waits for its team's first sync in this process
+SYNC_DEADLINE = 2.0  # seconds a sync may take, lock wait included, before it is abandoned
 CREATE_LIMITS_LOCK_ID = 7_302_010  # serialises the web processes' syncs (advisory, per database)
 # A sync that cannot have the lock within this (another process's sync stuck mid-transaction)
 # fails and is retried; a sync connection idle inside a transaction is ended by the server.
@@ -47,6 +47,7 @@ class CreateLimits:
         self._team_of_key: dict[bytes, object] = {}
         self._pid: int | None = None
         self._sync_now = threading.Event()
+        self._stopped = threading.Event()
         self.process = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
     def admit(self, key: str):
@@ -83,12 +84,15 @@ class CreateLimits:
     def _await_team_sync(self, team_id) -> None:
         """Wait (the lock held by the caller is released meanwhile) for a sync that tells this
         process what the others may still admit for the team: once per team per process, and
-        again after the team has been away FORGET_AFTER. Rather than wait longer than
-        SYNC_WAIT, decide on a guess (an equal part of the headroom)."""
-        self.limiter.track(team_id, time.monotonic())
+        again after the team has been away FORGET_AFTER. A sync takes milliseconds; the wait
+        ends at the latest when syncs count as stale (STALE_AFTER), and the create is then
+        decided on this process's own counts, as while the database is away."""
+        now = time.monotonic()
+        self.limiter.track(team_id, now)  # with the plan last known, if the team was forgotten
         self._sync_now.set()
         self._synced.wait_for(
-            lambda: getattr(self.limiter.teams.get(team_id), "synced", True), timeout=SYNC_WAIT
+            lambda: getattr(self.limiter.teams.get(team_id), "synced", True),
+            timeout=max(0.0, self.limiter.stale_at() - now),
         )
 
     def undo(self, admission) -> None:
@@ -121,6 +125,11 @@ class CreateLimits:
             self._team_of_key[key_hash] = team_id
             self.limiter.track(team_id, time.monotonic(), plan)
 
+    def stop(self) -> None:
+        """End the sync thread (tests; a process that exits just leaves it, a daemon)."""
+        self._stopped.set()
+        self._sync_now.set()
+
     def start(self) -> None:
         """Sync at once: this process counts among the live ones before its first request, so
         that no process sharing a team with it takes the whole of the team's headroom."""
@@ -144,12 +153,19 @@ class CreateLimits:
 
     def _sync_forever(self) -> None:
         conn, syncs, failures = None, 0, 0
-        while True:
+        while not self._stopped.is_set():
             self._sync_now.wait(SYNC_INTERVAL)
             self._sync_now.clear()
+            if self._stopped.is_set():
+                break
             try:
                 if conn is None or conn.closed:
-                    conn = db.connect(self.database_url, autocommit=True, connect_timeout=5)
+                    conn = db.connect(
+                        self.database_url,
+                        autocommit=True,
+                        connect_timeout=5,
+                        **db.KEEPALIVE_CONNECT_KWARGS,
+                    )
                     conn.execute(SYNC_SESSION_SETTINGS)
                 self.sync(conn)
                 syncs, failures = syncs + 1, 0
@@ -161,34 +177,30 @@ class CreateLimits:
                     log_event(
                         log, "create limit sync failed", logging.WARNING, error=str(exc).strip()
                     )
-                if conn is not None:
+                if conn is not None and conn.broken:  # else (say, lock_timeout) keep it
                     conn.close()
                     conn = None
-                time.sleep(min(0.2 * failures, 2.0))
+                self._stopped.wait(min(0.2 * failures, 2.0))
+        if conn is not None:
+            conn.close()
 
     def sync(self, conn) -> None:
         """One sync, one short transaction under a lock that every web process's sync takes:
-        write this process's counts, read the others' counts and allowances, and write the
-        allowance it takes until its next sync."""
-        with self._lock:
-            now = time.monotonic()
-            counts = self.limiter.counts(now)
-            teams = list(self.limiter.teams)
-        with conn.transaction():
+        read the others' counts and allowances, then write this process's counts and the
+        allowances it takes until its next sync, both as of one moment. The allowances apply
+        once written: if the transaction fails, the last ones stand (and go stale)."""
+        # A backend that stops answering (stopped, a hung host) must not hold this thread, and
+        # with it the lock, for ever: the sync is abandoned after SYNC_DEADLINE.
+        with db.answered_within(conn, SYNC_DEADLINE):
             conn.execute(db.query("create_limits_lock"), {"lock": CREATE_LIMITS_LOCK_ID})
+            with self._lock:
+                teams = list(self.limiter.teams)
+            # The clock offset from this round trip alone (not the wait for the lock).
+            before = time.monotonic()
             row = conn.execute(
-                db.query("create_counts_sync"),
-                {
-                    "process": self.process,
-                    "counts": Jsonb(
-                        [
-                            {"team_id": str(t), "second": s, "n": n, "wanted": w}
-                            for t, s, n, w in counts
-                        ]
-                    ),
-                    "teams": teams,
-                },
+                db.query("create_counts_sync"), {"process": self.process, "teams": teams}
             ).fetchone()
+            middle = (before + time.monotonic()) / 2
             answer = {
                 uuid.UUID(str(t["team_id"])): TeamSync(
                     plan=t["plan"],
@@ -199,20 +211,24 @@ class CreateLimits:
                 for t in row["teams"]
             }
             with self._lock:
-                # The database's clock at the middle of the round trip, against ours.
-                middle = (now + time.monotonic()) / 2
-                self.limiter.synced(middle, row["now"], row["processes"], answer)
-                allowances = self.limiter.allowances()
+                result = self.limiter.prepare_sync(middle, row["now"], row["processes"], answer)
             conn.execute(
-                db.query("create_allowances_write"),
+                db.query("create_limits_write"),
                 {
                     "process": self.process,
+                    "counts": Jsonb(
+                        [
+                            {"team_id": str(t), "second": s, "n": n, "wanted": w}
+                            for t, s, n, w in result.counts
+                        ]
+                    ),
                     "allowances": Jsonb(
-                        [{"team_id": str(t), "allowance": a} for t, a in allowances]
+                        [{"team_id": str(t), "allowance": a} for t, a in result.allowances]
                     ),
                 },
             )
-        with self._synced:  # committed: creates waiting for their team's first sync go on
+        with self._synced:  # committed: take it on; creates waiting for a sync go on
+            self.limiter.apply_sync(result)
             self._synced.notify_all()
 
 

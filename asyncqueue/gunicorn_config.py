@@ -39,7 +39,12 @@ child_exit = metrics_multiprocess.child_exit
 
 
 def post_worker_init(worker):
-    """Each web process joins the create-limit syncs as it boots, not at its first create."""
-    from asyncqueue.create_limit import for_app
+    """Each web process joins the create-limit syncs as it boots, not at its first create.
+    A failure here must not stop the server (gunicorn halts on a worker's boot error): the
+    process then joins at its first create instead."""
+    try:
+        from asyncqueue.create_limit import for_app
 
-    for_app(worker.wsgi).start()
+        for_app(worker.wsgi).start()
+    except Exception:
+        worker.log.exception("create limits: could not start syncing at boot")

@@ -21,20 +21,22 @@ transaction. A request is then decided from memory:
   was short of allowance is not kept short.
 
 A web process syncs as it boots (so the others count it before it serves), and a team new to a
-process (its first create there, or back after `FORGET_AFTER`) waits for the process's next
-sync before its first decision (milliseconds), so that it too knows what the others may still
-admit. If no sync answers within a second, a process decides on its own counts at
-`rate / live processes`.
+process (its first create there, or back after `FORGET_AFTER`) gets no allowance until a sync
+names it: its creates wait for the process's next sync (milliseconds). If no sync answers for
+a second, a process decides on its own counts at `rate / live processes` (the team's plan as
+last read).
 
 Precision (tests/unit/test_ratelimit.py simulates 1 to 8 running processes syncing at their own
-phases, a team sending 1, 4 or 30 times its rate, evenly spread, lopsided, or all to one
-process): the most admitted in any one second stayed within 1.25 x the rate whatever the number
-of processes (the sliding window takes a burst just before a second's end as spread over that
-second), 1.07 x with all of a team's requests on one process. A team sending more than its rate
-gets 0.9 to 1.0 x the rate through one process; spread evenly over many processes at a small
-rate it gets less (0.6 x for 20 per second over 8 processes: each process's allowance is then a
-fraction of one create). Sending half its rate, a team is refused nothing at 500 per second and
-up to 22 % of its requests at 20 per second spread over 8 processes (up to 8 % over 2).
+phases, a team sending 1, 4 or 30 times its rate from any point of a second, evenly spread,
+lopsided, or all to one process): the processes never together pass what one would admit, but
+the sliding window itself is an estimate: a flood that starts late in a second has that
+second's creates taken as spread over all of it, and up to about 2 x the rate gets through in
+the one-second span across the boundary (1.9 x with one process, 2.1 x at worst with four);
+floods starting early in a second stay within 1.25 x. Sustained, a team sending more than its
+rate gets 0.9 to 1.0 x the rate through one process, less spread evenly over many at a small
+rate (0.65 x for 20 per second over 8 processes: each process's allowance is then a fraction
+of one create). Counting in tenths of a second, with the oldest tenth taken whole, would bound
+it by the rate: not done yet.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from dataclasses import dataclass, field
 SYNC_INTERVAL = 0.2  # seconds between two syncs of a process's counts
 STALE_AFTER = 1.0  # seconds without a sync after which a process decides on its own counts
 FORGET_AFTER = 10.0  # seconds of no requests after which a team's counts are dropped
+PLANS_REMEMBERED = 10_000  # teams whose plan a process keeps after forgetting their counts
 
 
 @dataclass(frozen=True)
@@ -67,12 +70,24 @@ class TeamWindow:
     mine: dict[int, int] = field(default_factory=dict)  # second -> creates admitted here
     wanted: dict[int, int] = field(default_factory=dict)  # second -> creates asked for here
     others: dict[int, int] = field(default_factory=dict)  # second -> the other processes'
-    others_allowance: float = 0.0  # what the other live processes may admit before their syncs
-    others_wanted: int = 0  # creates the other processes were asked for in the last two seconds
     synced: bool = False  # False until a sync has told this process the others' state
     share: float = 0.0  # creates this process may admit until the next sync (its allowance)
-    used: int = 0  # creates admitted since the last sync
+    used: int = 0  # creates charged to the allowance
+    admitted: int = 0  # creates admitted here, ever: a sync marks it, to charge what follows
     last_seen: float = 0.0
+
+
+@dataclass
+class SyncResult:
+    """A sync's decisions: made inside its transaction (what it writes: this process's counts
+    and allowances), taken on by `apply_sync` once that commits."""
+
+    now: float
+    offset: float
+    processes: int
+    teams: dict[object, tuple[TeamSync, float, int]]  # team -> (answer, allowance, mark)
+    counts: list[tuple[object, int, int, int]]
+    allowances: list[tuple[object, float]]
 
 
 def window_estimate(previous: float, current: float, elapsed: float) -> float:
@@ -113,6 +128,9 @@ class CreateLimiter:
         limited = [r for r in rates.values() if r]
         self.unknown_plan_rate = max(limited) if len(limited) == len(rates) else None
         self.teams: dict[object, TeamWindow] = {}
+        # Each team's plan as last read, kept when its window is forgotten after a pause: a
+        # team back while syncs fail is held to its own plan's rate, not the most generous.
+        self.plans: dict[object, str] = {}
         self.processes = 1
         self.offset = 0.0  # database clock - local clock
         self.synced_at = float("-inf")  # local time of the last sync
@@ -120,6 +138,11 @@ class CreateLimiter:
 
     def rate(self, window: TeamWindow) -> float | None:
         return self.unknown_plan_rate if window.plan is None else self.rates.get(window.plan)
+
+    def stale_at(self) -> float:
+        """When, with no sync meanwhile, this process decides on its own counts alone."""
+        started = self.synced_at if self.started_at is None else self.started_at
+        return max(self.synced_at, started) + STALE_AFTER
 
     def needs_sync(self, team_id, now: float) -> bool:
         """Whether a create of `team_id` should wait for a sync first: this process has not
@@ -129,17 +152,21 @@ class CreateLimiter:
         if self.started_at is None:
             self.started_at = now
         # Syncs answer (or, in a process just started, may soon answer): worth waiting for.
-        fresh = now - max(self.synced_at, self.started_at) <= STALE_AFTER
-        return fresh and (window is None or not window.synced)
+        return now < self.stale_at() and (window is None or not window.synced)
 
     def track(self, team_id, now: float, plan: str | None = None) -> TeamWindow:
-        """The team's window, made on first use (its plan, if known, until a sync says): until
-        a sync names the team, its share is an equal part of the headroom (used only when the
-        sync it waits for does not come)."""
+        """The team's window, made on first use (its plan, if known, until a sync says). Until
+        a sync names the team, its allowance is nothing: this process cannot know what the
+        others may still admit (creates of it wait for that sync; if the sync does not come in
+        time, they are refused, unless the database is away altogether)."""
         window = self.teams.get(team_id)
+        if plan is not None:
+            self.plans[team_id] = plan
+            while len(self.plans) > PLANS_REMEMBERED:
+                del self.plans[next(iter(self.plans))]  # the oldest learnt
         if window is None:
+            plan = self.plans.get(team_id)
             window = self.teams[team_id] = TeamWindow(plan=plan, last_seen=now)
-            window.share = self._share(window, now)
         return window
 
     def admit(self, team_id, now: float) -> float | None:
@@ -151,7 +178,7 @@ class CreateLimiter:
         second, elapsed = int(t // 1), t % 1
         if rate:
             window.wanted[second] = window.wanted.get(second, 0) + 1
-            if now - self.synced_at > STALE_AFTER:  # the database is away: our counts only
+            if now >= self.stale_at():  # the database is away: our counts only
                 previous = window.mine.get(second - 1, 0) * self.processes
                 current = window.mine.get(second, 0) * self.processes
             else:
@@ -168,6 +195,7 @@ class CreateLimiter:
                 return wait
         window.mine[second] = window.mine.get(second, 0) + 1
         window.used += 1
+        window.admitted += 1
         return None
 
     def second_of(self, now: float) -> int:
@@ -181,16 +209,23 @@ class CreateLimiter:
             return
         if window.mine.get(second, 0) > 0:
             window.mine[second] -= 1
+        # Given back to the allowance too: the counts the others saw, or will see, still hold
+        # it until the next sync writes this process's counts without it.
         window.used = max(0, window.used - 1)
+        window.admitted -= 1
 
-    def _share(self, window: TeamWindow, now: float) -> float:
-        rate = self.rate(window)
+    def _share(
+        self, window: TeamWindow, now: float, offset: float, processes: int, answer: TeamSync
+    ) -> float:
+        """The allowance a sync gives this process for the team, from the sync's answer."""
+        rate = self.unknown_plan_rate if answer.plan is None else self.rates.get(answer.plan)
         if not rate:
             return math.inf
-        t = now + self.offset
+        t = now + offset
         second, elapsed = int(t // 1), t % 1
-        previous = window.mine.get(second - 1, 0) + window.others.get(second - 1, 0)
-        current = window.mine.get(second, 0) + window.others.get(second, 0)
+        previous = window.mine.get(second - 1, 0) + answer.others.get(second - 1, 0)
+        current = window.mine.get(second, 0) + answer.others.get(second, 0)
+        # The window as it will be at the next sync (the previous second fades meanwhile).
         ahead = elapsed + SYNC_INTERVAL
         if ahead < 1:
             estimate = window_estimate(previous, current, ahead)
@@ -200,27 +235,16 @@ class CreateLimiter:
         # (a keep-alive client sends everything to one process; a process short of allowance
         # must not stay short because it admitted less), plus one request's worth per process
         # so a process the team has not used yet still gets some.
-        wanted = sum(window.wanted.values())
-        weight = (wanted + 1) / (wanted + window.others_wanted + max(1, self.processes))
+        wanted = sum(n for s, n in window.wanted.items() if s >= second - 1)
+        weight = (wanted + 1) / (wanted + answer.wanted + max(1, processes))
         headroom = rate - estimate
-        if not window.synced:
-            # No sync has said what the others may still admit: an equal part of the headroom.
-            return max(0.0, headroom / max(1, self.processes))
         # What the others were allowed at their last syncs and may not have spent yet is not
         # ours to give: the allowances and the counts together never pass the rate.
-        return max(0.0, min(headroom * weight, headroom - window.others_allowance))
-
-    def allowances(self) -> list[tuple[object, float]]:
-        """(team, creates this process may admit until its next sync), for every team it
-        knows: what a sync writes for the others to leave alone."""
-        return [
-            (team, window.share if math.isfinite(window.share) else 0.0)  # unlimited: moot
-            for team, window in self.teams.items()
-        ]
+        return max(0.0, min(headroom * weight, headroom - answer.allowance))
 
     def counts(self, now: float) -> list[tuple[object, int, int, int]]:
         """(team, second, creates admitted, creates asked for) for this process's recent
-        seconds: what a sync writes."""
+        seconds."""
         second = int((now + self.offset) // 1)
         return [
             (team, s, window.mine.get(s, 0), window.wanted.get(s, 0))
@@ -229,31 +253,60 @@ class CreateLimiter:
             if s >= second - 1
         ]
 
-    def synced(
-        self,
-        now: float,
-        database_now: float,
-        processes: int,
-        teams: dict[object, TeamSync],
-    ) -> None:
-        """Take in a sync's answer: the database's clock, the live web processes, and what it
-        says of each team asked about. Then `allowances()` is what this sync must write."""
-        self.offset = database_now - now
-        self.processes = max(1, processes)
-        self.synced_at = now
-        second = int(database_now // 1)
+    def prepare_sync(
+        self, now: float, database_now: float, processes: int, teams: dict[object, TeamSync]
+    ) -> SyncResult:
+        """Decide a sync from its answer (the database's clock, the live web processes, and
+        what it says of each team asked about), changing nothing yet. The counts it writes and
+        the marks it takes are of the same moment: what this process admits from here on is
+        charged to the new allowances, which the others see together with those counts."""
+        offset = database_now - now
+        decided = {
+            team_id: (
+                teams[team_id],
+                self._share(window, now, offset, processes, teams[team_id]),
+                window.admitted,
+            )
+            for team_id, window in self.teams.items()
+            if team_id in teams  # else new since the sync read the teams: the next one's
+        }
+        allowances = [
+            (team_id, decided[team_id][1] if team_id in decided else window.share)
+            for team_id, window in self.teams.items()
+        ]
+        return SyncResult(
+            now=now,
+            offset=offset,
+            processes=max(1, processes),
+            teams=decided,
+            counts=self.counts(now),
+            allowances=[(t, a if math.isfinite(a) else 0.0) for t, a in allowances],
+        )
+
+    def apply_sync(self, result: SyncResult) -> None:
+        """Take on a sync whose writes have committed."""
+        self.offset, self.processes, self.synced_at = result.offset, result.processes, result.now
+        second = int((result.now + result.offset) // 1)
         for team_id in list(self.teams):
             window = self.teams[team_id]
-            if now - window.last_seen > FORGET_AFTER:
+            if result.now - window.last_seen > FORGET_AFTER:
                 del self.teams[team_id]
                 continue
-            if team_id not in teams:
-                continue  # new since this sync read the teams: left for the next sync
-            answer = teams[team_id]
+            if team_id not in result.teams:
+                continue
+            answer, share, mark = result.teams[team_id]
+            if answer.plan is not None:
+                self.plans[team_id] = answer.plan
             window.plan, window.others = answer.plan, dict(answer.others)
-            window.others_allowance, window.others_wanted = answer.allowance, answer.wanted
-            window.synced = True
+            window.synced, window.share = True, share
+            window.used = max(0, window.admitted - mark)  # admitted since the counts were taken
             window.mine = {s: n for s, n in window.mine.items() if s >= second - 1}
             window.wanted = {s: n for s, n in window.wanted.items() if s >= second - 1}
-            window.used = 0
-            window.share = self._share(window, now)
+
+    def synced(
+        self, now: float, database_now: float, processes: int, teams: dict[object, TeamSync]
+    ) -> SyncResult:
+        """A sync prepared and applied at once (its writes cannot fail): the simulation's."""
+        result = self.prepare_sync(now, database_now, processes, teams)
+        self.apply_sync(result)
+        return result

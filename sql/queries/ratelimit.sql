@@ -1,25 +1,16 @@
 -- name: create_limits_lock
 -- Syncs run one at a time, across every web process: each then sees the allowances the others
--- took (see create_allowances_write), so no two take the same headroom. Held until the sync's
+-- took (see create_limits_write), so no two take the same headroom. Held until the sync's
 -- transaction ends; the sync connection's lock_timeout bounds the wait.
 SELECT pg_advisory_xact_lock(%(lock)s);
 
 -- name: create_counts_sync
--- One web process's sync: write its create counts per team and second, admitted and asked for
--- (absolute numbers, so a repeated sync changes nothing), say it is alive, and read back for
--- the teams it asks about their plan, the other processes' counts in the last two seconds and
--- the allowances the live ones took at their last syncs, the number of live web processes and
--- the database's clock.
--- The reads see the table as it was before this statement's writes, so they hold only the
--- other processes' counts, as they should.
-WITH mine AS (
-    SELECT * FROM jsonb_to_recordset(%(counts)s::jsonb)
-        AS c (team_id uuid, second bigint, n int, wanted int)
-), written AS (
-    INSERT INTO create_counts (team_id, second, process, n, wanted)
-    SELECT team_id, second, %(process)s, n, wanted FROM mine
-    ON CONFLICT (team_id, second, process) DO UPDATE SET n = excluded.n, wanted = excluded.wanted
-), alive AS (
+-- One web process's sync, under create_limits_lock: say it is alive, and read back for the
+-- teams it asks about their plan, the other processes' counts in the last two seconds, the
+-- allowances the live ones took at their last syncs and the creates they were asked for; the
+-- number of live web processes and the database's clock. Its own counts and allowances are
+-- written after (create_limits_write), in the same transaction, as of one moment.
+WITH alive AS (
     INSERT INTO web_processes (process, seen_at) VALUES (%(process)s, now())
     ON CONFLICT (process) DO UPDATE SET seen_at = excluded.seen_at
 ), clock AS (
@@ -46,26 +37,37 @@ SELECT clock.now,
         FROM teams t WHERE t.id = ANY(%(teams)s::uuid[])) AS teams
 FROM clock;
 
--- name: create_allowances_write
--- The allowances this process took at this sync, in the same transaction, under the lock: one
--- row per team it knows, and none left for teams it has forgotten.
-WITH mine AS (
+-- name: create_limits_write
+-- This process's create counts per team and second, admitted and asked for (absolute numbers,
+-- so a repeated sync changes nothing), and the allowances it took at this sync: one row per
+-- team it knows, none left for teams it has forgotten.
+WITH counts AS (
+    SELECT * FROM jsonb_to_recordset(%(counts)s::jsonb)
+        AS c (team_id uuid, second bigint, n int, wanted int)
+), written AS (
+    INSERT INTO create_counts (team_id, second, process, n, wanted)
+    SELECT team_id, second, %(process)s, n, wanted FROM counts
+    ON CONFLICT (team_id, second, process) DO UPDATE SET n = excluded.n, wanted = excluded.wanted
+), allowances AS (
     SELECT * FROM jsonb_to_recordset(%(allowances)s::jsonb) AS a (team_id uuid, allowance float8)
 ), forgotten AS (
     DELETE FROM create_allowances
-    WHERE process = %(process)s AND team_id NOT IN (SELECT team_id FROM mine)
+    WHERE process = %(process)s AND team_id NOT IN (SELECT team_id FROM allowances)
 )
 INSERT INTO create_allowances (team_id, process, allowance)
-SELECT team_id, %(process)s, allowance FROM mine
+SELECT team_id, %(process)s, allowance FROM allowances
 ON CONFLICT (team_id, process) DO UPDATE SET allowance = excluded.allowance;
 
 -- name: create_counts_prune
--- Counts older than the window, and processes gone for a minute with their allowances (a live
--- process's sync ignores them after two seconds already); any process may do it.
+-- Counts older than the window, processes gone for a minute, and the allowances of processes
+-- no longer listed (a live process's sync ignores them after two seconds already); any process
+-- may do it.
 WITH counts AS (
     DELETE FROM create_counts
     WHERE second < extract(epoch FROM clock_timestamp())::bigint - 10
 ), gone AS (
     DELETE FROM web_processes WHERE seen_at < now() - interval '1 minute' RETURNING process
 )
-DELETE FROM create_allowances WHERE process IN (SELECT process FROM gone);
+DELETE FROM create_allowances a
+WHERE a.process IN (SELECT process FROM gone)
+   OR NOT EXISTS (SELECT 1 FROM web_processes w WHERE w.process = a.process);

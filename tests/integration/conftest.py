@@ -9,6 +9,9 @@ from tests.support import make_team
 def app(database_url):
     app = create_app(Settings(database_url=database_url, db_pool_size=2))
     yield app
+    limits = app.extensions.get("asyncqueue_create_limits")
+    if limits is not None:
+        limits.stop()  # its sync thread would go on against a dropped database
     app.extensions["asyncqueue"].database.close()
 
 

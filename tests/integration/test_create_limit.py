@@ -1,14 +1,19 @@
 """Per-team create limits against a real PostgreSQL: the 429 answer, and two web processes
 sharing one team's rate through the UNLOGGED counts table."""
 
+import os
+import signal
 import threading
 import time
+
+import psycopg
+import pytest
 
 from asyncqueue import create_limit, db, keys
 from asyncqueue.cli import create_key
 from asyncqueue.create_limit import CreateLimits, for_app
 from asyncqueue.ratelimit import CreateLimiter
-from tests.support import make_team
+from tests.support import make_team, wait_for
 
 
 def create(client, auth):
@@ -118,13 +123,40 @@ def test_syncs_take_turns_under_the_lock(database_url, team):
 def test_a_team_new_to_a_process_waits_for_a_sync_before_its_first_decision(database_url, team):
     team_row, key = team
     limits = CreateLimits(database_url, {"free": 20, "pro": 500})
-    limits.learn(key, team_row["id"], "free")  # starts the sync thread
-    time.sleep(0.5)  # it has synced: the process is live, no team decision made yet
-    limits.limiter.teams.clear()  # the team forgotten, as after a pause
-    refusal, admission = limits.admit(key)
-    assert refusal is None and admission is not None
-    window = limits.limiter.teams[team_row["id"]]
-    assert window.synced and window.plan == "free"
+    limits.start()
+    try:
+        wait_for(lambda: limits.limiter.synced_at > 0, timeout=10)  # live, no team known
+        limits.learn(key, team_row["id"], "free")
+        refusal, admission = limits.admit(key)  # the team's first decision here
+        assert refusal is None and admission is not None
+        window = limits.limiter.teams[team_row["id"]]
+        assert window.synced and window.plan == "free" and window.used == 1
+    finally:
+        limits.stop()
+
+
+def test_a_sync_that_fails_changes_nothing_the_others_see(database_url, team):
+    """The allowance is taken on only once written: a sync whose write fails leaves this
+    process on its last allowance, the one the others saw."""
+    team_id = team[0]["id"]
+    limits = CreateLimits(database_url, {"free": 20, "pro": 500})
+    with db.connect(database_url, autocommit=True) as sync_conn:
+        limits.limiter.track(team_id, time.monotonic())
+        limits.sync(sync_conn)
+        before = limits.limiter.teams[team_id].share
+        assert limits.limiter.admit(team_id, time.monotonic()) is None
+        sync_conn.execute("ALTER TABLE create_allowances RENAME TO create_allowances_away")
+        try:
+            with pytest.raises(psycopg.Error):
+                limits.sync(sync_conn)
+        finally:
+            sync_conn.execute("ALTER TABLE create_allowances_away RENAME TO create_allowances")
+        window = limits.limiter.teams[team_id]
+        assert (window.share, window.used) == (before, 1)
+        rows = sync_conn.execute(
+            "SELECT allowance FROM create_allowances WHERE team_id = %s", (team_id,)
+        ).fetchall()
+    assert [r["allowance"] for r in rows] == [pytest.approx(before)]
 
 
 def test_off_means_no_limit(app, client, auth):
@@ -178,3 +210,22 @@ def test_the_oldest_keys_are_forgotten_first_when_the_table_is_full(app, monkeyp
     for n in range(5):
         limits.learn(f"key-{n}", n, "free")
     assert sorted(limits._team_of_key.values()) == [2, 3, 4]
+
+
+def test_a_sync_whose_backend_stops_answering_is_abandoned(database_url, team, monkeypatch):
+    """A stopped backend (or a hung host) must not hold the sync thread, and the lock, for
+    ever: the sync fails after SYNC_DEADLINE and the thread goes on (with a new connection)."""
+    monkeypatch.setattr(create_limit, "SYNC_DEADLINE", 0.5)
+    limits = CreateLimits(database_url, {"free": 20, "pro": 500})
+    limits.limiter.track(team[0]["id"], time.monotonic())
+    with db.connect(database_url, autocommit=True) as sync_conn:
+        pid = sync_conn.execute("SELECT pg_backend_pid() AS pid").fetchone()["pid"]
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            with pytest.raises(psycopg.OperationalError):
+                limits.sync(sync_conn)
+            took = time.monotonic() - started
+        finally:
+            os.kill(pid, signal.SIGCONT)
+    assert took < 5  # the deadline and its margin, not for ever
