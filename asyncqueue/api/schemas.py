@@ -340,6 +340,7 @@ class ListQuerySchema(Schema):
 
 NEW_TASK_FIELDS = [f.data_key or name for name, f in NewTaskSchema().fields.items()]
 _NEW_TASK_SCHEMA = NewTaskSchema()
+OPTIONAL_FIELDS = frozenset(NEW_TASK_FIELDS) - {"callbackUrl"}
 
 
 def first_error(messages: dict, order: list[str]) -> str:
@@ -363,8 +364,9 @@ def validate_new_task(
     """Clean values for a new task, or the first error message for the caller."""
     if not isinstance(payload, dict):
         return None, "Request body must be a JSON object"
-    # A JSON null for an optional field means "not given", as leaving it out would.
-    payload = {k: v for k, v in payload.items() if v is not None or k == "callbackUrl"}
+    # A JSON null for an optional field means "not given", as leaving it out would; an unknown
+    # field is refused whatever its value, null included.
+    payload = {k: v for k, v in payload.items() if v is not None or k not in OPTIONAL_FIELDS}
     try:
         task = _NEW_TASK_SCHEMA.load(payload)
     except ValidationError as err:

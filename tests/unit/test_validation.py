@@ -127,6 +127,9 @@ def check(payload, plan="free", allow_private=False):
             "onCompleteUrl must be a valid HTTP/HTTPS URL",
         ),
         ({"callbackUrl": URL, "colour": "blue"}, "Unknown field: colour"),
+        # null means "not given" only for the document's fields (schemathesis found this)
+        ({"callbackUrl": URL, "colour": None}, "Unknown field: colour"),
+        ({"callbackUrl": URL, "": None}, "Unknown field: "),
         (
             {"callbackUrl": "http://127.0.0.1/x"},
             "callbackUrl must not point to a private or reserved address (127.0.0.1 is loopback)",
