@@ -7,6 +7,7 @@ the document's field table so that a request with several mistakes always gets t
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import string
@@ -33,18 +34,31 @@ UNSENDABLE_IN_URL = re.compile(r"[\s\x00-\x1f\x7f]")
 def url_host(value: str) -> IPAddress | str | None:
     """The host of an absolute http(s) URL as a browser reads it (an address or an ASCII name),
     or None when `value` is not one (user info is judged separately)."""
+    return _url_facts(value)[0]
+
+
+def url_has_userinfo(value: str) -> bool:
+    """Whether `value`'s authority carries a user name or password (`user:pw@host`)."""
+    return _url_facts(value)[1]
+
+
+# A create reads each URL's facts three times (the field's checks, then the address policy),
+# and clients send the same few URLs again and again: split each once. Pure and immutable.
+@functools.lru_cache(maxsize=1024)
+def _url_facts(value: str) -> tuple[IPAddress | str | None, bool]:
     if UNSENDABLE_IN_URL.search(value):
-        return None
+        return None, False
     try:
         parts = urlsplit(value)
         port = parts.port  # raises ValueError for a malformed port
     except ValueError:
-        return None
+        return None, False
+    has_userinfo = "@" in parts.netloc
     if port == 0:  # nothing can be called on port 0
-        return None
+        return None, has_userinfo
     if parts.scheme.lower() not in ("http", "https"):
-        return None
-    return parse_host(raw_host(parts.netloc))
+        return None, has_userinfo
+    return parse_host(raw_host(parts.netloc)), has_userinfo
 
 
 class HttpUrl(fields.String):
@@ -70,7 +84,7 @@ class HttpUrl(fields.String):
             )
         if url_host(value) is None:
             raise self.make_error("invalid")
-        if "@" in urlsplit(value).netloc:
+        if url_has_userinfo(value):
             raise ValidationError(f"{self.public_name} must not contain a user name or password")
         return value
 
