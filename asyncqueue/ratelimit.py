@@ -137,7 +137,11 @@ class CreateLimiter:
         self.started_at: float | None = None  # local time this process first decided
 
     def rate(self, window: TeamWindow) -> float | None:
-        return self.unknown_plan_rate if window.plan is None else self.rates.get(window.plan)
+        return self.rate_of(window.plan)
+
+    def rate_of(self, plan: str | None) -> float | None:
+        """Creates per second on `plan` (None: not known yet, the most generous rate)."""
+        return self.unknown_plan_rate if plan is None else self.rates.get(plan)
 
     def stale_at(self) -> float:
         """When, with no sync meanwhile, this process decides on its own counts alone."""
@@ -218,7 +222,7 @@ class CreateLimiter:
         self, window: TeamWindow, now: float, offset: float, processes: int, answer: TeamSync
     ) -> float:
         """The allowance a sync gives this process for the team, from the sync's answer."""
-        rate = self.unknown_plan_rate if answer.plan is None else self.rates.get(answer.plan)
+        rate = self.rate_of(answer.plan)
         if not rate:
             return math.inf
         t = now + offset

@@ -36,13 +36,13 @@ def claimed_row(**overrides) -> dict:
     } | overrides
 
 
-def runner_with(attempt, slots):
+def runner_with(attempt, slots, threads=2):
     done = []
     runner = Runner(
         slots,
         done.append,
         threading.Event(),
-        threads=2,
+        threads=threads,
         body_cap=100,
         make_session=lambda: "session",
         attempt=attempt,
@@ -142,15 +142,7 @@ def test_at_low_load_one_warm_thread_makes_every_call():
         return AttemptResult(status_code=200, duration_ms=1)
 
     slots = SlotTable(4)
-    runner = Runner(
-        slots,
-        lambda finished: None,
-        threading.Event(),
-        threads=4,
-        body_cap=100,
-        make_session=lambda: "session",
-        attempt=attempt,
-    )
+    runner, _ = runner_with(attempt, slots, threads=4)
     runner.start()
     time.sleep(0.2)  # every thread idle
     for _ in range(6):
@@ -174,15 +166,7 @@ def test_busy_threads_take_the_claims_waiting_then_stop():
         return AttemptResult(status_code=200, duration_ms=1)
 
     slots = SlotTable(5)
-    runner = Runner(
-        slots,
-        lambda finished: None,
-        threading.Event(),
-        threads=2,
-        body_cap=100,
-        make_session=lambda: "session",
-        attempt=attempt,
-    )
+    runner, _ = runner_with(attempt, slots)
     runner.start()
     claims = slots.add([claimed_row() for _ in range(5)])
     runner.submit(claims)
