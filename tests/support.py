@@ -144,7 +144,12 @@ class Receiver:
 
             do_GET = do_POST = do_PUT = do_DELETE = _handle
 
-        self.server = ThreadingHTTPServer((self.host, self.port), Handler)
+        class Server(ThreadingHTTPServer):
+            # A real receiver's backlog, not socketserver's 5: bursts of new connections from
+            # several workers' threads at once must queue, not wait out SYN retransmits.
+            request_queue_size = 128
+
+        self.server = Server((self.host, self.port), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         threading.Thread(

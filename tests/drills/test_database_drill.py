@@ -126,12 +126,17 @@ def test_database_drill(private_server, pg_admin_url, template_db, receiver, tmp
         )
         stored = conn.execute("SELECT count(*) AS n FROM tasks").fetchone()["n"]
         # onComplete is sent after the outcome is written: give the last ones time to arrive.
-        wait_for(
-            lambda: len({e["task"]["id"] for e in receiver.json_bodies(hook)}) >= len(created),
-            timeout=20,
-            interval=0.2,
-            message="an onComplete for every task",
-        )
+        try:
+            wait_for(
+                lambda: len({e["task"]["id"] for e in receiver.json_bodies(hook)}) >= len(created),
+                timeout=20,
+                interval=0.2,
+                message="an onComplete for every task",
+            )
+        except AssertionError as missing:
+            raise AssertionError(
+                f"{missing}\n{explain_missing(conn, created, receiver, hook, tmp_path)}"
+            ) from None
     calls = Counter(
         r.headers.get("X-AsyncQueue-Task-Id")
         for r in receiver.requests
@@ -167,3 +172,38 @@ def test_database_drill(private_server, pg_admin_url, template_db, receiver, tmp
     assert duplicates == 0  # no lease ran out (31 s): nothing had to be called again
     assert notices_wrong == {}
     assert all(alive)
+
+
+def explain_missing(conn, created, receiver, hook, log_dir: Path) -> str:
+    """What is known of the tasks created without an onComplete: their rows, the calls made for
+    them, and every log line that names them or is not routine."""
+    notified = {e["task"]["id"] for e in receiver.json_bodies(hook)}
+    missing = [t for t in created if t not in notified]
+    lines = [f"{len(missing)} of {len(created)} tasks have no onComplete"]
+    for task_id in missing[:10]:
+        row = conn.execute(
+            "SELECT status, attempts, retry_count, created_at, completed_at, next_run_at,"
+            " claim_token, outcome_claim_token FROM tasks WHERE id = %s",
+            (task_id,),
+        ).fetchone()
+        calls = [
+            r.at for r in receiver.requests if r.headers.get("X-AsyncQueue-Task-Id") == task_id
+        ]
+        lines.append(f"  {task_id}: row {row}, calls at {calls}")
+    routine = (
+        "claim failed",
+        "listen connection lost",
+        "error connecting",
+        "heartbeat failed",
+        "discarding closed connection",
+        "recording outcomes failed",
+        "prune failed",
+        "create limit sync failed",
+        "database unavailable",
+        "[INFO]",
+    )
+    for log in sorted(log_dir.glob("*.log")):
+        for line in log.read_text(errors="replace").splitlines():
+            if any(t in line for t in missing[:10]) or not any(r in line for r in routine):
+                lines.append(f"  {log.name}: {line[:400]}")
+    return "\n".join(lines[:200])
