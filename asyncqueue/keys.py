@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 import string
@@ -35,7 +36,15 @@ def generate_key() -> str:
 
 def is_well_formed(key: str) -> bool:
     """True when `key` could be one of ours; a typo or truncation fails here, with no query."""
-    if len(key) != KEY_LENGTH or not key.startswith(KEY_PREFIX):
+    return len(key) == KEY_LENGTH and _is_well_formed(key)
+
+
+# This and hash_key are asked about the same few keys on every request (a create asks three
+# times) and are pure: cached, bounded (and only keys of the right length are kept), so a flood
+# of made-up keys only turns the cache over.
+@functools.lru_cache(maxsize=1024)
+def _is_well_formed(key: str) -> bool:
+    if not key.startswith(KEY_PREFIX):
         return False
     body = key[len(KEY_PREFIX) :]
     if any(c not in ALPHABET for c in body):
@@ -44,6 +53,7 @@ def is_well_formed(key: str) -> bool:
     return secrets.compare_digest(_checksum(random_part), checksum)
 
 
+@functools.lru_cache(maxsize=1024)
 def hash_key(key: str) -> bytes:
     # A plain SHA-256 suffices: the key has ~190 bits of entropy, so there is nothing to brute-force.
     return hashlib.sha256(key.encode()).digest()
