@@ -233,7 +233,7 @@ class Completer(ThreadService):
             return self._execute("task_finish_many", params(items))
         except psycopg.DataError:
             if len(items) > 1:
-                return [r for f in items for r in self._write_finals([f])]
+                return [r for f in items for r in self._write_final_alone(f)]
         (f,) = items
         log_event(
             log,
@@ -243,6 +243,20 @@ class Completer(ThreadService):
         )
         plain = replace(f, outcome=replace(f.outcome, result=None, error=OUTCOME_NOT_STORED))
         return self._execute("task_finish_many", params([plain]))
+
+    def _write_final_alone(self, f: Finished) -> list[dict]:
+        """One outcome of a batch written again by itself. Each such write commits on its own, so
+        one that then fails is logged and left to its lease (its task is still processing),
+        rather than raised: that would drop the rows the others had already committed, and with
+        them their onComplete, which nothing would bring back."""
+        try:
+            return self._write_finals([f])
+        except Exception:
+            log.exception(
+                "writing an outcome failed; its lease will bring the task back",
+                extra={"fields": {"task_id": str(f.claim.task_id)}},
+            )
+            return []
 
     def _execute(self, name: str, params: dict) -> list[dict]:
         """Run a named write, retrying while the connection fails (the write is idempotent, so a

@@ -125,3 +125,27 @@ def test_a_retry_the_database_refuses_does_not_cost_the_others_their_results():
     assert written_last[str(good[1].claim.task_id)] == {"statusCode": 500}
     assert written_last[str(bad.claim.task_id)] is None
     assert slots.held() == 0
+
+
+def test_outcomes_written_one_by_one_keep_their_oncomplete_when_a_later_one_fails():
+    # A refused batch is written again one outcome at a time, each committed on its own. One of
+    # those failing (here a non-retried error, even for the result-less write) must not take
+    # the rows already committed, and their onComplete, down with it (issue 11 review).
+    def answer(name, params):
+        items = params["outcomes"].obj
+        if len(items) > 1:
+            raise psycopg.DataError("unsupported Unicode escape sequence")
+        if items[0]["error"] is not None or (items[0]["result"] or {}).get("bad"):
+            raise errors.InternalError("could not write block")
+        return [
+            {**row, "on_complete_url": "http://127.0.0.1:9/done"} for row in rows_written(params)
+        ]
+
+    slots = SlotTable(4)
+    notified = []
+    good = [finished(slots, "completed", {"statusCode": 200}) for _ in range(2)]
+    bad = finished(slots, "completed", {"bad": True})
+    completer = Completer(FakePool(answer), slots, notified.append, threading.Event())
+    completer.write([good[0], bad, good[1]])
+    assert [r["id"] for r in notified] == [good[0].claim.task_id, good[1].claim.task_id]
+    assert slots.held() == 0  # the failed one is left to its lease
