@@ -17,7 +17,7 @@ unicast, is refused as reserved.
 from __future__ import annotations
 
 import functools
-from ipaddress import IPv4Address, IPv6Address, ip_network
+from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 
 from asyncqueue.hosts import parse_host
 
@@ -128,12 +128,28 @@ def _lookup(ip: IPAddress, table: list) -> str | None:
     return None
 
 
-# Pure, and asked about the same few addresses over and over (each create with a literal host,
-# each connection the worker makes): 5 to 20 us a time through the tables, well under 1 cached.
-@functools.lru_cache(maxsize=4096)
 def blocked_reason(ip: IPAddress, *, allow_private: bool | str) -> str | None:
     """Why the worker must not connect to `ip` ("<ip> is <reason>"), or None when it may.
-    `allow_private`: True opens PRIVATE_NETWORKS, LOOPBACK_ONLY its loopback ranges only."""
+    `allow_private`: True opens PRIVATE_NETWORKS, LOOPBACK_ONLY its loopback ranges only.
+
+    Cached: it is asked about the same few addresses over and over (each create with a literal
+    host, each connection the worker makes), 5 to 20 us a time through the tables. The cache is
+    keyed by the address's bytes, never by the address object: an address hashes as its integer,
+    which is not randomised, so anyone could send thousands of IPv6 addresses sharing one hash
+    and make every lookup walk them all; a bytes hash is randomised per process."""
+    return _blocked_reason_of(ip.packed, getattr(ip, "scope_id", None), allow_private)
+
+
+# typed: allow_private=True and =1 are equal as keys but not to the `is True` test in _judge.
+@functools.lru_cache(maxsize=4096, typed=True)
+def _blocked_reason_of(packed: bytes, scope_id: str | None, allow_private: bool | str):
+    ip = ip_address(packed)
+    if scope_id:
+        ip = IPv6Address(f"{ip}%{scope_id}")
+    return _judge(ip, allow_private=allow_private)
+
+
+def _judge(ip: IPAddress, *, allow_private: bool | str) -> str | None:
     if isinstance(ip, IPv6Address):
         if ip.scope_id:
             return f"{ip} is link-local (scoped)"
@@ -145,7 +161,7 @@ def blocked_reason(ip: IPAddress, *, allow_private: bool | str) -> str | None:
             opened = allow_private
             if allow_private == LOOPBACK_ONLY and ip not in IPV4_MAPPED:
                 opened = False
-            reason = blocked_reason(inner, allow_private=opened)
+            reason = _judge(inner, allow_private=opened)
             return f"{reason} (carried in {ip})" if reason else None
     reason = _lookup(ip, CLOUD_ENDPOINTS)
     if reason:

@@ -36,7 +36,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 from urllib3.util import Timeout
 
-from asyncqueue.destinations import blocked_reason
+from asyncqueue.destinations import blocked_reason, parse_ip_literal
 from asyncqueue.worker.deadline import Deadline
 
 USER_AGENT = "AsyncQueue/1.0"
@@ -249,11 +249,8 @@ RESOLVER = _Resolver(RESOLVER_THREADS)
 
 def resolve(host: str, port: int, attempt: Attempt) -> list[tuple[int, tuple]]:
     """(family, sockaddr) for every address of `host`, waiting no longer than the deadline."""
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        pass
-    else:  # a literal: nothing to look up
+    ip = ip_literal(host)
+    if ip is not None:  # a literal: nothing to look up
         if ip.version == 6:
             return [(socket.AF_INET6, (str(ip), port, 0, 0))]
         return [(socket.AF_INET, (str(ip), port))]
@@ -267,6 +264,17 @@ def resolve(host: str, port: int, attempt: Attempt) -> list[tuple[int, tuple]]:
         # (Never cancelled: other calls may be waiting for the same lookup.)
         raise TimeoutError(f"resolving {host} outlived the attempt's deadline")
     return [(family, sockaddr) for family, _, _, _, sockaddr in future.result()]
+
+
+def ip_literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address `host` is, if it is one: in Python's strict forms (a scoped IPv6 address
+    too), or in the others a browser also reads as an address (a root dot, `0x7f000001`, `127.1`,
+    UTS-46 digits and dots). The creation check judged those as that address, so they are never
+    looked up by name (a resolver would be asked about `127.0.0.1.`, and fail)."""
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return parse_ip_literal(host)
 
 
 def interleave_families(addresses: list[tuple[int, tuple]]) -> list[tuple[int, tuple]]:

@@ -180,3 +180,31 @@ def a6(ip):
 )
 def test_addresses_are_tried_families_interleaved(given, ordered):
     assert interleave_families(given) == ordered
+
+
+@pytest.mark.parametrize(
+    "host, family, address",
+    [
+        ("127.0.0.1", V4, "127.0.0.1"),
+        ("127.0.0.1.", V4, "127.0.0.1"),  # a root dot: the creation check read it as 127.0.0.1
+        ("0x7f000001.", V4, "127.0.0.1"),
+        ("2130706433", V4, "127.0.0.1"),
+        ("127.1", V4, "127.0.0.1"),
+        ("１２７。0。0。1", V4, "127.0.0.1"),
+        ("::1", V6, "::1"),
+    ],
+)
+def test_a_literal_host_is_never_looked_up_by_name(monkeypatch, host, family, address):
+    # Found by an attack: `http://127.0.0.1.:port/` passed the creation check as 127.0.0.1, then
+    # the worker asked the resolver about "127.0.0.1." and failed every attempt (ENOTFOUND).
+    from asyncqueue.worker import http_client
+    from asyncqueue.worker.deadline import Deadline
+
+    def no_lookup(*args):
+        raise AssertionError(f"{host!r} was looked up by name")
+
+    monkeypatch.setattr(http_client.RESOLVER, "submit", no_lookup)
+    attempt = http_client.Attempt(Deadline.after(5))
+    assert http_client.resolve(host, 80, attempt) == [
+        (family, (address, 80) if family == V4 else (address, 80, 0, 0))
+    ]
