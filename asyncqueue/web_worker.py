@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import selectors
 import time
 from functools import partial
@@ -89,9 +90,12 @@ def json_error(status: int, message: str) -> bytes:
     body = json.dumps({"error": message}).encode()
     reason = REASONS.get(status, "Error")
     retry = "Retry-After: 1\r\n" if status == 503 else ""
+    # A request id as the app's responses carry (every response has one, the README says),
+    # though no app code saw this request: it identifies the answer in a report.
     return (
         f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\n{retry}"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        f"X-Request-Id: {os.urandom(16).hex()}\r\n\r\n"
     ).encode("latin-1") + body
 
 

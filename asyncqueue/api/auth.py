@@ -17,14 +17,20 @@ class Caller:
     key_id: str
 
 
+HTTP_WHITESPACE = " \t"
+
+
 def presented_key() -> str | None:
     """The key from `Authorization: Bearer <key>` or, failing that, `X-API-Key: <key>`."""
-    authorization = request.headers.get("Authorization", "").strip()
+    # Only HTTP's own whitespace (space, tab) around a value is ignored: str.strip() would also
+    # drop a no-break space or NEL, letting a mangled key stand for the real one.
+    authorization = request.headers.get("Authorization", "").strip(HTTP_WHITESPACE)
     if authorization:
         scheme, _, credentials = authorization.partition(" ")
-        if scheme.lower() == "bearer" and credentials.strip():
-            return credentials.strip()
-    api_key = request.headers.get("X-API-Key", "").strip()
+        credentials = credentials.strip(HTTP_WHITESPACE)
+        if scheme.lower() == "bearer" and credentials:
+            return credentials
+    api_key = request.headers.get("X-API-Key", "").strip(HTTP_WHITESPACE)
     return api_key or None
 
 

@@ -2,6 +2,7 @@
 command and config): stalled requests hold no thread, and every refusal is JSON."""
 
 import json
+import re
 import socket
 import time
 
@@ -122,8 +123,12 @@ def test_a_body_that_stops_gets_a_json_408(web):
     ids=["uri-5000", "header-9000", "garbage-line", "bad-version", "bad-chunk", "endless-head"],
 )
 def test_requests_gunicorn_refuses_are_answered_in_json(web, request_bytes, status, starts):
-    got, body = status_and_json(exchange(web, request_bytes))
+    raw = exchange(web, request_bytes)
+    got, body = status_and_json(raw)
     assert got == status and body["error"].startswith(starts)
+    # Like every response, these carry a request id (an attack found them without one).
+    head = raw.partition(b"\r\n\r\n")[0].decode("latin-1")
+    assert re.search(r"(?im)^x-request-id: [0-9a-f]{32}\r?$", head), head
 
 
 def test_a_chunked_body_over_the_limit_is_413_through_gunicorn(web):

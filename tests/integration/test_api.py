@@ -65,6 +65,23 @@ def test_both_header_styles_work(client, team):
     assert client.get("/v1/tasks", headers={"X-API-Key": key}).status_code == 200
 
 
+@pytest.mark.parametrize("around", ["\xa0", "\x85", "\u3000"])
+def test_only_http_whitespace_around_a_key_is_ignored(client, team, around):
+    # Found by an attack: str.strip() also took a no-break space or NEL off the key, so a
+    # mangled key authenticated as the real one. Spaces and tabs are HTTP's; nothing else is.
+    _, key = team
+    assert client.get("/v1/tasks", headers={"X-API-Key": f" \t{key}\t "}).status_code == 200
+    for headers in ({"X-API-Key": key + around}, {"Authorization": f"Bearer {key}{around}"}):
+        try:
+            response = client.get("/v1/tasks", headers=headers)
+        except ValueError:
+            continue  # (a value the test client itself cannot send)
+        assert (response.status_code, response.get_json()) == (
+            401,
+            {"error": "Invalid or revoked API key"},
+        )
+
+
 def test_revocation_takes_effect_on_the_next_request(client, team, conn):
     _, key = team
     headers = {"X-API-Key": key}
