@@ -82,8 +82,9 @@ def count(directory: Path, creates: int, url: str) -> int:
             env=env,
             capture_output=True,
             text=True,
-            check=True,
         )
+    if out.returncode != 0:
+        sys.exit(f"{directory}: exit {out.returncode}\n{out.stderr[-2000:]}")
     if f'"201 CREATED": {creates}' not in out.stdout:
         sys.exit(f"{directory}: not every create answered 201: {out.stdout.strip()}")
     return int(re.search(r"Collected : (\d+)", out.stderr).group(1))
@@ -98,7 +99,7 @@ def main() -> None:
         Path(tempfile.mkdtemp(prefix="asyncqueue-instructions-")) / "pgdata", fast_unsafe=True
     )
     try:
-        for i, directory in enumerate(args.dirs):
+        for i, directory in enumerate(d.resolve() for d in args.dirs):
             url = server.url_for(f"instructions_{i}")
             with psycopg.connect(server.url, autocommit=True) as conn:
                 conn.execute(f"CREATE DATABASE instructions_{i}")

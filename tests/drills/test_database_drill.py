@@ -5,6 +5,7 @@ workers resume by themselves; no task is lost; no process exits.
 The drill runs its own embedded PostgreSQL so that it can stop it. With TEST_DATABASE_URL (a
 server the tests do not own) only the termination part runs."""
 
+import json
 import os
 import tempfile
 import threading
@@ -38,7 +39,7 @@ def private_server():
     server.destroy()
 
 
-def test_database_drill(private_server, pg_admin_url, template_db, receiver, tmp_path):
+def test_database_drill(private_server, pg_admin_url, template_db, receiver, tmp_path, request):
     if private_server is None:
         from tests.conftest import clone_database
 
@@ -50,7 +51,9 @@ def test_database_drill(private_server, pg_admin_url, template_db, receiver, tmp
             conn.execute("CREATE DATABASE drill")
         url = private_server.url_for("drill")
         db.migrate(url)
-    stack = Stack(url, tmp_path, ASYNCQUEUE_LOG_LEVEL="WARNING")
+    # INFO: each finished task's line, for explain_missing.
+    stack = Stack(url, tmp_path, ASYNCQUEUE_LOG_LEVEL="INFO")
+    request.addfinalizer(stack.stop)  # however the test ends: no processes left behind
     stack.start_web()
     for _ in range(2):
         stack.start_worker()
@@ -75,7 +78,7 @@ def test_database_drill(private_server, pg_admin_url, template_db, receiver, tmp
                 responses.append((time.monotonic(), r.status_code, body))
                 if r.status_code == 201:
                     created.append(body["task"]["id"])
-            except (requests.ConnectionError, ValueError) as exc:
+            except (requests.RequestException, ValueError) as exc:
                 responses.append((time.monotonic(), -1, repr(exc)))
             time.sleep(0.05)
 
@@ -128,15 +131,16 @@ def test_database_drill(private_server, pg_admin_url, template_db, receiver, tmp
         # onComplete is sent after the outcome is written: give the last ones time to arrive.
         try:
             wait_for(
-                lambda: len({e["task"]["id"] for e in receiver.json_bodies(hook)}) >= len(created),
+                lambda: set(created) <= {e["task"]["id"] for e in receiver.json_bodies(hook)},
                 timeout=20,
                 interval=0.2,
                 message="an onComplete for every task",
             )
-        except AssertionError as missing:
-            raise AssertionError(
-                f"{missing}\n{explain_missing(conn, created, receiver, hook, tmp_path)}"
-            ) from None
+        except AssertionError as timed_out:
+            notified = {e["task"]["id"] for e in receiver.json_bodies(hook)}
+            missing = [t for t in created if t not in notified]
+            explanation = explain_missing(conn, missing, len(created), receiver, hook, tmp_path)
+            raise AssertionError(f"{timed_out}\n{explanation}") from None
     calls = Counter(
         r.headers.get("X-AsyncQueue-Task-Id")
         for r in receiver.requests
@@ -174,22 +178,23 @@ def test_database_drill(private_server, pg_admin_url, template_db, receiver, tmp
     assert all(alive)
 
 
-def explain_missing(conn, created, receiver, hook, log_dir: Path) -> str:
-    """What is known of the tasks created without an onComplete: their rows, the calls made for
-    them, and every log line that names them or is not routine."""
-    notified = {e["task"]["id"] for e in receiver.json_bodies(hook)}
-    missing = [t for t in created if t not in notified]
-    lines = [f"{len(missing)} of {len(created)} tasks have no onComplete"]
-    for task_id in missing[:10]:
+def explain_missing(conn, missing, created: int, receiver, hook, log_dir: Path) -> str:
+    """What is known of the tasks created without an onComplete when the wait ended: their rows
+    (which worker claimed them), the calls made for them, onCompletes that came later, and the
+    log lines that name them, then every warning or error that is not routine."""
+    lines = [f"{len(missing)} of {created} tasks had no onComplete"]
+    shown = missing[:10]
+    for task_id in shown:
         row = conn.execute(
-            "SELECT status, attempts, retry_count, created_at, completed_at, next_run_at,"
-            " claim_token, outcome_claim_token FROM tasks WHERE id = %s",
+            "SELECT status, attempts, retry_count, claimed_by, created_at, completed_at,"
+            " next_run_at, claim_token, outcome_claim_token FROM tasks WHERE id = %s",
             (task_id,),
         ).fetchone()
         calls = [
             r.at for r in receiver.requests if r.headers.get("X-AsyncQueue-Task-Id") == task_id
         ]
-        lines.append(f"  {task_id}: row {row}, calls at {calls}")
+        late = [r.at for r in receiver.calls(hook) if json.loads(r.body)["task"]["id"] == task_id]
+        lines.append(f"  {task_id}: row {row}, calls at {calls}, onComplete since at {late}")
     routine = (
         "claim failed",
         "listen connection lost",
@@ -200,10 +205,17 @@ def explain_missing(conn, created, receiver, hook, log_dir: Path) -> str:
         "prune failed",
         "create limit sync failed",
         "database unavailable",
-        "[INFO]",
     )
-    for log in sorted(log_dir.glob("*.log")):
-        for line in log.read_text(errors="replace").splitlines():
-            if any(t in line for t in missing[:10]) or not any(r in line for r in routine):
-                lines.append(f"  {log.name}: {line[:400]}")
-    return "\n".join(lines[:200])
+    logs = {log.name: log.read_text(errors="replace").splitlines() for log in log_dir.glob("*.log")}
+    for name, log_lines in sorted(logs.items()):
+        lines += [f"  {name}: {line[:400]}" for line in log_lines if any(t in line for t in shown)]
+    for name, log_lines in sorted(logs.items()):
+        lines += [
+            f"  {name}: {line[:400]}"
+            for line in log_lines
+            if not any(r in line for r in routine)
+            and not any(t in line for t in shown)
+            and ('"level": "info"' not in line and '"level": "debug"' not in line)
+            and "[INFO]" not in line
+        ]
+    return "\n".join(lines[:300])
