@@ -183,9 +183,13 @@ def _insert_for_key(task: dict, key: str) -> dict | None:
             try:
                 return conn.execute(db.query("task_insert_for_key"), params).fetchone()
             except psycopg.errors.AdminShutdown:
-                # The server ended this pooled connection before our statement ran (its
-                # termination notice was already waiting), so nothing was inserted: retry on
-                # another connection. Any other failure may have inserted, so it is not retried.
+                # The server ended this connection before the insert committed, so nothing was
+                # inserted: retry on another. (In autocommit the insert commits only at the
+                # protocol's Sync, and psycopg returns only after the ReadyForQuery that follows
+                # it; a termination before that aborts the transaction. One case breaks this:
+                # under synchronous replication, a backend terminated while waiting for its
+                # standby has committed locally, and this retry makes a second task.) Any other
+                # failure may have inserted, so it is not retried.
                 if attempt == pool.max_size + 1:
                     raise
 
