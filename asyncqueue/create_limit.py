@@ -21,7 +21,7 @@ import uuid
 from flask import Flask, current_app
 from psycopg.types.json import Jsonb
 
-from asyncqueue import db, keys
+from asyncqueue import db
 from asyncqueue.api.errors import error_response
 from asyncqueue.logs import log_event
 from asyncqueue.ratelimit import SYNC_INTERVAL, CreateLimiter, TeamSync, retry_after_header
@@ -50,7 +50,7 @@ class CreateLimits:
         self._stopped = threading.Event()
         self.process = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
-    def admit(self, key: str):
+    def admit(self, key_hash: bytes):
         """(None, admission) if this create may go ahead, else (the 429 response, None).
 
         The admission counts the create at once (so that concurrent requests cannot all take the
@@ -59,7 +59,7 @@ class CreateLimits:
         (`learn`) is let through uncounted (admission None): the caller learns it first."""
         if not self.enabled:
             return None, None
-        team_id = self._team_of_key.get(keys.hash_key(key))
+        team_id = self._team_of_key.get(key_hash)
         if team_id is None:
             return None, None
         self._ensure_syncing()
@@ -102,21 +102,21 @@ class CreateLimits:
         with self._lock:
             self.limiter.undo(*admission)
 
-    def forget(self, key: str) -> None:
-        """`key` was refused (401): stop mapping it to a team, so it counts against nothing."""
+    def forget(self, key_hash: bytes) -> None:
+        """The key (by its hash, keys.hash_key) was refused (401): stop mapping it to a team, so
+        it counts against nothing."""
         with self._lock:
-            self._team_of_key.pop(keys.hash_key(key), None)
+            self._team_of_key.pop(key_hash, None)
 
-    def knows(self, key: str) -> bool:
-        """Whether this process has learnt `key`'s team."""
-        return keys.hash_key(key) in self._team_of_key
+    def knows(self, key_hash: bytes) -> bool:
+        """Whether this process has learnt the key's team (by the key's hash)."""
+        return key_hash in self._team_of_key
 
-    def learn(self, key: str, team_id, plan: str) -> None:
-        """`key` is a live key of `team_id`, on `plan` (read from the database): remember
-        whose key it is, and the team's plan until a sync says otherwise."""
+    def learn(self, key_hash: bytes, team_id, plan: str) -> None:
+        """The key with this hash is a live key of `team_id`, on `plan` (read from the
+        database): remember whose key it is, and the team's plan until a sync says otherwise."""
         if not self.enabled:
             return
-        key_hash = keys.hash_key(key)
         self._ensure_syncing()
         with self._lock:
             while len(self._team_of_key) >= KEYS_REMEMBERED:

@@ -106,17 +106,18 @@ def create_task():
         raise ApiError(401, "API key required")
     if not keys.is_well_formed(key):
         raise ApiError(401, "Invalid or revoked API key")
+    key_hash = keys.hash_key(key)  # once: the limiter and the insert both go by it
     limiter = create_limits()
-    if limiter.enabled and not limiter.knows(key):
+    if limiter.enabled and not limiter.knows(key_hash):
         # The key's first create in this process: one read to learn its team and plan (a 401
         # here if it is not a live key), so that every create is counted against its team.
         try:
             with authenticated() as (_, caller):
-                limiter.learn(key, caller.team_id, caller.plan)
+                limiter.learn(key_hash, caller.team_id, caller.plan)
         except ApiError:
-            limiter.forget(key)
+            limiter.forget(key_hash)
             raise
-    refusal, admission = limiter.admit(key)
+    refusal, admission = limiter.admit(key_hash)
     try:
         if refusal is not None:
             # Over the team's rate; but a revoked key is told so (401) rather than to wait.
@@ -124,18 +125,18 @@ def create_task():
             with authenticated():
                 pass
             return refusal
-        response = _create(settings, key)
+        response = _create(settings, key_hash)
         admission = None  # created: the admission stands
         return response
     except ApiError as err:
         if err.status == 401:
-            limiter.forget(key)
+            limiter.forget(key_hash)
         raise
     finally:
         limiter.undo(admission)  # not created: only tasks made use up the team's budget
 
 
-def _create(settings, key: str):
+def _create(settings, key_hash: bytes):
     rules = {
         "allow_private_networks": settings.allow_private_networks,
         "max_delay": timedelta(days=settings.max_delay_days),
@@ -149,7 +150,7 @@ def _create(settings, key: str):
         (None, None) if problem else validate_new_task(payload, plan=MOST_GENEROUS_PLAN, **rules)
     )
     if task is not None:
-        row = _insert_for_key(task, key)
+        row = _insert_for_key(task, key_hash)
         if row is not None:
             return jsonify(task=task_to_json(row)), 201
     with authenticated() as (_, caller):
@@ -159,7 +160,7 @@ def _create(settings, key: str):
         if error:
             raise ApiError(400, error)
     # Valid for this team's plan after all (its plan or key changed in between): try once more.
-    row = _insert_for_key(task, key)
+    row = _insert_for_key(task, key_hash)
     if row is None:
         raise ApiError(401, "Invalid or revoked API key")
     return jsonify(task=task_to_json(row)), 201
@@ -170,11 +171,11 @@ MOST_GENEROUS_PLAN = max(limits.PLAN_MAX_WAIT_TIME, key=limits.PLAN_MAX_WAIT_TIM
 PLAN_MAX_WAIT_JSON = json.dumps(limits.PLAN_MAX_WAIT_TIME)
 
 
-def _insert_for_key(task: dict, key: str) -> dict | None:
+def _insert_for_key(task: dict, key_hash: bytes) -> dict | None:
     params = {
         **task,
         "headers": Jsonb(task["headers"]),
-        "key_hash": keys.hash_key(key),
+        "key_hash": key_hash,
         "plan_max_wait": PLAN_MAX_WAIT_JSON,
     }
     pool = _pool()

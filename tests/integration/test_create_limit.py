@@ -126,8 +126,8 @@ def test_a_team_new_to_a_process_waits_for_a_sync_before_its_first_decision(data
     limits.start()
     try:
         wait_for(lambda: limits.limiter.synced_at > 0, timeout=10)  # live, no team known
-        limits.learn(key, team_row["id"], "free")
-        refusal, admission = limits.admit(key)  # the team's first decision here
+        limits.learn(keys.hash_key(key), team_row["id"], "free")
+        refusal, admission = limits.admit(keys.hash_key(key))  # the team's first decision here
         assert refusal is None and admission is not None
         window = limits.limiter.teams[team_row["id"]]
         assert window.synced and window.plan == "free" and window.used == 1
@@ -208,7 +208,7 @@ def test_the_oldest_keys_are_forgotten_first_when_the_table_is_full(app, monkeyp
     limits = for_app(app)
     monkeypatch.setattr(limits, "_ensure_syncing", lambda: None)
     for n in range(5):
-        limits.learn(f"key-{n}", n, "free")
+        limits.learn(keys.hash_key(f"key-{n}"), n, "free")
     assert sorted(limits._team_of_key.values()) == [2, 3, 4]
 
 
