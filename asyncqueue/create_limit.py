@@ -37,6 +37,12 @@ CREATE_LIMITS_LOCK_ID = 7_302_010  # serialises the web processes' syncs (adviso
 SYNC_SESSION_SETTINGS = "SET lock_timeout = '1s'; SET idle_in_transaction_session_timeout = '5s'"
 
 
+def process_name() -> str:
+    """This web process among the others in the syncs' tables: host, pid, and a random part
+    (a pid is reused after a restart; the old name's rows must not be taken for the new's)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
 class CreateLimits:
     def __init__(self, database_url: str, rates: dict[str, float | None]):
         self.database_url = database_url
@@ -48,7 +54,7 @@ class CreateLimits:
         self._pid: int | None = None
         self._sync_now = threading.Event()
         self._stopped = threading.Event()
-        self.process = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.process = process_name()
 
     def admit(self, key_hash: bytes):
         """(None, admission) if this create may go ahead, else (the 429 response, None).
@@ -146,7 +152,7 @@ class CreateLimits:
             if self._pid != os.getpid():  # first use in this process (gunicorn forks)
                 self._pid = os.getpid()
                 self.limiter = CreateLimiter(self.limiter.rates)
-                self.process = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+                self.process = process_name()
                 threading.Thread(
                     target=self._sync_forever, name="create-limits", daemon=True
                 ).start()

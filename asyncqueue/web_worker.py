@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import selectors
 import time
 from functools import partial
@@ -36,6 +35,7 @@ from gunicorn.workers.gthread import ThreadWorker
 
 from asyncqueue import limits
 from asyncqueue.config import settings_or_exit
+from asyncqueue.logs import new_request_id
 from asyncqueue.request_framing import (
     COMPLETE,
     HAND_OVER,
@@ -91,11 +91,11 @@ def json_error(status: int, message: str) -> bytes:
     reason = REASONS.get(status, "Error")
     retry = "Retry-After: 1\r\n" if status == 503 else ""
     # A request id as the app's responses carry (every response has one, the README says),
-    # though no app code saw this request: it identifies the answer in a report.
+    # though no app code saw this request.
     return (
         f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\n{retry}"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-        f"X-Request-Id: {os.urandom(16).hex()}\r\n\r\n"
+        f"X-Request-Id: {new_request_id()}\r\n\r\n"
     ).encode("latin-1") + body
 
 

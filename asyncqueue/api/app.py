@@ -15,7 +15,7 @@ from asyncqueue.api.metrics import install_metrics
 from asyncqueue.api.openapi import openapi_document
 from asyncqueue.api.tasks import bp as tasks_bp
 from asyncqueue.config import Settings
-from asyncqueue.logs import configure_logging
+from asyncqueue.logs import configure_logging, new_request_id
 
 
 class Database:
@@ -66,8 +66,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     @app.before_request
     def _request_id():
-        # 32 random hex digits, as uuid4().hex gave, at a quarter of its cost.
-        g.request_id = os.urandom(16).hex()
+        g.request_id = new_request_id()
 
     @app.after_request
     def _add_request_id(response):

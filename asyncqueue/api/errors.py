@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import uuid
 
 import psycopg
 from flask import Flask, g, jsonify
@@ -11,6 +10,7 @@ from psycopg_pool import PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 from asyncqueue import limits
+from asyncqueue.logs import new_request_id
 
 log = logging.getLogger("asyncqueue.api")
 
@@ -60,6 +60,6 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(err: Exception):
-        request_id = g.get("request_id") or uuid.uuid4().hex
+        request_id = g.get("request_id") or new_request_id()
         log.exception("unhandled error request_id=%s", request_id)
         return error_response(500, f"Internal server error (request id {request_id})")
