@@ -103,13 +103,16 @@ def test_two_workers_skipping_at_once_each_get_rows_while_work_waits(conn, datab
     assert flood["id"] not in {r["team_id"] for r in got_first + got_second}
 
 
-def test_worker_pool_connections_force_custom_plans(database_url):
-    # A generic plan of a claim may seq-scan tasks (see CUSTOM_PLANS_ONLY).
+def test_worker_pool_connections_plan_as_postgresql_decides(database_url):
+    # Even where a deployment forces generic plans: unprepared statements would get them too
+    # (see PLAN_CACHE_AUTO).
     from asyncqueue.worker.process import pool_connect_kwargs
 
-    with db.connect(database_url, **pool_connect_kwargs(database_url)) as conn:
+    sep = "&" if "?" in database_url else "?"
+    url = f"{database_url}{sep}options=-c%20plan_cache_mode%3Dforce_generic_plan"
+    with db.connect(url, **pool_connect_kwargs(url)) as conn:
         setting = conn.execute("SHOW plan_cache_mode").fetchone()["plan_cache_mode"]
-    assert setting == "force_custom_plan"
+    assert setting == "auto"
 
 
 def test_worker_pool_keeps_the_database_urls_own_options(database_url):
@@ -123,7 +126,7 @@ def test_worker_pool_keeps_the_database_urls_own_options(database_url):
             conn.execute(f"SHOW {name}").fetchone()[name]
             for name in ("application_name", "plan_cache_mode")
         ]
-    assert settings == ["mine", "force_custom_plan"]
+    assert settings == ["mine", "auto"]
 
 
 def test_migration_0006_keeps_a_tasks_team_due_built_by_hand_first(database_url):

@@ -121,7 +121,7 @@ def test_a_claim_that_lands_after_shutdown_began_is_handed_back():
         def connection(self, timeout=None):
             yield self
 
-        def execute(self, sql, params):
+        def execute(self, sql, params, prepare=None):
             executed.append(params)
             if "limit" in params:
                 slots.close()  # shutdown begins while the claim is in flight
@@ -156,7 +156,7 @@ def test_no_claim_when_the_completer_started_failing_while_a_connection_was_awai
             slots.writes_failing(True)  # the database came back only now
             yield self
 
-        def execute(self, sql, params):
+        def execute(self, sql, params, prepare=None):
             executed.append(params)
             return type("Cursor", (), {"fetchall": lambda self: []})()
 
