@@ -6,7 +6,6 @@ lease ran out is a different claim, and finishing the old one must not free the 
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 import time
@@ -15,11 +14,10 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import psycopg
-
 from asyncqueue import db, db_errors
 from asyncqueue.logs import log_event
 from asyncqueue.worker import metrics
+from asyncqueue.worker.claim_plans import KeptPlans, claim_batch, plain_claim_text
 from asyncqueue.worker.fairness import ClaimPlan, TeamSlots
 from asyncqueue.worker.service import ThreadService
 
@@ -35,12 +33,6 @@ FLOOR_MAX = 1.0
 # Claims that fail for a reason other than the database being away (a bug) are retried this
 # many times in a row before the dispatcher gives up and the process exits non-zero.
 MAX_UNEXPECTED_FAILURES = 5
-# Claims of up to this many rows are prepared each with its own literal LIMIT (claim_batch).
-EXACT_CLAIM_LIMITS = 64
-# A plain claim this slow (seconds) makes its connection plan the claims again (replan_if_slow):
-# a good plan takes about a millisecond; a generic plan made on an empty table takes 40 ms at
-# 20k due tasks and 300 ms at 100k (it seq-scans and sorts them, and joins by walking them).
-SLOW_CLAIM = 0.02
 
 
 @dataclass(eq=False, slots=True)
@@ -203,52 +195,17 @@ def idle_wait(
     return floor, stuck_rounds + 1
 
 
-def claim_batch(limit: int) -> int:
-    """The rows one claim asks for, given `limit` free slots: all of them up to
-    EXACT_CLAIM_LIMITS, else the largest power of two below (the rest are claimed next round), so
-    that a worker's connections keep a few dozen claim statements prepared, not thousands."""
-    if limit <= EXACT_CLAIM_LIMITS:
-        return limit
-    return 1 << (limit.bit_length() - 1)
-
-
-@functools.lru_cache(maxsize=128)  # claim_batch gives at most 64 + 14 limits
-def plain_claim_text(limit: int) -> str:
-    """task_claim with its LIMIT written in: a generic plan then knows how many rows it takes
-    (a `LIMIT $1` is planned as a tenth of the table, and a join over that many rows would
-    seq-scan tasks)."""
-    return db.query("task_claim").replace("%(limit)s", str(int(limit)))
-
-
 def claim_rows(conn, plan: ClaimPlan, params: dict) -> list[dict]:
     """Run the claim `plan` asks for: task_claim when no team is at its cap (a single-team drain,
     every pickup), else task_claim_skipping past the capped teams. Two queries rather than one
     with both branches: the plain claim is planned in a third of the time.
 
     Only the plain claim is prepared (the worker's connections prepare nothing unasked,
-    process.py): PostgreSQL may then keep one generic plan of it, which saves the planning on
-    every pickup. task_claim_skipping is planned afresh each time: a generic plan of it may
-    seq-scan tasks."""
+    process.py), its LIMIT written in: PostgreSQL may keep a plan of it (claim_plans.py).
+    task_claim_skipping is planned afresh each time: a generic plan of it may seq-scan tasks."""
     if plan.skip:
         return conn.execute(db.query("task_claim_skipping"), params).fetchall()
     return conn.execute(plain_claim_text(plan.limit), params, prepare=True).fetchall()
-
-
-def replan_if_slow(conn, seconds: float) -> bool:
-    """Make the connection plan its claims again after one took `seconds` >= SLOW_CLAIM.
-
-    The hazard this closes: a generic plan made while tasks was nearly empty (a fresh deploy)
-    seq-scans and sorts the table, and PostgreSQL keeps it until something invalidates it (the
-    next ANALYZE of tasks), while a backlog arrives. Plans made again see the table's size now.
-    A claim slow for another reason (a busy machine) costs only one planning more."""
-    if seconds < SLOW_CLAIM:
-        return False
-    try:
-        conn.execute("DISCARD PLANS")
-    except psycopg.Error:  # the connection broke: the pool replaces it, and its plans with it
-        return False
-    log_event(log, "slow claim: its plans made again", logging.DEBUG, seconds=round(seconds, 3))
-    return True
 
 
 class Dispatcher(ThreadService):
@@ -275,6 +232,7 @@ class Dispatcher(ThreadService):
         self.wake = wake
         self.worker_name = worker_name
         self.lease_grace = lease_grace
+        self.plans = KeptPlans()
         self._stuck_rounds = 0
 
     def _wake(self) -> None:
@@ -286,7 +244,7 @@ class Dispatcher(ThreadService):
             self.wake.clear()
             try:
                 plan = self.fairness.plan(self.slots.free(), self.slots.running_by_team())
-                limit = claim_batch(plan.limit)
+                limit = plan.limit if plan.skip else claim_batch(plan.limit)
                 claimed = self.claim(plan) if limit > 0 else []
                 if claimed:
                     self.run_claims(claimed)
@@ -333,22 +291,26 @@ class Dispatcher(ThreadService):
         with self.pool.connection() as conn:
             # Looked at again once a connection is had (waiting for one can take a while, and
             # meanwhile the completer's writes may have started failing, or shutdown begun).
-            limit = claim_batch(min(plan.limit, self.slots.free()))
+            limit = min(plan.limit, self.slots.free())
+            if not plan.skip:
+                limit = claim_batch(limit)
             if limit <= 0:
                 return []
             if limit != plan.limit:
                 plan = ClaimPlan(limit, plan.skip)
-            started = time.monotonic()
-            rows = claim_rows(conn, plan, self.claim_params(plan))
-            took = time.monotonic() - started
+            if plan.skip:
+                rows = claim_rows(conn, plan, self.claim_params(plan))
+            else:
+                self.plans.refresh(conn)
+                started = time.monotonic()
+                rows = claim_rows(conn, plan, self.claim_params(plan))
+                self.plans.observe(time.monotonic() - started)
             self.fairness.claimed(plan, len(rows))
             metrics.observe_claim(len(rows))
             claims = self.slots.add(rows)
             if claims is None:  # shutdown began during the claim: give the rows straight back
                 self.hand_back(conn, rows)
                 return []
-            if not plan.skip:
-                replan_if_slow(conn, took)  # after the rows are held: it may fail
         if claims and log.isEnabledFor(logging.DEBUG):
             for claim in claims:
                 log_event(

@@ -42,6 +42,12 @@ CLAIM_BATCH = Histogram(
     buckets=BATCH_BUCKETS,
     registry=REGISTRY,
 )
+CLAIM_REPLANS = Counter(
+    "asyncqueue_worker_claim_replans",
+    "Times a connection made its kept claim plans again, by why (age, or slow: after a slow claim).",
+    ["reason"],
+    registry=REGISTRY,
+)
 OUTCOME_BATCH = Histogram(
     "asyncqueue_worker_outcome_batch_size",
     "Final outcomes written by each batched outcome statement.",
@@ -57,6 +63,10 @@ def observe_attempt(outcome: str, duration_ms: float) -> None:
 
 def observe_claim(tasks: int) -> None:
     CLAIM_BATCH.observe(tasks)
+
+
+def observe_claim_replan(reason: str) -> None:
+    CLAIM_REPLANS.labels(reason).inc()
 
 
 def observe_outcome_batch(outcomes: int) -> None:

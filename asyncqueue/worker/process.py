@@ -50,16 +50,18 @@ POOL_CLOSE_WAIT = 0.5  # seconds the pool's connections get to close at exit
 # PostgreSQL may then switch to a generic plan, made once for any parameters and any table size:
 # a generic task_claim_skipping seq-scans tasks (180 ms against 2 ms at 300k rows), and a generic
 # finish or retry write made while the table was small seq-scans it once a backlog arrives,
-# until the next ANALYZE. So the worker's connections prepare only what asks to be (the plain
+# until something invalidates the plan (an ANALYZE or VACUUM of tasks). So the worker's connections prepare only what asks to be (the plain
 # claim, dispatcher.claim_rows), and every other statement is planned for its own parameters on
 # each run (PostgreSQL never keeps a generic plan of an unprepared statement). The plain claim is
 # on every pickup's path, and keeping its plan saves a quarter of a millisecond there; its one
-# hazard (a plan made on a nearly empty table) is handled by dispatcher.replan_if_slow.
+# hazard (a plan made on a nearly empty table) is handled in claim_plans.py.
 # plan_cache_mode=auto, PostgreSQL's default, is set in case a deployment changed it: forcing
 # generic plans would give the unprepared statements generic plans too.
 # Keepalives: see db.KEEPALIVE_CONNECT_KWARGS.
 PLAN_CACHE_AUTO = "-c plan_cache_mode=auto"
-PREPARE_ONLY_WHEN_ASKED = sys.maxsize  # psycopg's prepare_threshold: never reached
+# psycopg's prepare_threshold: never reached, so only prepare=True prepares. Not None: that
+# would turn off prepare=True too.
+PREPARE_ONLY_WHEN_ASKED = sys.maxsize
 
 
 def pool_connect_kwargs(database_url: str) -> dict:

@@ -58,8 +58,8 @@ WITH due AS (
 -- task_claim, of the teams not in %(skip)s (never empty: those at their per-worker cap,
 -- asyncqueue/worker/fairness.py), found without walking the skipped teams' backlogs: `waiting`
 -- lists the teams with unfinished tasks, one probe of tasks_team_due each (a loose index scan),
--- and each team gives its own oldest due rows. Needs a custom plan (the worker pool forces them):
--- a generic plan of it may seq-scan tasks.
+-- and each team gives its own oldest due rows. Needs a custom plan (the worker sends it
+-- unprepared, so each run is planned for its parameters): a generic plan of it may seq-scan tasks.
 WITH RECURSIVE waiting (team_id) AS (
     (SELECT team_id FROM tasks
      WHERE status IN ('pending', 'delayed', 'processing')

@@ -194,3 +194,39 @@ def test_a_claim_that_keeps_timing_out_ends_the_dispatcher(monkeypatch):
     thread.start()
     thread.join(15)
     assert not thread.is_alive() and len(calls) == 2
+
+
+def test_a_worker_with_100_free_slots_claims_64_then_36_without_an_idle_look():
+    """A plain claim asks for at most 64 rows when more are free (claim_plans.claim_batch): the
+    rest are claimed at once in the next round, not after an idle wait."""
+    import contextlib
+    import re
+
+    from asyncqueue.worker.dispatcher import Dispatcher
+
+    slots = SlotTable(100)
+    asked: list[int] = []
+    idle_looks: list[str] = []
+
+    class Pool:
+        @contextlib.contextmanager
+        def connection(self, timeout=None):
+            yield self
+
+        def execute(self, sql, params=None, prepare=None):
+            limit = re.search(r"LIMIT (\d+)\n", sql)
+            if limit:
+                asked.append(int(limit.group(1)))
+                rows = [row() for _ in range(int(limit.group(1)))]
+            else:
+                idle_looks.append(sql)
+                rows = []
+            return type("Cursor", (), {"fetchall": lambda self: rows})()
+
+    def run(claims):
+        if slots.free() == 0:
+            dispatcher.stopping.set()
+
+    dispatcher = Dispatcher(Pool(), slots, run, threading.Event(), worker_name="w", lease_grace=1)
+    dispatcher.run()
+    assert asked == [64, 36] and idle_looks == []
