@@ -84,11 +84,16 @@ def connect(url: str, **kwargs) -> psycopg.Connection:
     return psycopg.connect(url, row_factory=dict_row, **kwargs)
 
 
+def own_options(url: str) -> str | None:
+    """The `options` connection parameter `url` would use by itself (its own, or PGOPTIONS)."""
+    return psycopg.conninfo.conninfo_to_dict(url).get("options") or os.environ.get("PGOPTIONS")
+
+
 def options_adding(url: str, option: str) -> str:
     """The `options` connection parameter for `url` with `option` added: passed as a keyword,
     `options` replaces the URL's own (or PGOPTIONS), which a deployment may rely on (say, a
     search_path), so they are kept before it."""
-    own = psycopg.conninfo.conninfo_to_dict(url).get("options") or os.environ.get("PGOPTIONS")
+    own = own_options(url)
     return f"{own} {option}" if own else option
 
 

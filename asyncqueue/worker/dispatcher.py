@@ -303,8 +303,10 @@ class Dispatcher(ThreadService):
             else:
                 self.plans.refresh(conn)
                 started = time.monotonic()
-                rows = claim_rows(conn, plan, self.claim_params(plan))
-                self.plans.observe(time.monotonic() - started)
+                try:
+                    rows = claim_rows(conn, plan, self.claim_params(plan))
+                finally:  # a claim that failed counts too: one a statement_timeout cancelled
+                    self.plans.observe(time.monotonic() - started)
             self.fairness.claimed(plan, len(rows))
             metrics.observe_claim(len(rows))
             claims = self.slots.add(rows)

@@ -55,8 +55,10 @@ POOL_CLOSE_WAIT = 0.5  # seconds the pool's connections get to close at exit
 # each run (PostgreSQL never keeps a generic plan of an unprepared statement). The plain claim is
 # on every pickup's path, and keeping its plan saves a quarter of a millisecond there; its one
 # hazard (a plan made on a nearly empty table) is handled in claim_plans.py.
-# plan_cache_mode=auto, PostgreSQL's default, is set in case a deployment changed it: forcing
-# generic plans would give the unprepared statements generic plans too.
+# plan_cache_mode=auto, PostgreSQL's default, is set in case the database or role changed it
+# (forcing generic plans would give the unprepared statements generic plans too), unless
+# DATABASE_URL's own options (or PGOPTIONS) set it: an operator's choice, say force_custom_plan to
+# plan every claim afresh as before.
 # Keepalives: see db.KEEPALIVE_CONNECT_KWARGS.
 PLAN_CACHE_AUTO = "-c plan_cache_mode=auto"
 # psycopg's prepare_threshold: never reached, so only prepare=True prepares. Not None: that
@@ -65,6 +67,8 @@ PREPARE_ONLY_WHEN_ASKED = sys.maxsize
 
 
 def pool_connect_kwargs(database_url: str) -> dict:
+    if "plan_cache_mode" in (db.own_options(database_url) or ""):
+        return dict(db.KEEPALIVE_CONNECT_KWARGS)
     return {
         **db.KEEPALIVE_CONNECT_KWARGS,
         "options": db.options_adding(database_url, PLAN_CACHE_AUTO),

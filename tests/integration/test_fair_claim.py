@@ -103,16 +103,27 @@ def test_two_workers_skipping_at_once_each_get_rows_while_work_waits(conn, datab
     assert flood["id"] not in {r["team_id"] for r in got_first + got_second}
 
 
-def test_worker_pool_connections_plan_as_postgresql_decides(database_url):
-    # Even where a deployment forces generic plans: unprepared statements would get them too
+def test_worker_pool_connections_plan_as_postgresql_decides(database_url, conn):
+    # Even where the database forces generic plans: unprepared statements would get them too
     # (see PLAN_CACHE_AUTO).
     from asyncqueue.worker.process import pool_connect_kwargs
 
-    sep = "&" if "?" in database_url else "?"
-    url = f"{database_url}{sep}options=-c%20plan_cache_mode%3Dforce_generic_plan"
-    with db.connect(url, **pool_connect_kwargs(url)) as conn:
-        setting = conn.execute("SHOW plan_cache_mode").fetchone()["plan_cache_mode"]
+    dbname = conn.execute("SELECT current_database() AS d").fetchone()["d"]
+    conn.execute(f'ALTER DATABASE "{dbname}" SET plan_cache_mode = force_generic_plan')
+    with db.connect(database_url, **pool_connect_kwargs(database_url)) as worker:
+        setting = worker.execute("SHOW plan_cache_mode").fetchone()["plan_cache_mode"]
     assert setting == "auto"
+
+
+def test_an_operator_may_choose_the_plan_cache_mode_in_the_database_url(database_url):
+    # force_custom_plan: every claim planned afresh, as before the claim's plan was kept.
+    from asyncqueue.worker.process import pool_connect_kwargs
+
+    sep = "&" if "?" in database_url else "?"
+    url = f"{database_url}{sep}options=-c%20plan_cache_mode%3Dforce_custom_plan"
+    with db.connect(url, **pool_connect_kwargs(url)) as worker:
+        setting = worker.execute("SHOW plan_cache_mode").fetchone()["plan_cache_mode"]
+    assert setting == "force_custom_plan"
 
 
 def test_worker_pool_keeps_the_database_urls_own_options(database_url):

@@ -230,3 +230,37 @@ def test_a_worker_with_100_free_slots_claims_64_then_36_without_an_idle_look():
     dispatcher = Dispatcher(Pool(), slots, run, threading.Event(), worker_name="w", lease_grace=1)
     dispatcher.run()
     assert asked == [64, 36] and idle_looks == []
+
+
+def test_a_claim_cancelled_by_a_statement_timeout_makes_the_plans_stale():
+    """(attack) A kept plan bad enough that the deployment's statement_timeout cancels every claim
+    must still be replaced: the failed claim counts as a slow one."""
+    import contextlib
+
+    from psycopg import errors
+
+    from asyncqueue.worker.dispatcher import Dispatcher
+
+    executed: list[str] = []
+    cancel = [True]
+
+    class Pool:
+        @contextlib.contextmanager
+        def connection(self, timeout=None):
+            yield self
+
+        def execute(self, sql, params=None, prepare=None):
+            executed.append("claim" if "LIMIT" in sql else sql)
+            if "LIMIT" in sql and cancel[0]:
+                time.sleep(0.03)  # the timeout, longer than SLOW_CLAIM
+                raise errors.QueryCanceled("canceling statement due to statement timeout")
+            return type("Cursor", (), {"fetchall": lambda self: []})()
+
+    dispatcher = Dispatcher(
+        Pool(), SlotTable(4), lambda c: None, threading.Event(), worker_name="w", lease_grace=1
+    )
+    with pytest.raises(errors.QueryCanceled):
+        dispatcher.claim(4)
+    cancel[0] = False
+    assert dispatcher.claim(4) == []
+    assert executed == ["claim", "DISCARD PLANS", "claim"]
