@@ -1,6 +1,7 @@
-"""The plain claim's time with its plan kept (how the worker runs it) against planned afresh on
-every run (how it ran until 836ad1d, with plan_cache_mode=force_custom_plan), alternating, on one
-embedded PostgreSQL of its own: the part of each pickup that the kept plan saves.
+"""The plain claim's time with its plan kept (how the worker runs it), planned afresh on every run
+(how it ran until 836ad1d, with plan_cache_mode=force_custom_plan), and made again on every run
+(DISCARD PLANS sent with it: what a worker's claims cost when its plans are replanned each time,
+say one pickup every 10 s or more), alternating, on one embedded PostgreSQL of its own.
 
     .venv/bin/python -m bench.claim_plans [--claims N]
 
@@ -56,13 +57,15 @@ def main() -> None:
             team, _ = make_team(admin)
             admin.execute(INSERT, {"team": team["id"], "status": "completed", "n": FINISHED})
             admin.execute("VACUUM ANALYZE tasks")
-            conns = {mode: worker_connection(server.url, mode) for mode in ("kept", "afresh")}
+            modes = ("kept", "afresh", "made again")
+            conns = {mode: worker_connection(server.url, mode) for mode in modes}
             times: dict[str, list[float]] = {mode: [] for mode in conns}
             for i in range(args.claims):
-                for mode in sorted(conns, reverse=i % 2 == 1):  # alternate which goes first
+                for mode in modes if i % 2 else reversed(modes):  # alternate which goes first
                     admin.execute(INSERT, {"team": team["id"], "status": "pending", "n": 1})
                     started = time.perf_counter()
-                    rows = claim_rows(conns[mode], ClaimPlan(4), PARAMS)
+                    replan = mode == "made again"
+                    rows = claim_rows(conns[mode], ClaimPlan(4), PARAMS, replan=replan)
                     times[mode].append(time.perf_counter() - started)
                     assert len(rows) == 1
                     admin.execute(

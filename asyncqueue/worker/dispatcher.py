@@ -195,17 +195,24 @@ def idle_wait(
     return floor, stuck_rounds + 1
 
 
-def claim_rows(conn, plan: ClaimPlan, params: dict) -> list[dict]:
+def claim_rows(conn, plan: ClaimPlan, params: dict, *, replan: bool = False) -> list[dict]:
     """Run the claim `plan` asks for: task_claim when no team is at its cap (a single-team drain,
     every pickup), else task_claim_skipping past the capped teams. Two queries rather than one
     with both branches: the plain claim is planned in a third of the time.
 
     Only the plain claim is prepared (the worker's connections prepare nothing unasked,
-    process.py), its LIMIT written in: PostgreSQL may keep a plan of it (claim_plans.py).
-    task_claim_skipping is planned afresh each time: a generic plan of it may seq-scan tasks."""
+    process.py), its LIMIT written in: PostgreSQL may keep a plan of it (claim_plans.py);
+    `replan` sends `DISCARD PLANS` before it, in the same round trip. task_claim_skipping is
+    planned afresh each time: a generic plan of it may seq-scan tasks."""
     if plan.skip:
         return conn.execute(db.query("task_claim_skipping"), params).fetchall()
-    return conn.execute(plain_claim_text(plan.limit), params, prepare=True).fetchall()
+    text = plain_claim_text(plan.limit)
+    if not replan:
+        return conn.execute(text, params, prepare=True).fetchall()
+    with conn.pipeline():
+        conn.execute("DISCARD PLANS")
+        cursor = conn.execute(text, params, prepare=True)
+    return cursor.fetchall()
 
 
 class Dispatcher(ThreadService):
@@ -301,12 +308,14 @@ class Dispatcher(ThreadService):
             if plan.skip:
                 rows = claim_rows(conn, plan, self.claim_params(plan))
             else:
-                self.plans.refresh(conn)
+                replan = self.plans.stale(conn)
                 started = time.monotonic()
                 try:
-                    rows = claim_rows(conn, plan, self.claim_params(plan))
+                    rows = claim_rows(conn, plan, self.claim_params(plan), replan=bool(replan))
                 finally:  # a claim that failed counts too: one a statement_timeout cancelled
-                    self.plans.observe(time.monotonic() - started)
+                    self.plans.observe(conn, time.monotonic() - started)
+                if replan:
+                    self.plans.made(conn, replan)
             self.fairness.claimed(plan, len(rows))
             metrics.observe_claim(len(rows))
             claims = self.slots.add(rows)

@@ -48,6 +48,8 @@ CLAIM_REPLANS = Counter(
     ["reason"],
     registry=REGISTRY,
 )
+for _reason in ("age", "slow"):  # both series exist from the start, for rate()
+    CLAIM_REPLANS.labels(_reason)
 OUTCOME_BATCH = Histogram(
     "asyncqueue_worker_outcome_batch_size",
     "Final outcomes written by each batched outcome statement.",

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import socket
 import sys
@@ -26,6 +27,7 @@ from asyncqueue import db
 from asyncqueue.config import Settings
 from asyncqueue.logs import log_event
 from asyncqueue.worker import execute, metrics
+from asyncqueue.worker.claim_plans import KeptPlans
 from asyncqueue.worker.completer import Completer
 from asyncqueue.worker.dispatcher import Dispatcher, SlotTable
 from asyncqueue.worker.fairness import NotifyingEvent, TeamSlots
@@ -50,15 +52,16 @@ POOL_CLOSE_WAIT = 0.5  # seconds the pool's connections get to close at exit
 # PostgreSQL may then switch to a generic plan, made once for any parameters and any table size:
 # a generic task_claim_skipping seq-scans tasks (180 ms against 2 ms at 300k rows), and a generic
 # finish or retry write made while the table was small seq-scans it once a backlog arrives,
-# until something invalidates the plan (an ANALYZE or VACUUM of tasks). So the worker's connections prepare only what asks to be (the plain
-# claim, dispatcher.claim_rows), and every other statement is planned for its own parameters on
-# each run (PostgreSQL never keeps a generic plan of an unprepared statement). The plain claim is
+# until something invalidates the plan (an ANALYZE or VACUUM of tasks). So the worker's
+# connections prepare only what asks to be (the plain claim, dispatcher.claim_rows), and every
+# other statement is planned for its own parameters on each run (PostgreSQL never keeps a generic
+# plan of an unprepared statement). The plain claim is
 # on every pickup's path, and keeping its plan saves a quarter of a millisecond there; its one
 # hazard (a plan made on a nearly empty table) is handled in claim_plans.py.
 # plan_cache_mode=auto, PostgreSQL's default, is set in case the database or role changed it
 # (forcing generic plans would give the unprepared statements generic plans too), unless
 # DATABASE_URL's own options (or PGOPTIONS) set it: an operator's choice, say force_custom_plan to
-# plan every claim afresh as before.
+# plan every claim afresh as before (the claim's plans are then not managed: nothing is kept).
 # Keepalives: see db.KEEPALIVE_CONNECT_KWARGS.
 PLAN_CACHE_AUTO = "-c plan_cache_mode=auto"
 # psycopg's prepare_threshold: never reached, so only prepare=True prepares. Not None: that
@@ -66,13 +69,31 @@ PLAN_CACHE_AUTO = "-c plan_cache_mode=auto"
 PREPARE_ONLY_WHEN_ASKED = sys.maxsize
 
 
+# PostgreSQL reads a setting's name in any case, with dashes for underscores.
+OPERATOR_PLAN_CACHE_MODE = re.compile(r"plan[-_]cache[-_]mode\s*=\s*([\w-]+)", re.IGNORECASE)
+
+
+def operator_plan_cache_mode(database_url: str) -> str | None:
+    """The plan_cache_mode DATABASE_URL's own options (or PGOPTIONS) set, if they set one."""
+    found = OPERATOR_PLAN_CACHE_MODE.search(db.own_options(database_url) or "")
+    return found.group(1).lower().replace("-", "_") if found else None
+
+
 def pool_connect_kwargs(database_url: str) -> dict:
-    if "plan_cache_mode" in (db.own_options(database_url) or ""):
+    if operator_plan_cache_mode(database_url) is not None:
         return dict(db.KEEPALIVE_CONNECT_KWARGS)
     return {
         **db.KEEPALIVE_CONNECT_KWARGS,
         "options": db.options_adding(database_url, PLAN_CACHE_AUTO),
     }
+
+
+def kept_plans_for(database_url: str) -> KeptPlans:
+    """How the claim's kept plans are managed: not at all where the operator chose a
+    plan_cache_mode other than auto (nothing is kept, or nothing can be made again)."""
+    if operator_plan_cache_mode(database_url) in (None, "auto"):
+        return KeptPlans()
+    return KeptPlans.unmanaged()
 
 
 def prepare_only_when_asked(conn) -> None:
@@ -122,6 +143,7 @@ class WorkerProcess:
             lease_grace=settings.lease_grace,
             fairness=self.fairness,
         )
+        self.dispatcher.plans = kept_plans_for(settings.database_url)
         # Maintenance services: objects with start() and stop(), each with its own interval,
         # started after the core parts and stopped before them, in reverse order (so the
         # heartbeat, first, is the last to go and its row stays while the others stop).

@@ -139,7 +139,9 @@ WITH r AS (
 )
 SELECT id, pg_notify('asyncqueue_tasks', '')::text AS notified FROM retried
 UNION ALL
-SELECT t.id, NULL FROM tasks t JOIN r ON t.id = r.id AND t.outcome_claim_token = r.claim_token;
+-- One lookup by id per retry, as in task_finish_many.
+SELECT t.id, NULL FROM r CROSS JOIN LATERAL (SELECT * FROM tasks x WHERE x.id = r.id LIMIT 1) t
+WHERE t.outcome_claim_token = r.claim_token;
 
 -- name: task_release
 -- Hand claimed tasks back on shutdown: due again at once, status and counters untouched. Only
