@@ -195,6 +195,12 @@ def idle_wait(
     return floor, stuck_rounds + 1
 
 
+def claim_limit(plan: ClaimPlan, free: int) -> int:
+    """The rows a claim asks for, with `free` slots: the plain claim in batches (claim_batch)."""
+    limit = min(plan.limit, free)
+    return limit if plan.skip else claim_batch(limit)
+
+
 def claim_rows(conn, plan: ClaimPlan, params: dict, *, replan: bool = False) -> list[dict]:
     """Run the claim `plan` asks for: task_claim when no team is at its cap (a single-team drain,
     every pickup), else task_claim_skipping past the capped teams. Two queries rather than one
@@ -230,6 +236,7 @@ class Dispatcher(ThreadService):
         worker_name: str,
         lease_grace: float,
         fairness: TeamSlots | None = None,
+        plans: KeptPlans | None = None,
     ):
         super().__init__()
         self.fairness = fairness or TeamSlots(slots.concurrency, 0)
@@ -239,7 +246,7 @@ class Dispatcher(ThreadService):
         self.wake = wake
         self.worker_name = worker_name
         self.lease_grace = lease_grace
-        self.plans = KeptPlans()
+        self.plans = plans or KeptPlans()
         self._stuck_rounds = 0
 
     def _wake(self) -> None:
@@ -251,7 +258,7 @@ class Dispatcher(ThreadService):
             self.wake.clear()
             try:
                 plan = self.fairness.plan(self.slots.free(), self.slots.running_by_team())
-                limit = plan.limit if plan.skip else claim_batch(plan.limit)
+                limit = claim_limit(plan, plan.limit)
                 claimed = self.claim(plan) if limit > 0 else []
                 if claimed:
                     self.run_claims(claimed)
@@ -298,9 +305,7 @@ class Dispatcher(ThreadService):
         with self.pool.connection() as conn:
             # Looked at again once a connection is had (waiting for one can take a while, and
             # meanwhile the completer's writes may have started failing, or shutdown begun).
-            limit = min(plan.limit, self.slots.free())
-            if not plan.skip:
-                limit = claim_batch(limit)
+            limit = claim_limit(plan, self.slots.free())
             if limit <= 0:
                 return []
             if limit != plan.limit:

@@ -55,9 +55,9 @@ POOL_CLOSE_WAIT = 0.5  # seconds the pool's connections get to close at exit
 # until something invalidates the plan (an ANALYZE or VACUUM of tasks). So the worker's
 # connections prepare only what asks to be (the plain claim, dispatcher.claim_rows), and every
 # other statement is planned for its own parameters on each run (PostgreSQL never keeps a generic
-# plan of an unprepared statement). The plain claim is
-# on every pickup's path, and keeping its plan saves a quarter of a millisecond there; its one
-# hazard (a plan made on a nearly empty table) is handled in claim_plans.py.
+# plan of an unprepared statement). The plain claim is on every pickup's path, and keeping its
+# plan saves a quarter of a millisecond there; its one hazard (a plan made on a nearly empty
+# table) is handled in claim_plans.py.
 # plan_cache_mode=auto, PostgreSQL's default, is set in case the database or role changed it
 # (forcing generic plans would give the unprepared statements generic plans too), unless
 # DATABASE_URL's own options (or PGOPTIONS) set it: an operator's choice, say force_custom_plan to
@@ -142,8 +142,8 @@ class WorkerProcess:
             worker_name=self.name,
             lease_grace=settings.lease_grace,
             fairness=self.fairness,
+            plans=kept_plans_for(settings.database_url),
         )
-        self.dispatcher.plans = kept_plans_for(settings.database_url)
         # Maintenance services: objects with start() and stop(), each with its own interval,
         # started after the core parts and stopped before them, in reverse order (so the
         # heartbeat, first, is the last to go and its row stays while the others stop).

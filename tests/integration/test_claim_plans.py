@@ -28,17 +28,15 @@ def worker_pool(database_url: str):
 
 
 def make_dispatcher(pool, plans: KeptPlans | None = None) -> Dispatcher:
-    dispatcher = Dispatcher(
+    return Dispatcher(
         pool,
         SlotTable(64),
         run=lambda claims: None,
         wake=threading.Event(),
         worker_name="test:plans",
         lease_grace=10.0,
+        plans=plans,
     )
-    if plans is not None:
-        dispatcher.plans = plans
-    return dispatcher
 
 
 def prepared(conn) -> list[dict]:

@@ -103,41 +103,37 @@ def test_two_workers_skipping_at_once_each_get_rows_while_work_waits(conn, datab
     assert flood["id"] not in {r["team_id"] for r in got_first + got_second}
 
 
+def worker_settings(url: str, *names: str) -> list[str]:
+    """The settings a worker pool connection to `url` runs with."""
+    from asyncqueue.worker.process import pool_connect_kwargs
+
+    with db.connect(url, **pool_connect_kwargs(url)) as worker:
+        return [worker.execute(f"SHOW {name}").fetchone()[name] for name in names]
+
+
+def with_options(url: str, options: str) -> str:
+    sep = "&" if "?" in url else "?"
+    return f"{url}{sep}options={options.replace(' ', '%20').replace('=', '%3D')}"
+
+
 def test_worker_pool_connections_plan_as_postgresql_decides(database_url, conn):
     # Even where the database forces generic plans: unprepared statements would get them too
     # (see PLAN_CACHE_AUTO).
-    from asyncqueue.worker.process import pool_connect_kwargs
-
     dbname = conn.execute("SELECT current_database() AS d").fetchone()["d"]
     conn.execute(f'ALTER DATABASE "{dbname}" SET plan_cache_mode = force_generic_plan')
-    with db.connect(database_url, **pool_connect_kwargs(database_url)) as worker:
-        setting = worker.execute("SHOW plan_cache_mode").fetchone()["plan_cache_mode"]
-    assert setting == "auto"
+    assert worker_settings(database_url, "plan_cache_mode") == ["auto"]
 
 
 def test_an_operator_may_choose_the_plan_cache_mode_in_the_database_url(database_url):
     # force_custom_plan: every claim planned afresh, as before the claim's plan was kept.
-    from asyncqueue.worker.process import pool_connect_kwargs
-
-    sep = "&" if "?" in database_url else "?"
-    url = f"{database_url}{sep}options=-c%20plan_cache_mode%3Dforce_custom_plan"
-    with db.connect(url, **pool_connect_kwargs(url)) as worker:
-        setting = worker.execute("SHOW plan_cache_mode").fetchone()["plan_cache_mode"]
-    assert setting == "force_custom_plan"
+    url = with_options(database_url, "-c plan_cache_mode=force_custom_plan")
+    assert worker_settings(url, "plan_cache_mode") == ["force_custom_plan"]
 
 
 def test_worker_pool_keeps_the_database_urls_own_options(database_url):
     # A deployment's options (a search_path, a statement_timeout) are not replaced by ours.
-    sep = "&" if "?" in database_url else "?"
-    url = f"{database_url}{sep}options=-c%20application_name%3Dmine"
-    from asyncqueue.worker.process import pool_connect_kwargs
-
-    with db.connect(url, **pool_connect_kwargs(url)) as conn:
-        settings = [
-            conn.execute(f"SHOW {name}").fetchone()[name]
-            for name in ("application_name", "plan_cache_mode")
-        ]
-    assert settings == ["mine", "auto"]
+    url = with_options(database_url, "-c application_name=mine")
+    assert worker_settings(url, "application_name", "plan_cache_mode") == ["mine", "auto"]
 
 
 def test_migration_0006_keeps_a_tasks_team_due_built_by_hand_first(database_url):
