@@ -14,7 +14,7 @@ import sys
 import click
 import psycopg
 
-from asyncqueue import __version__, db, keys, limits
+from asyncqueue import __version__, db, installed, keys, limits
 from asyncqueue.config import ConfigError, Settings
 from asyncqueue.task_json import format_time
 
@@ -26,9 +26,13 @@ class Refused(click.ClickException):
 
 
 class Group(click.Group):
-    """Turns configuration and database errors into one line on stderr."""
+    """Runs only as the installed package, and turns configuration and database errors into one
+    line on stderr."""
 
     def invoke(self, ctx):
+        problem = installed.copy_problem()
+        if problem is not None:
+            raise Refused(problem)
         try:
             return super().invoke(ctx)
         except ConfigError as exc:
@@ -448,9 +452,11 @@ def web(gunicorn_args):
     Settings.from_env(
         dict(os.environ)
     )  # no unknown-variable warnings: gunicorn's config gives them
-    command = [sys.executable, "-m", "gunicorn", "-c", "python:asyncqueue.gunicorn_config"]
-    # exec: gunicorn's master takes this process's id, so the platform's signals reach it.
-    os.execv(sys.executable, [*command, *gunicorn_args, "asyncqueue.api:create_app()"])
+    from asyncqueue.gunicorn_app import serve
+
+    # In this process, so the platform's signals reach gunicorn's master and it serves the
+    # package checked above.
+    serve(gunicorn_args)
 
 
 @main.command()

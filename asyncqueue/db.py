@@ -20,7 +20,6 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-SQL_DIR = files("asyncqueue.sql")
 MIGRATION_NAME = re.compile(r"^[0-9]{4}_.*\.sql$")
 # Any fixed number works; it only has to be the same in every process that migrates.
 MIGRATION_LOCK_ID = 7_302_001
@@ -173,8 +172,10 @@ def make_pool(
 
 
 def _sql_files(folder: str) -> list[Traversable]:
+    # Looked up when first needed, not at import, so a process that imported the wrong copy of
+    # the package gets asyncqueue.installed's one-line answer instead of an import traceback.
     return sorted(
-        (f for f in SQL_DIR.joinpath(folder).iterdir() if f.name.endswith(".sql")),
+        (f for f in files("asyncqueue.sql").joinpath(folder).iterdir() if f.name.endswith(".sql")),
         key=lambda f: f.name,
     )
 

@@ -78,15 +78,8 @@ def bind_address(host: str, port: str) -> str:
 
 
 def web_command(bin_dir: Path, bind: str) -> list[str]:
-    """gunicorn as the Procfile runs it, listening on `bind` only."""
-    return [
-        str(bin_dir / "gunicorn"),
-        "-c",
-        "python:asyncqueue.gunicorn_config",
-        "--bind",
-        bind,
-        "asyncqueue.api:create_app()",
-    ]
+    """The web process as the Procfile runs it, listening on `bind` only."""
+    return [str(bin_dir / "asyncqueue"), "web", "--bind", bind]
 
 
 def dev_environment(environ) -> dict:

@@ -9,7 +9,9 @@ bodies, and JSON for the errors gunicorn answers itself (asyncqueue/web_worker.p
 """
 
 from asyncqueue.config import settings_or_exit
+from asyncqueue.installed import exit_unless_installed_copy
 
+exit_unless_installed_copy()
 _settings = settings_or_exit()
 
 bind = f"0.0.0.0:{_settings.port}"

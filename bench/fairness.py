@@ -136,12 +136,7 @@ def _spawn_web(bench, extra: dict):
     port = embedded_pg._free_port()
     env = {**bench.env, **extra, "PORT": str(port)}
     web = bench.spawn(
-        [
-            str(BIN / "gunicorn"),
-            "-c",
-            "python:asyncqueue.gunicorn_config",
-            "asyncqueue.api:create_app()",
-        ],
+        [str(BIN / "asyncqueue"), "web"],
         env=env,
     )
     bench.wait_http(f"http://127.0.0.1:{port}/healthz")

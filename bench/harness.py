@@ -170,12 +170,7 @@ class Bench:
             "ASYNCQUEUE_CREATE_RATE": "pro=1000000",  # limiter on, never refusing the bench
         }
         self.web = self.spawn(
-            [
-                str(self.bin_dir / "gunicorn"),
-                "-c",
-                "python:asyncqueue.gunicorn_config",
-                "asyncqueue.api:create_app()",
-            ],
+            [str(self.bin_dir / "asyncqueue"), "web"],
             env=self.env,
         )
         self.http = requests.Session()

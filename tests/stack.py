@@ -63,12 +63,7 @@ class Stack:
     def start_web(self) -> None:
         self.web = self._spawn(
             "web",
-            [
-                str(BIN / "gunicorn"),
-                "-c",
-                "python:asyncqueue.gunicorn_config",
-                "asyncqueue.api:create_app()",
-            ],
+            [str(BIN / "asyncqueue"), "web"],
         )
         wait_for(self._web_up, timeout=30, message="gunicorn to answer")
 
