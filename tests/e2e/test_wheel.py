@@ -1,8 +1,9 @@
-"""The distribution works as platforms run it: an sdist is built from a copy of the tree, a wheel
+"""The distribution works as platforms run it: an sdist is built from a fresh clone, a wheel
 from that sdist, the wheel installed into a throwaway venv, and the Procfile's release, web and
 worker lines run a task end to end from the app's own folder (as Heroku, Dokku and honcho run
-every process) and from another folder; and the README's honcho recipe, as written, serves a task.
-Every process runs the installed package: the app folder's copy of the code refuses to import."""
+every process, Heroku with that folder on PYTHONPATH) and from another folder; and the README's
+honcho recipe, typed as written in a fresh clone, serves a task. Every process runs the installed
+package: the app folder's copy of the code is made to refuse to import."""
 
 from __future__ import annotations
 
@@ -29,9 +30,6 @@ from tests.stack import free_port
 from tests.support import report, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
-# Local state, caches and build output; everything else in the tree is source.
-NOT_SOURCE = (".git", ".venv*", ".asyncqueue", "*.egg-info", "build", "dist", "__pycache__")
-NOT_SOURCE += (".pytest_cache", ".ruff_cache", "results", ".bench-against")
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 
 
@@ -63,7 +61,8 @@ def _run(args, cwd: Path, env: dict, timeout: float = 300) -> str:
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
-    """(venv, seconds taken) for the wheel built from the sdist, installed outside the tree."""
+    """(venv, sdist, wheel, seconds taken, the clone it was built in): the wheel built from the
+    sdist of a fresh clone, installed outside the tree."""
     base = tmp_path_factory.mktemp("wheel")
     assert ROOT not in base.parents
     venv, dist = base / "venv", base / "dist"
@@ -73,10 +72,7 @@ def installed(tmp_path_factory):
     pip = [py, "-m", "pip", "--disable-pip-version-check", "--quiet"]
     # setuptools builds the sdist (Python 3.12+ venvs do not come with it; pip's cache has it).
     _run([*pip, "install", "setuptools>=61"], base, env)
-    # From a copy, as from a fresh clone: without a VCS plugin, setuptools would also pack the
-    # files listed in a stale asyncqueue.egg-info/SOURCES.txt of the working tree.
-    source = base / "source"
-    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(*NOT_SOURCE))
+    source = _fresh_clone(base / "source")
     build_sdist = f"from setuptools import build_meta; print(build_meta.build_sdist({str(dist)!r}))"
     sdist = dist / _run([py, "-c", build_sdist], source, env).strip().splitlines()[-1]
     _run([*pip, "wheel", "--no-deps", "-w", str(dist), str(sdist)], base, env)
@@ -85,30 +81,40 @@ def installed(tmp_path_factory):
     return venv, sdist, wheel, time.monotonic() - started, source
 
 
+def _tracked_files() -> list[str]:
+    """What a clone holds: the files git tracks, and new ones it does not ignore (so work not yet
+    committed is tested too)."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout
+    return [name for name in listed.decode().split("\0") if name and (ROOT / name).is_file()]
+
+
 def _fresh_clone(into: Path) -> Path:
-    """What a clone of the repository holds (the working tree, without local state)."""
-    shutil.copytree(ROOT, into, ignore=shutil.ignore_patterns(*NOT_SOURCE))
+    for name in _tracked_files():
+        (into / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, into / name)
     return into
 
 
 def _poison(app: Path) -> None:
-    """Make the app folder's own asyncqueue/ unimportable, so that a process importing it (and
-    not the installed package) fails to start instead of running a second copy of the code."""
-    with open(app / "asyncqueue" / "__init__.py", "a") as init:
+    """Make the app folder's own copy of the code unimportable, so that a process importing it
+    (and not the installed package) fails to start instead of running a second copy."""
+    with open(app / "src" / "asyncqueue" / "__init__.py", "a") as init:
         init.write(
             '\nraise ImportError("imported from the app folder, not the installed package")\n'
         )
 
 
-def _source_files(pattern_root: str, pattern: str) -> set[str]:
-    return {p.relative_to(ROOT).as_posix() for p in (ROOT / pattern_root).rglob(pattern)}
-
-
 def test_sdist_and_wheel_carry_the_code_and_the_sql(installed):
     _, sdist, wheel, seconds, _ = installed
     report(f"wheel: fresh venv, sdist, wheel from the sdist and install took {seconds:.1f} s")
-    sql = _source_files("sql", "*.sql")
-    code = {p for p in _source_files("asyncqueue", "*.py") if "__pycache__" not in p}
+    tracked = _tracked_files()
+    sql = {name for name in tracked if name.startswith("sql/") and name.endswith(".sql")}
+    code = {name for name in tracked if name.startswith("src/asyncqueue/") and name.endswith(".py")}
     assert any(p.startswith("sql/migrations/") for p in sql) and "sql/queries/tasks.sql" in sql
     with tarfile.open(sdist) as tar:
         in_sdist = {name.split("/", 1)[1] for name in tar.getnames() if "/" in name}
@@ -116,7 +122,8 @@ def test_sdist_and_wheel_carry_the_code_and_the_sql(installed):
     with zipfile.ZipFile(wheel) as whl:
         in_wheel = set(whl.namelist())
     assert {"asyncqueue/" + p for p in sql} <= in_wheel  # sql/ ships as asyncqueue/sql/
-    assert code <= in_wheel, "a module of the tree is missing from the wheel"
+    missing = {p.removeprefix("src/") for p in code} - in_wheel
+    assert not missing, f"modules of the tree missing from the wheel: {sorted(missing)}"
 
 
 @contextmanager
@@ -206,19 +213,24 @@ def _serve_one_task(port: int, key: str, receiver) -> None:
     assert [c.body for c in receiver.calls(path)] == [b"from the wheel"]
 
 
-@pytest.mark.parametrize("where", ["the app folder", "another folder"])
+@pytest.mark.parametrize("where", ["the app folder", "the app folder on PYTHONPATH", "elsewhere"])
 def test_procfile_serves_a_task_from_the_installed_package(
     where, installed, pg_admin_url, receiver, tmp_path
 ):
-    """The app folder is the one the wheel was built from, as a platform's build leaves it
-    (asyncqueue.egg-info and all); its own asyncqueue/ is made unimportable first."""
+    """The app folder is a copy of the clone the wheel was built in, as a platform's build leaves
+    it, with its own copy of the code made unimportable. Heroku's Python buildpack puts the app
+    folder on PYTHONPATH for every process."""
     venv, source = installed[0], installed[4]
-    if where == "the app folder":
-        cwd = source
-        _poison(source)
-    else:
+    extra = {}
+    if where == "elsewhere":
         cwd = tmp_path / "elsewhere"  # neither the repository nor the venv
         cwd.mkdir()
+    else:
+        cwd = tmp_path / "app"
+        shutil.copytree(source, cwd)
+        _poison(cwd)
+        if where == "the app folder on PYTHONPATH":
+            extra["PYTHONPATH"] = str(cwd)
     port = free_port()
     with _database(pg_admin_url) as url, _processes() as running:
         env = _clean_env(
@@ -228,6 +240,7 @@ def test_procfile_serves_a_task_from_the_installed_package(
             WEB_CONCURRENCY="1",
             ASYNCQUEUE_ALLOW_PRIVATE_NETWORKS="true",
             ASYNCQUEUE_LOG_LEVEL="WARNING",
+            **extra,
         )
         where_from = json.loads(
             _run(
@@ -236,7 +249,7 @@ def test_procfile_serves_a_task_from_the_installed_package(
                     "-c",
                     "import asyncqueue, json, sys; print(json.dumps([asyncqueue.__file__, sys.path]))",
                 ],
-                tmp_path,
+                cwd,
                 env,
             )
         )
@@ -267,27 +280,32 @@ def test_procfile_serves_a_task_from_the_installed_package(
 
 
 @pytest.mark.parametrize(
-    "command, extra_env",
+    "command",
     [
-        (["asyncqueue", "web"], {"PYTHONPATH": "."}),
-        (["asyncqueue", "worker"], {"PYTHONPATH": "."}),
-        (["python", "-m", "asyncqueue.cli", "db", "migrate"], {}),
+        ["asyncqueue", "web"],
+        ["asyncqueue", "worker"],
+        ["python", "-m", "asyncqueue.cli", "db", "migrate"],
     ],
 )
-def test_running_the_app_folders_copy_is_refused_in_one_line(
-    command, extra_env, installed, tmp_path
-):
-    """Where the app folder's asyncqueue/ would be imported instead of the installed package,
-    the process exits before serving anything, with one line naming both."""
+def test_a_stale_copy_on_pythonpath_is_refused_in_one_line(command, installed, tmp_path):
+    """Where another copy of asyncqueue would be imported instead of the installed package, the
+    process exits before serving anything, with one line naming both."""
     venv = installed[0]
-    app = _fresh_clone(tmp_path / "app")
-    env = _clean_env(venv, DATABASE_URL="postgresql://x@127.0.0.1:1/x", PORT=str(free_port()))
-    env.update(extra_env)
-    result = subprocess.run(command, cwd=app, env=env, capture_output=True, text=True, timeout=60)
+    stale = tmp_path / "stale"
+    shutil.copytree(ROOT / "src" / "asyncqueue", stale / "asyncqueue")
+    env = _clean_env(
+        venv,
+        DATABASE_URL="postgresql://x@127.0.0.1:1/x",
+        PORT=str(free_port()),
+        PYTHONPATH=str(stale),
+    )
+    result = subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
-    assert f"imported asyncqueue from {app / 'asyncqueue'}" in lines[0]
+    assert f"imported asyncqueue from {stale / 'asyncqueue'}" in lines[0]
     assert "not the installed package at " + str(venv) in lines[0]
 
 
@@ -300,36 +318,42 @@ def _readme_block_after(marker: str) -> str:
 
 
 def test_readme_honcho_recipe_serves_a_task(pg_admin_url, receiver, tmp_path):
-    """The README's honcho lines, typed as written in a fresh clone's root (pip installs the app
-    and honcho from the package index, as a user's machine would)."""
+    """The README's honcho lines, typed as written in a fresh clone's root, with the settings in
+    .env (pip installs the app and honcho from the package index, as on a user's machine)."""
     recipe = _readme_block_after("**honcho")
     assert "honcho start web worker" in recipe
     app = _fresh_clone(tmp_path / "app")
-    # A user's shell: a Python 3.11+ first on PATH, none of this test run's virtualenv.
+    # A user's shell: python3 is a Python 3.11+, and none of this test run's virtualenv is on PATH.
+    shell_bin = tmp_path / "shell-bin"
+    shell_bin.mkdir()
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    (shell_bin / "python3").symlink_to(Path(sys.base_prefix) / "bin" / version)
     ours = str(Path(sys.executable).parent)
-    path = [str(Path(sys._base_executable).parent)]
-    path += [p for p in os.environ.get("PATH", "").split(os.pathsep) if p != ours]
+    path = [str(shell_bin), *(p for p in os.environ["PATH"].split(os.pathsep) if p != ours)]
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("ASYNCQUEUE_")
+        and k not in ("PYTHONPATH", "VIRTUAL_ENV", "DATABASE_URL", "PORT")
+    }
+    env["PATH"] = os.pathsep.join(path)
     port = free_port()
     with _database(pg_admin_url) as url, _processes() as running:
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith("ASYNCQUEUE_") and k not in ("PYTHONPATH", "VIRTUAL_ENV")
+        settings = {
+            "DATABASE_URL": url,
+            "PORT": str(port),
+            "WEB_CONCURRENCY": "1",
+            "ASYNCQUEUE_ALLOW_PRIVATE_NETWORKS": "true",
+            "ASYNCQUEUE_LOG_LEVEL": "WARNING",
         }
-        env.update(
-            PATH=os.pathsep.join(path),
-            DATABASE_URL=url,
-            PORT=str(port),
-            WEB_CONCURRENCY="1",
-            ASYNCQUEUE_ALLOW_PRIVATE_NETWORKS="true",
-            ASYNCQUEUE_LOG_LEVEL="WARNING",
-        )
+        (app / ".env").write_text("".join(f"{k}={v}\n" for k, v in settings.items()))
         log = tmp_path / "honcho.log"
         running.append(_spawn("set -e\n" + recipe, app, env, log))
         # The recipe installs first (minutes on a cold package cache), then migrates and starts.
         _wait_until_ready(port, running, [log], timeout=600)
-        cli = str(app / "venv" / "bin" / "asyncqueue")
-        made = _run([cli, "teams", "create", "acme", "--plan", "pro", "--json"], app, env)
-        key = json.loads(_run([cli, "keys", "create", "acme", "--json"], app, env))
+        cli = [str(app / "venv" / "bin" / "asyncqueue")]
+        env_with_url = {**env, "DATABASE_URL": url}
+        made = _run([*cli, "teams", "create", "acme", "--plan", "pro", "--json"], app, env_with_url)
+        key = json.loads(_run([*cli, "keys", "create", "acme", "--json"], app, env_with_url))
         assert key["teamId"] == json.loads(made)["id"]
         _serve_one_task(port, key["key"], receiver)

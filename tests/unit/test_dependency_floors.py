@@ -20,7 +20,11 @@ FEATURES = {
         "3.2",
         [
             # notifies() gained timeout= and stop_after= in 3.2; 3.1's waits for ever.
-            ("Connection.notifies(timeout=...)", "asyncqueue/worker/wakeup.py", "notifies(timeout"),
+            (
+                "Connection.notifies(timeout=...)",
+                "src/asyncqueue/worker/wakeup.py",
+                "notifies(timeout",
+            ),
         ],
     ),
     "urllib3": (
@@ -28,13 +32,13 @@ FEATURES = {
         [
             # 2.0: NameResolutionError, enforce_content_length by default (a body shorter than
             # its Content-Length raises), HTTPHeaderDict.itermerged on responses.
-            ("NameResolutionError", "asyncqueue/worker/http_client.py", "NameResolutionError"),
-            ("HTTPHeaderDict.itermerged", "asyncqueue/worker/execute.py", "itermerged()"),
+            ("NameResolutionError", "src/asyncqueue/worker/http_client.py", "NameResolutionError"),
+            ("HTTPHeaderDict.itermerged", "src/asyncqueue/worker/execute.py", "itermerged()"),
             # 2.6.0 (CVE-2025-66471) and 2.7.0 (CVE-2026-44432): read(amt) of a compressed
             # body inflates only what was asked for, so the body cap bounds memory.
             (
                 "bounded read(amt, decode_content=True)",
-                "asyncqueue/worker/execute.py",
+                "src/asyncqueue/worker/execute.py",
                 "decode_content=True",
             ),
         ],
@@ -45,7 +49,7 @@ FEATURES = {
             # 2.30.0 is the first to accept urllib3 2.
             (
                 "HTTPAdapter.send over urllib3 2",
-                "asyncqueue/worker/http_client.py",
+                "src/asyncqueue/worker/http_client.py",
                 "adapter.send(",
             ),
         ],

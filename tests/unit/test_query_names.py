@@ -18,7 +18,7 @@ QUERY_NAME_USE = re.compile(
 
 def names_used() -> dict[str, list[str]]:
     used: dict[str, list[str]] = {}
-    for path in sorted((ROOT / "asyncqueue").rglob("*.py")):
+    for path in sorted((ROOT / "src" / "asyncqueue").rglob("*.py")):
         for name in re.findall(QUERY_NAME_USE, path.read_text()):
             used.setdefault(name, []).append(str(path.relative_to(ROOT)))
     return used

@@ -1,10 +1,8 @@
 """`asyncqueue web`: gunicorn, run inside this process, serving the package this process imported.
 
-gunicorn's own runner puts its working directory first on sys.path (`python -m gunicorn`, and its
-`chdir` step), so in a clone's root, where Procfile platforms run every process, it would import
-the clone's `asyncqueue/` instead of the installed package. Here the master is the `asyncqueue`
-console script itself, whose sys.path never holds the working directory, and `chdir` adds
-nothing to it; the workers gunicorn forks inherit the modules already imported.
+The master is the `asyncqueue` command itself (so a platform's signals reach it), which has
+imported the installed package before gunicorn starts; gunicorn's own runner would put its
+working directory first on sys.path as well, which `chdir` here leaves alone.
 """
 
 from __future__ import annotations
@@ -20,8 +18,9 @@ APP = "asyncqueue.api:create_app()"
 
 class WebApplication(WSGIApplication):
     def __init__(self, gunicorn_args: tuple[str, ...] = ()):
-        self._argv = ["asyncqueue web", "-c", CONFIG, *gunicorn_args, APP]
-        super().__init__(prog="asyncqueue web")
+        # The app comes first: gunicorn serves the first positional argument.
+        self._argv = ["asyncqueue web", "-c", CONFIG, APP, *gunicorn_args]
+        super().__init__(prog="asyncqueue web (gunicorn)")
 
     def load_config(self) -> None:
         # gunicorn parses sys.argv, at start and again on every HUP: it gets our arguments, and
@@ -33,9 +32,11 @@ class WebApplication(WSGIApplication):
             sys.argv = own
 
     def chdir(self) -> None:
-        os.chdir(self.cfg.chdir)  # gunicorn's also puts the folder first on sys.path
+        os.chdir(self.cfg.chdir)
 
 
 def serve(gunicorn_args: tuple[str, ...] = ()) -> None:
     """Run the web server until it stops (gunicorn exits the process)."""
+    # A USR2 re-exec runs sys.argv again after --chdir: the command's path must not be relative.
+    sys.argv[0] = os.path.abspath(sys.argv[0])
     WebApplication(gunicorn_args).run()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from asyncqueue import db
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the clone (this file is src/asyncqueue/devserver.py)
 STATE_DIR = ROOT / ".asyncqueue"
 DEV_TEAM = "local"
 

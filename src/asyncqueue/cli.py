@@ -30,7 +30,7 @@ class Group(click.Group):
     line on stderr."""
 
     def invoke(self, ctx):
-        problem = installed.copy_problem()
+        problem = installed.wrong_copy_reason()
         if problem is not None:
             raise Refused(problem)
         try:
