@@ -389,11 +389,20 @@ def tasks_group():
     """Tasks: retention."""
 
 
+def _retention_days(days: float | None) -> float | None:
+    if days is not None and not 0 < days <= limits.MAX_RETENTION_DAYS:  # NaN fails this too
+        raise click.BadParameter(
+            f"a number of days above 0 and at most {limits.MAX_RETENTION_DAYS:,}, got {days:g}"
+        )
+    return days
+
+
 @tasks_group.command("prune")
 @click.option(
     "--older-than",
     "days",
-    type=click.FloatRange(min=0, min_open=True),
+    type=float,
+    callback=lambda _ctx, _param, days: _retention_days(days),
     help="Days since completion [default: ASYNCQUEUE_RETENTION_DAYS].",
 )
 @click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
@@ -463,11 +472,14 @@ def web(gunicorn_args):
 def worker():
     """Run a worker: claim due tasks and make their calls until SIGTERM."""
     from asyncqueue.logs import configure_logging
-    from asyncqueue.worker.process import run_worker
+    from asyncqueue.worker.process import StartupError, run_worker
 
     settings = _settings()
     configure_logging(settings.log_level)
-    sys.exit(run_worker(settings))
+    try:
+        sys.exit(run_worker(settings))
+    except StartupError as exc:
+        raise Refused(str(exc)) from None
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ what was expected.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import math
 import os
 import sys
@@ -53,7 +54,7 @@ def whole(minimum: int = 0, maximum: int | None = None) -> Callable[[str], int]:
     return parse
 
 
-def number(minimum: float = 0) -> Callable[[str], float]:
+def number(minimum: float = 0, maximum: float = math.inf) -> Callable[[str], float]:
     def parse(raw: str) -> float:
         text = raw.strip()
         try:  # ASCII only: float() would also read other scripts' digits
@@ -61,11 +62,21 @@ def number(minimum: float = 0) -> Callable[[str], float]:
         except ValueError:
             value = None
         # NaN and infinity are no use as seconds, days or bytes (and NaN compares False).
-        if value is None or not math.isfinite(value) or value < minimum:
-            raise ValueError(f"a number of at least {minimum:g}")
+        if value is None or not math.isfinite(value) or not minimum <= value <= maximum:
+            bound = f" and at most {maximum:g}" if math.isfinite(maximum) else ""
+            raise ValueError(f"a number of at least {minimum:g}{bound}")
         return value
 
     return parse
+
+
+def ip_address(raw: str) -> str:
+    try:
+        return str(ipaddress.ip_address(raw.strip()))
+    except ValueError:
+        raise ValueError(
+            "an IP address (0.0.0.0 for every interface, 127.0.0.1 for this machine)"
+        ) from None
 
 
 def flag(raw: str) -> bool:
@@ -115,16 +126,17 @@ def readable_file(raw: str) -> str:
     return raw
 
 
-def zero_or_at_least(minimum: float) -> Callable[[str], float]:
-    """A number that is 0 (off: unlimited, keep all) or at least `minimum`."""
-    at_least = number(minimum)
+def zero_or_at_least(minimum: float, maximum: float = math.inf) -> Callable[[str], float]:
+    """A number that is 0 (off: unlimited, keep all) or from `minimum` to `maximum`."""
+    in_range = number(minimum, maximum)
 
     def parse(raw: str) -> float:
         try:
             value = number(0)(raw)
-            return value if value == 0 else at_least(raw)
+            return value if value == 0 else in_range(raw)
         except ValueError:
-            raise ValueError(f"0 or a number of at least {minimum:g}") from None
+            bound = f" and at most {maximum:g}" if math.isfinite(maximum) else ""
+            raise ValueError(f"0 or a number of at least {minimum:g}{bound}") from None
 
     return parse
 
@@ -188,12 +200,14 @@ class Settings:
     max_response_body: int = setting("ASYNCQUEUE_MAX_RESPONSE_BODY", whole(0), 65536)
     max_delay_days: float = setting("ASYNCQUEUE_MAX_DELAY_DAYS", number(0), 365.0)
     log_level: str = setting("ASYNCQUEUE_LOG_LEVEL", one_of(*LOG_LEVELS), "INFO")
-    retention_days: float = setting("ASYNCQUEUE_RETENTION_DAYS", zero_or_at_least(1), 30.0)  # 0 keeps all
+    retention_days: float = setting("ASYNCQUEUE_RETENTION_DAYS", zero_or_at_least(1, limits.MAX_RETENTION_DAYS), 30.0)  # 0 keeps all
     worker_metrics_port: int | None = setting("ASYNCQUEUE_WORKER_METRICS_PORT", whole(1, 65535), None)
+    worker_metrics_host: str = setting("ASYNCQUEUE_WORKER_METRICS_HOST", ip_address, "0.0.0.0")  # fmt: skip
     metrics_token: str | None = setting("ASYNCQUEUE_METRICS_TOKEN", text, None, secret=True)
     ca_bundle: str | None = setting("ASYNCQUEUE_CA_BUNDLE", readable_file, None)  # a PEM file
     header_timeout: float = setting("ASYNCQUEUE_HEADER_TIMEOUT", number(0.001), 10.0)  # web: request line and headers
     body_timeout: float = setting("ASYNCQUEUE_BODY_TIMEOUT", number(0.001), 30.0)  # web: body after headers
+    web_connections: int = setting("ASYNCQUEUE_WEB_CONNECTIONS", whole(1, 100000), 1000)  # web: per process; when full the longest-waiting is shed
     fairness_reserve: int | None = setting("ASYNCQUEUE_FAIRNESS_RESERVE", whole(0), None)  # worker: None is a quarter of the concurrency
     create_rates: dict = setting("ASYNCQUEUE_CREATE_RATE", create_rates, factory=lambda: dict(limits.PLAN_CREATE_RATE))  # API: per plan, per second
     # fmt: on

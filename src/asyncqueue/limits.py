@@ -19,6 +19,9 @@ MAX_RESPONSE_HEADER_COUNT = 64
 # kept alive, a larger one is not read at all (the connection is closed instead).
 MAX_REDIRECT_BODY_DRAINED = 4 * KIB
 ON_COMPLETE_TIMEOUT = 10  # seconds, as the API document promises
+# Days a finished task is kept (ASYNCQUEUE_RETENTION_DAYS, prune --older-than): a century, well
+# inside what a PostgreSQL interval holds.
+MAX_RETENTION_DAYS = 36_500
 
 LIST_DEFAULT_LIMIT = 50
 LIST_MAX_LIMIT = 100

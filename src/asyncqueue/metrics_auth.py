@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hmac
 
+from asyncqueue.bearer import bearer_credentials
+
 UNAUTHORIZED = (
     "Metrics require the token in ASYNCQUEUE_METRICS_TOKEN, sent as 'Authorization: Bearer <token>'"
 )
@@ -14,7 +16,5 @@ def metrics_allowed(authorization: str | None, token: str | None) -> bool:
     token (compared in constant time)."""
     if not token:
         return True
-    scheme, _, given = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer":
-        return False
-    return hmac.compare_digest(given.strip().encode(), token.encode())
+    given = bearer_credentials(authorization)
+    return given is not None and hmac.compare_digest(given.encode(), token.encode())

@@ -143,6 +143,14 @@ def test_cli_prune_uses_the_retention_setting_and_refuses_when_it_is_off(cli, co
     assert cli("tasks", "prune", "--older-than", "0").exit_code == 2
 
 
+@pytest.mark.parametrize("days", ["nan", "inf", "-inf", "1e308", "36501"])
+def test_prune_refuses_days_no_interval_holds_in_one_line(cli, days):
+    result = cli("tasks", "prune", "--older-than", days)
+    assert result.exit_code == 2
+    assert "a number of days above 0 and at most 36,500" in result.output
+    assert isinstance(result.exception, SystemExit)  # a usage error, not a database error
+
+
 def test_prune_killed_midway_loses_nothing_unfinished_and_leaves_counts_right(
     conn, team_id, database_url
 ):

@@ -18,7 +18,7 @@ def test_defaults_are_the_documented_ones():
     assert (s.allow_private_networks, s.max_response_body, s.max_delay_days) == (False, 65536, 365)
     assert (s.log_level, s.retention_days) == ("INFO", 30.0)
     assert (s.worker_metrics_port, s.metrics_token, s.ca_bundle) == (None, None, None)
-    assert (s.header_timeout, s.body_timeout) == (10.0, 30.0)
+    assert (s.header_timeout, s.body_timeout, s.web_connections) == (10.0, 30.0, 1000)
 
 
 @pytest.mark.parametrize(
@@ -29,6 +29,7 @@ def test_defaults_are_the_documented_ones():
         ("PORT", "65535", 65535),
         ("WEB_CONCURRENCY", " 3 ", 3),
         ("ASYNCQUEUE_WEB_THREADS", "8", 8),
+        ("ASYNCQUEUE_WEB_CONNECTIONS", "50", 50),
         ("ASYNCQUEUE_ALLOW_PRIVATE_NETWORKS", "YES", True),
         ("ASYNCQUEUE_ALLOW_PRIVATE_NETWORKS", "off", False),
         ("ASYNCQUEUE_ALLOW_PRIVATE_NETWORKS", " Loopback ", "loopback"),
@@ -48,9 +49,20 @@ def test_valid_values(name, raw, value):
 @pytest.mark.parametrize(
     "name, raw, expected",
     [
-        ("ASYNCQUEUE_RETENTION_DAYS", "-1", "must be 0 or a number of at least 1, got '-1'"),
-        ("ASYNCQUEUE_RETENTION_DAYS", "abc", "must be 0 or a number of at least 1, got 'abc'"),
+        (
+            "ASYNCQUEUE_RETENTION_DAYS",
+            "-1",
+            "must be 0 or a number of at least 1 and at most 36500, got '-1'",
+        ),
+        (
+            "ASYNCQUEUE_RETENTION_DAYS",
+            "abc",
+            "must be 0 or a number of at least 1 and at most 36500, got 'abc'",
+        ),
         ("ASYNCQUEUE_RETENTION_DAYS", "nan", "must be 0 or a number of at least 1"),
+        # Past what a PostgreSQL interval holds: every prune would fail.
+        ("ASYNCQUEUE_RETENTION_DAYS", "1e308", "at most 36500, got '1e308'"),
+        ("ASYNCQUEUE_RETENTION_DAYS", "36501", "at most 36500, got '36501'"),
         # A fraction of a day would delete tasks minutes after they finish.
         (
             "ASYNCQUEUE_RETENTION_DAYS",
@@ -82,6 +94,8 @@ def test_valid_values(name, raw, value):
         ("ASYNCQUEUE_WORKER_METRICS_PORT", "70000", "at most 65535"),
         ("ASYNCQUEUE_HEADER_TIMEOUT", "0", "must be a number of at least 0.001"),
         ("ASYNCQUEUE_BODY_TIMEOUT", "soon", "must be a number of at least 0.001"),
+        ("ASYNCQUEUE_WEB_CONNECTIONS", "0", "must be a whole number of at least 1"),
+        ("ASYNCQUEUE_WEB_CONNECTIONS", "1000000", "at most 100000"),
         ("ASYNCQUEUE_CA_BUNDLE", "/nonexistent/ca.pem", "must be the path of a readable file"),
         ("DATABASE_URL", "postgresql://aq@host:notaport/x?sslmode=bogus=", "must be a PostgreSQL"),
     ],

@@ -29,6 +29,11 @@ from asyncqueue.worker.heartbeat import SILENT_AFTER, worker_state
         ("Basic s3cret", "s3cret", False),
         ("s3cret", "s3cret", False),
         ("Bearer s3cre", "s3cret", False),
+        ("\tBearer\ts3cret\t", "s3cret", False),  # the scheme ends at a space
+        (" Bearer s3cret\t", "s3cret", True),
+        ("Bearer s3cret\u00a0", "s3cret", False),  # no-break space is not HTTP whitespace
+        ("Bearer \u0085s3cret", "s3cret", False),  # nor is NEL
+        ("Bearer", "s3cret", False),
     ],
 )
 def test_metrics_token(header, token, allowed):

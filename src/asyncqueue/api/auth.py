@@ -8,6 +8,7 @@ from flask import request
 
 from asyncqueue import db, keys
 from asyncqueue.api.errors import ApiError
+from asyncqueue.bearer import HTTP_WHITESPACE, bearer_credentials
 
 
 @dataclass(frozen=True)
@@ -17,21 +18,12 @@ class Caller:
     key_id: str
 
 
-HTTP_WHITESPACE = " \t"
-
-
 def presented_key() -> str | None:
     """The key from `Authorization: Bearer <key>` or, failing that, `X-API-Key: <key>`."""
-    # Only HTTP's own whitespace (space, tab) around a value is ignored: str.strip() would also
-    # drop a no-break space or NEL, letting a mangled key stand for the real one.
-    authorization = request.headers.get("Authorization", "").strip(HTTP_WHITESPACE)
-    if authorization:
-        scheme, _, credentials = authorization.partition(" ")
-        credentials = credentials.strip(HTTP_WHITESPACE)
-        if scheme.lower() == "bearer" and credentials:
-            return credentials
-    api_key = request.headers.get("X-API-Key", "").strip(HTTP_WHITESPACE)
-    return api_key or None
+    key = bearer_credentials(request.headers.get("Authorization"))
+    if key is not None:
+        return key
+    return request.headers.get("X-API-Key", "").strip(HTTP_WHITESPACE) or None
 
 
 def authenticate(conn) -> Caller:

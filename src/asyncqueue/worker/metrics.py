@@ -1,4 +1,5 @@
-"""A worker's own Prometheus metrics, served on ASYNCQUEUE_WORKER_METRICS_PORT when it is set.
+"""A worker's own Prometheus metrics, served on ASYNCQUEUE_WORKER_METRICS_PORT when it is set
+(on ASYNCQUEUE_WORKER_METRICS_HOST).
 
 They live in a registry of their own (not prometheus_client's global one), so only these are
 served, and the `observe_*` helpers are all the worker's code needs to call.
@@ -6,7 +7,10 @@ served, and the `observe_*` helpers are all the worker's code needs to call.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
+import socket
 import threading
 from collections.abc import Callable
 from socketserver import ThreadingMixIn
@@ -93,17 +97,75 @@ def metrics_app(token: str | None):
     return app
 
 
+# Scrapes come a few a minute: a handful of threads serves every scraper, and bounds what
+# connections that never finish their request can take.
+METRICS_THREADS = 4
+METRICS_READ_TIMEOUT = 5.0  # seconds a connection may wait between bytes of its request
+METRICS_CONNECTION_DEADLINE = 10.0  # seconds a connection may take from accept to answer
+
+
 class _Server(ThreadingMixIn, WSGIServer):
     daemon_threads = True
+    block_on_close = False
+
+    def __init__(self, *args, threads: int, deadline: float, **kwargs):
+        self.slots = threading.BoundedSemaphore(threads)
+        self.deadline = deadline
+        if ":" in args[0][0]:
+            self.address_family = socket.AF_INET6
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request, client_address):
+        if not self.slots.acquire(blocking=False):
+            self.shutdown_request(request)  # every thread busy: close it, start no thread
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address):
+        # A trickling client would reset a read timeout with each byte: a timer ends it.
+        cut = threading.Timer(self.deadline, _shutdown, (request,))
+        cut.daemon = True
+        cut.start()
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            cut.cancel()
+            self.slots.release()
+
+
+def _shutdown(sock) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
 
 
 class _QuietHandler(WSGIRequestHandler):
+    timeout = METRICS_READ_TIMEOUT
+
     def log_message(self, *args) -> None:  # scrapes are not worth a log line each
         pass
 
 
-def serve_worker_metrics(port: int, token: str | None, host: str = "0.0.0.0") -> WSGIServer:
-    """Serve this worker's metrics on `port` from a daemon thread; returns the server."""
-    server = make_server(host, port, metrics_app(token), _Server, _QuietHandler)
+def bind_worker_metrics(
+    host: str,
+    port: int,
+    token: str | None,
+    threads: int = METRICS_THREADS,
+    deadline: float = METRICS_CONNECTION_DEADLINE,
+) -> WSGIServer:
+    """A server for this worker's metrics, bound to (host, port) but not serving yet: a port in
+    use fails here, before the worker has started anything."""
+    return make_server(
+        host,
+        port,
+        metrics_app(token),
+        functools.partial(_Server, threads=threads, deadline=deadline),
+        _QuietHandler,
+    )
+
+
+def serve_in_background(server: WSGIServer) -> None:
     threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
-    return server

@@ -100,6 +100,10 @@ def prepare_only_when_asked(conn) -> None:
     conn.prepare_threshold = PREPARE_ONLY_WHEN_ASKED
 
 
+class StartupError(Exception):
+    """The worker cannot start (nothing of it runs yet): one line for the operator."""
+
+
 class WorkerProcess:
     def __init__(self, settings: Settings, services: list | None = None):
         self.settings = settings
@@ -166,6 +170,17 @@ class WorkerProcess:
         ]
 
     def start(self) -> None:
+        # Bound first: a port in use stops the worker before any part runs or its heartbeat
+        # registers it (a row that would then show a silent worker that never was).
+        metrics_server = None
+        if self.settings.worker_metrics_port:
+            host, port = self.settings.worker_metrics_host, self.settings.worker_metrics_port
+            try:
+                metrics_server = metrics.bind_worker_metrics(
+                    host, port, self.settings.metrics_token
+                )
+            except OSError as exc:
+                raise StartupError(f"cannot serve metrics on {host} port {port}: {exc}") from None
         self.listener.start()
         self.notifier.start()
         self.completer.start()
@@ -174,10 +189,8 @@ class WorkerProcess:
             service.start()
         self.dispatcher.start()
         metrics.track_in_flight(self.slots.held)
-        if self.settings.worker_metrics_port:
-            metrics.serve_worker_metrics(
-                self.settings.worker_metrics_port, self.settings.metrics_token
-            )
+        if metrics_server is not None:
+            metrics.serve_in_background(metrics_server)
         log_event(
             log,
             "worker started",
@@ -197,7 +210,11 @@ class WorkerProcess:
         """Run until a signal (or request_stop()); the exit code: 0, or 1 if a part failed."""
         if install_signals:
             self._install_signal_handlers()
-        self.start()
+        try:
+            self.start()
+        except StartupError:
+            self.pool.close(timeout=POOL_CLOSE_WAIT)
+            raise
         failed = None
         while not self.stop_requested.wait(SUPERVISE_EVERY):
             failed = self.dead_part()
