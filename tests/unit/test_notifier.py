@@ -1,11 +1,13 @@
 """The onComplete notifier: bounded, fair between teams, and honest about what it drops."""
 
+import socket
 import threading
 import time
 import uuid
 from collections import Counter
 
-from asyncqueue.worker.notifier import Notifier
+from asyncqueue.worker.http_client import LookupPool, make_session
+from asyncqueue.worker.notifier import Delivery, Notifier, deliver_completion
 from tests.support import wait_for
 
 
@@ -142,3 +144,26 @@ def test_the_queue_is_bounded_in_bytes():
     accepted = [notifier.put(event(f"t{i}", 15_000)) for i in range(6)]
     assert accepted == [True] * 4 + [False] * 2  # 100 KB in all
     assert notifier.dropped == 3
+
+
+def test_a_delivery_looks_its_name_up_on_its_teams_share(receiver):
+    looking, answer = threading.Event(), threading.Event()
+
+    def lookup(host, port, *args):  # (a stand-in resolver: no real one is asked)
+        looking.set()
+        answer.wait(10)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+
+    pool = LookupPool(threads=4, lookup=lookup)
+    session = make_session(allow_private=True, lookups=pool)
+    delivery = Delivery("t1", "team-a", f"http://r.test:{receiver.port}/ok/done", "{}")
+    thread = threading.Thread(target=deliver_completion, args=(session, delivery))
+    thread.start()
+    try:
+        assert looking.wait(10)
+        assert pool.book.running("team-a") == 1
+    finally:
+        answer.set()
+        thread.join(15)
+        pool.close()
+    assert len(receiver.calls("/ok/done")) == 1

@@ -53,9 +53,12 @@ def runner_with(attempt, slots, threads=2):
 def test_a_call_gets_one_deadline_and_its_outcome_goes_on():
     seen = []
 
-    def attempt(session, spec, deadline, body_cap):
+    def attempt(session, spec, deadline, body_cap, team=None):
         seen.append((session, spec, deadline, body_cap))
+        teams.append(team)
         return AttemptResult(status_code=503, duration_ms=7)
+
+    teams = []
 
     slots = SlotTable(2)
     runner, done = runner_with(attempt, slots)
@@ -68,6 +71,7 @@ def test_a_call_gets_one_deadline_and_its_outcome_goes_on():
     assert session == "session" and cap == 100
     assert isinstance(deadline, Deadline) and 4 < deadline.remaining() <= 5  # the timeout
     assert spec.headers["X-AsyncQueue-Task-Id"] == str(claim.task_id)
+    assert teams == [claim.team_id]  # whose share of the name lookups the call uses
     (finished,) = done
     assert finished.outcome.kind == "retry" and finished.outcome.error == "HTTP 503"
     assert (finished.status_code, finished.duration_ms) == (503, 7)
@@ -78,7 +82,9 @@ def test_the_deadline_is_the_max_wait_time_when_that_comes_first():
     seen = []
     slots = SlotTable(1)
     runner, done = runner_with(
-        lambda s, spec, deadline, cap: seen.append(deadline) or AttemptResult(timed_out=True),
+        lambda s, spec, deadline, cap, team=None: (
+            seen.append(deadline) or AttemptResult(timed_out=True)
+        ),
         slots,
     )
     runner.start()
@@ -93,7 +99,7 @@ def test_the_deadline_is_the_max_wait_time_when_that_comes_first():
 def test_a_call_cut_by_shutdown_passes_nothing_on():
     started = threading.Event()
 
-    def attempt(session, spec, deadline, body_cap):
+    def attempt(session, spec, deadline, body_cap, team=None):
         started.set()
         time.sleep(0.2)
         return AttemptResult(timed_out=True)  # what a cut call returns
@@ -116,7 +122,7 @@ def test_a_call_that_starts_late_still_ends_by_the_claims_own_limit():
     not 5 s after it started, or the lease could run out while it is still open."""
     seen = []
 
-    def attempt(session, spec, deadline, body_cap):
+    def attempt(session, spec, deadline, body_cap, team=None):
         seen.append(deadline)
         return AttemptResult(status_code=200, duration_ms=1)
 
@@ -137,7 +143,7 @@ def test_at_low_load_one_warm_thread_makes_every_call():
     # connection is the one still warm (a queue would rotate through every thread's).
     names = []
 
-    def attempt(session, spec, deadline, body_cap):
+    def attempt(session, spec, deadline, body_cap, team=None):
         names.append(threading.current_thread().name)
         return AttemptResult(status_code=200, duration_ms=1)
 
@@ -160,7 +166,7 @@ def test_busy_threads_take_the_claims_waiting_then_stop():
     gate = threading.Event()
     ran = []
 
-    def attempt(session, spec, deadline, body_cap):
+    def attempt(session, spec, deadline, body_cap, team=None):
         gate.wait(10)
         ran.append(spec.headers["X-AsyncQueue-Task-Id"])
         return AttemptResult(status_code=200, duration_ms=1)

@@ -42,16 +42,17 @@ class Unsendable(Exception):
 
 
 def perform_attempt(
-    session: CallbackClient, spec: CallSpec, deadline: Deadline, body_cap: int
+    session: CallbackClient, spec: CallSpec, deadline: Deadline, body_cap: int, *, team=None
 ) -> AttemptResult:
     """Make the call, following redirects, before `deadline`; never raises.
 
     At most `body_cap` bytes of the final response's body are read and kept (decoded); the rest
-    is never read, so a huge response does not grow memory.
+    is never read, so a huge response does not grow memory. `team` is whose call it is: its name
+    lookups run on that team's share of the lookup pool.
     """
     started = time.monotonic()
     try:
-        return _perform(session, spec, deadline, body_cap, started)
+        return _perform(session, spec, deadline, body_cap, started, team)
     except Exception as exc:  # a fault of ours: an outcome all the same, never a stuck task
         log.exception("attempt failed inside the worker")
         return AttemptResult(
@@ -68,7 +69,7 @@ def cut_all_attempts() -> int:
 
 
 def _perform(
-    client: CallbackClient, spec: CallSpec, deadline: Deadline, body_cap: int, started: float
+    client: CallbackClient, spec: CallSpec, deadline: Deadline, body_cap: int, started: float, team
 ) -> AttemptResult:
     headers = _with_defaults(client.default_headers, spec.headers)
     body = spec.body.encode() if spec.method != "GET" and spec.body is not None else None
@@ -81,7 +82,7 @@ def _perform(
         return AttemptResult(error="invalid request: a header cannot be sent", unsendable=True)
     except requests.RequestException as exc:
         return AttemptResult(error=f"invalid request: {exc}", unsendable=True)
-    attempt = WATCHDOG.begin(deadline)
+    attempt = WATCHDOG.begin(deadline, team)
     try:
         return _follow(client, spec, request, headers, attempt, body_cap, started)
     except BlockedDestination as exc:

@@ -2,9 +2,9 @@
 against the SSRF policy and every attempt held to one hard deadline.
 
 * One `Deadline` bounds the whole attempt. It is passed explicitly, inside the `Attempt` handed
-  to `CallbackClient.send`, down to name resolution (run on a small resolver pool and waited for
-  at most until the deadline), each connect, each redirect hop and each read: no step starts a
-  fresh timeout of its own.
+  to `CallbackClient.send`, down to name resolution (run on a lookup pool shared fairly between
+  teams, the Attempt saying whose, and waited for at most until the deadline), each connect,
+  each redirect hop and each read: no step starts a fresh timeout of its own.
 * Each new connection resolves the name itself, judges every address with `destinations`, and
   tries the allowed ones in turn (families interleaved, happy-eyeballs order), sharing out the
   time left; the Host header, SNI and certificate check still use the name, so DNS rebinding
@@ -23,7 +23,6 @@ import contextlib
 import http.client
 import ipaddress
 import os
-import queue
 import socket
 import threading
 import time
@@ -38,6 +37,7 @@ from urllib3.util import Timeout
 
 from asyncqueue.destinations import blocked_reason, parse_ip_literal
 from asyncqueue.worker.deadline import Deadline
+from asyncqueue.worker.resolver import Lookup, LookupBook
 
 USER_AGENT = "AsyncQueue/1.0"
 # Our own request headers, sent on every hop (the task's own go only to its own origin).
@@ -50,7 +50,13 @@ RESOLVER_THREADS = 32  # they only wait on I/O: cheap
 # Interim (1xx) responses skipped before the final one, at most: more is a malformed response,
 # not a reason to spin reading them until the deadline.
 MAX_INTERIM_RESPONSES = 10
-MAX_INTERIM_BYTES = 64 * 1024
+# What a response may send besides its body, each a malformed response past its bound: they are
+# read whole (and headers parsed into objects several times their size) before the body, so only
+# totals keep an attempt's memory, and its CPU, small whatever the server sends.
+MAX_RESPONSE_HEAD_BYTES = 64 * 1024  # status lines and headers, interim responses included
+MAX_RESPONSE_TRAILER_BYTES = 64 * 1024  # a chunked body's trailer fields, in all
+MAX_RESPONSE_TRAILERS = 100  # and how many
+MAX_CHUNK_EXTENSION_BYTES = 64 * 1024  # what chunk-size lines carry besides the sizes, in all
 
 
 class BlockedDestination(Exception):
@@ -72,8 +78,9 @@ class Attempt:
     """One callback attempt: its deadline, and duplicates of the sockets it uses (so that the
     watchdog can shut the connection down without touching urllib3's socket objects)."""
 
-    def __init__(self, deadline: Deadline):
+    def __init__(self, deadline: Deadline, team=None):
         self.deadline = deadline
+        self.team = team  # whose share of the lookup pool its name lookups run on
         self.expired = False
         self.cut_short = False  # expired by cut_all (shutdown), not by its deadline
         self._copies: list[socket.socket] = []
@@ -121,8 +128,8 @@ class Watchdog:
         self._thread: threading.Thread | None = None
         self._wakes_at = float("inf")  # when the watchdog thread will next look
 
-    def begin(self, deadline: Deadline) -> Attempt:
-        attempt = Attempt(deadline)
+    def begin(self, deadline: Deadline, team=None) -> Attempt:
+        attempt = Attempt(deadline, team)
         with self._cond:
             if self._thread is None:
                 self._thread = threading.Thread(
@@ -171,83 +178,108 @@ WATCHDOG = Watchdog()
 # -- name resolution --------------------------------------------------------------------------
 
 
-class _Resolver:
+class LookupPool:
     """getaddrinfo on daemon threads, so that a caller can stop waiting at its deadline
     (getaddrinfo itself cannot be interrupted; a stuck lookup holds one thread until it ends).
 
-    Shared by every team's calls, so one team's slow names must not hold up the others':
-    concurrent lookups of the same (host, port) share one thread and one answer, a failed
-    lookup is remembered for FAILURE_TTL seconds, and the threads (they only wait on I/O) are
-    many. A slow name thus holds one thread, however many tasks call it."""
+    Shared by every team's calls, so one team's slow names must not hold up the others': who
+    runs when is resolver.LookupBook's rule (a share of the threads per team, teams in turn,
+    lookups shared per name, dropped once nobody waits, failures remembered briefly).
 
-    FAILURE_TTL = 5.0
-    MAX_FAILURES_KEPT = 1024
+    `lookup` is getaddrinfo's stand-in (tests give their own); by default socket.getaddrinfo,
+    looked up at call time."""
 
-    def __init__(self, threads: int):
-        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+    def __init__(self, threads: int = RESOLVER_THREADS, lookup=None, **limits):
+        self._lookup = lookup
         self._threads = threads
         self._started = False
-        self._lock = threading.Lock()
-        self._in_flight: dict[tuple[str, int], Future] = {}
-        self._failures: dict[tuple[str, int], tuple[float, BaseException]] = {}
+        self._closed = False
+        self._cond = threading.Condition()
+        self.book = LookupBook(threads, **limits)
 
-    def submit(self, host: str, port: int) -> Future:
-        """The lookup's future: one already under way for the same name and port, a recent
-        failure's, or a new one."""
+    def submit(self, team, host: str, port: int, deadline: float) -> tuple[Future, Lookup | None]:
+        """The answer's future for an attempt of `team`, and the lookup to `leave` when done
+        waiting (None when the answer is already known: a failure remembered, or no room)."""
         key = (host, port)
-        with self._lock:
+        with self._cond:
             if not self._started:
                 for i in range(self._threads):
                     threading.Thread(target=self._run, name=f"resolver-{i}", daemon=True).start()
                 self._started = True
-            future = self._in_flight.get(key)
-            if future is not None:
-                return future
-            failed = self._failures.get(key)
-            if failed is not None:
-                if failed[0] > time.monotonic():
-                    future = Future()
-                    future.set_exception(failed[1])
-                    return future
-                del self._failures[key]
-            future = self._in_flight[key] = Future()
-        self._jobs.put((future, host, port))
-        return future
+            error = self.book.failure(key, time.monotonic())
+            lookup = None if error is not None else self.book.ask(team, key, deadline)
+            if lookup is not None:
+                if lookup.handle is None:
+                    lookup.handle = Future()
+                    self._cond.notify()
+                return lookup.handle, lookup
+        future = Future()
+        future.set_exception(
+            error or socket.gaierror(socket.EAI_AGAIN, "too many name lookups waiting")
+        )
+        return future, None
 
-    def _run(self) -> None:
-        while True:
-            future, host, port = self._jobs.get()
-            future.set_running_or_notify_cancel()
-            try:
-                # Looked up on the module at call time, so tests can stand in a resolver.
-                result = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
-            except BaseException as exc:
-                self._finish((host, port), future, exc)
-                future.set_exception(exc)
-            else:
-                self._finish((host, port), future, None)
-                future.set_result(result)
+    def leave(self, lookup: Lookup) -> None:
+        with self._cond:
+            dropped = self.book.leave(lookup)
+        if dropped:
+            _abandon([lookup])
 
     def forget(self) -> None:
         """Forget lookups under way and failures remembered (for tests that swap resolvers)."""
-        with self._lock:
-            self._in_flight.clear()
-            self._failures.clear()
+        with self._cond:
+            dropped = self.book.forget()
+        _abandon(dropped)
 
-    def _finish(self, key: tuple[str, int], future: Future, error: BaseException | None) -> None:
-        with self._lock:
-            if self._in_flight.get(key) is future:
-                del self._in_flight[key]
-            if error is not None:
-                if len(self._failures) >= self.MAX_FAILURES_KEPT:
-                    self._failures.clear()  # (bounded; forgetting only costs a lookup)
-                self._failures[key] = (time.monotonic() + self.FAILURE_TTL, error)
+    def close(self) -> None:
+        """Let the threads end (a test's own pool): each once its lookup, if any, is over."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    if self._closed:
+                        return
+                    lookup, dropped = self.book.take(time.monotonic())
+                    if lookup is not None or dropped:
+                        break
+                    self._cond.wait()
+            _abandon(dropped)
+            if lookup is None:
+                continue
+            future = lookup.handle
+            future.set_running_or_notify_cancel()
+            host, port = lookup.key
+            try:
+                result = (self._lookup or socket.getaddrinfo)(host, port, 0, socket.SOCK_STREAM)
+            except BaseException as exc:
+                self._finish(lookup, exc)
+                future.set_exception(exc)
+            else:
+                self._finish(lookup, None)
+                future.set_result(result)
+
+    def _finish(self, lookup: Lookup, error: BaseException | None) -> None:
+        with self._cond:
+            self.book.finished(lookup, error, time.monotonic())
+            self._cond.notify()  # (a share came free: a team's next lookup may start)
 
 
-RESOLVER = _Resolver(RESOLVER_THREADS)
+def _abandon(lookups: list[Lookup]) -> None:
+    for lookup in lookups:
+        if lookup.handle is not None and lookup.handle.set_running_or_notify_cancel():
+            lookup.handle.set_exception(TimeoutError("no attempt waits for this lookup"))
 
 
-def resolve(host: str, port: int, attempt: Attempt) -> list[tuple[int, tuple]]:
+RESOLVER = LookupPool(RESOLVER_THREADS)
+
+
+def resolve(
+    host: str, port: int, attempt: Attempt, pool: LookupPool | None = None
+) -> list[tuple[int, tuple]]:
     """(family, sockaddr) for every address of `host`, waiting no longer than the deadline."""
     ip = ip_literal(host)
     if ip is not None:  # a literal: nothing to look up
@@ -257,13 +289,16 @@ def resolve(host: str, port: int, attempt: Attempt) -> list[tuple[int, tuple]]:
     attempt.wake.clear()
     if attempt.expired:  # (checked after the clear, so an expiry cannot slip between the two)
         raise TimeoutError(f"the attempt's deadline passed before resolving {host}")
-    future = RESOLVER.submit(host, port)
-    future.add_done_callback(lambda _: attempt.wake.set())
-    attempt.wake.wait(attempt.deadline.remaining())
-    if not future.done() or attempt.expired:
-        # (Never cancelled: other calls may be waiting for the same lookup.)
-        raise TimeoutError(f"resolving {host} outlived the attempt's deadline")
-    return [(family, sockaddr) for family, _, _, _, sockaddr in future.result()]
+    future, lookup = (pool or RESOLVER).submit(attempt.team, host, port, attempt.deadline.at)
+    try:
+        future.add_done_callback(lambda _: attempt.wake.set())
+        attempt.wake.wait(attempt.deadline.remaining())
+        if not future.done() or attempt.expired:
+            raise TimeoutError(f"resolving {host} outlived the attempt's deadline")
+        return [(family, sockaddr) for family, _, _, _, sockaddr in future.result()]
+    finally:
+        if lookup is not None:  # (a lookup nobody waits for is dropped before it runs)
+            (pool or RESOLVER).leave(lookup)
 
 
 def ip_literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -314,18 +349,62 @@ def judge(addresses: list[tuple[int, tuple]], *, allow_private: bool):
 # -- connections ------------------------------------------------------------------------------
 
 
-class _HeaderWatch:
-    """Stands in for a response's file while its header block is read, noting whether the
-    block ended at end of file instead of at an empty line (a response cut short)."""
+class _HeadReader:
+    """Stands in for a response's file while its head is read (interim responses, the status
+    line and headers): at most MAX_RESPONSE_HEAD_BYTES in all, noting whether the block ended at
+    end of file instead of at an empty line (a response cut short)."""
 
     def __init__(self, fp):
         self._fp = fp
+        self.left = MAX_RESPONSE_HEAD_BYTES
         self.cut = False
 
     def readline(self, limit: int = -1) -> bytes:
-        line = self._fp.readline(limit)
+        line = self._fp.readline(self.left + 1 if limit < 0 else min(limit, self.left + 1))
+        self.left -= len(line)
+        if self.left < 0:
+            raise MalformedResponse("the response's header block is too large")
         if not line.endswith(b"\n") and len(line) <= http.client._MAXLINE:
             self.cut = True
+        return line
+
+    def __getattr__(self, name):
+        return getattr(self._fp, name)
+
+
+class _ChunkedReader:
+    """Stands in for a chunked response's file while its body is read (urllib3 and http.client
+    read the framing lines with readline, the data with read): what the chunk-size lines carry
+    besides the sizes, and the trailer fields after the last chunk, are held to their bounds."""
+
+    def __init__(self, fp):
+        self._fp = fp
+        self.read = fp.read  # (the data: passed straight through)
+        self._extensions = 0
+        self._trailers: list[int] | None = None  # [fields, bytes], once the last chunk is read
+
+    def readline(self, limit: int = -1) -> bytes:
+        if self._trailers is not None:
+            return self._trailer_line(limit)
+        line = self._fp.readline(limit)
+        size = line.split(b";", 1)[0].strip()
+        self._extensions += len(line.rstrip(b"\r\n")) - len(size)
+        if self._extensions > MAX_CHUNK_EXTENSION_BYTES:
+            raise MalformedResponse("chunk extensions too large")
+        if size and not size.strip(b"0"):
+            self._trailers = [0, 0]  # the last chunk: trailer fields follow
+        return line
+
+    def _trailer_line(self, limit: int) -> bytes:
+        left = MAX_RESPONSE_TRAILER_BYTES - self._trailers[1]
+        line = self._fp.readline(left + 1 if limit < 0 else min(limit, left + 1))
+        if line not in (b"\r\n", b"\n", b""):
+            self._trailers[0] += 1
+            self._trailers[1] += len(line)
+            if self._trailers[1] > MAX_RESPONSE_TRAILER_BYTES:
+                raise MalformedResponse("trailer fields too large")
+            if self._trailers[0] > MAX_RESPONSE_TRAILERS:
+                raise MalformedResponse("too many trailer fields")
         return line
 
     def __getattr__(self, name):
@@ -337,10 +416,12 @@ class StrictHTTPResponse(http.client.HTTPResponse):
     by the connection's end, and a Content-Length that is not a non-negative number. Every 1xx
     interim response is skipped (http.client skips only 100: a 102 or 103 would be taken as the
     final response, and the real one read as the next request's answer on the kept-alive
-    connection), up to MAX_INTERIM_RESPONSES / MAX_INTERIM_BYTES."""
+    connection), up to MAX_INTERIM_RESPONSES. The head is held to MAX_RESPONSE_HEAD_BYTES in all
+    (not only per line and in count, as http.client does), and a chunked body's framing to its
+    bounds (_ChunkedReader)."""
 
     def _read_status(self):
-        interim, budget = 0, MAX_INTERIM_BYTES
+        interim = 0
         while True:
             version, status, reason = super()._read_status()
             if status >= 200:
@@ -350,32 +431,31 @@ class StrictHTTPResponse(http.client.HTTPResponse):
             interim += 1
             if interim > MAX_INTERIM_RESPONSES:
                 raise MalformedResponse("too many interim (1xx) responses")
-            budget = self._skip_interim_headers(budget)
+            self._skip_interim_headers()
 
-    def _skip_interim_headers(self, budget: int) -> int:
-        """Read past an interim response's header block; the byte budget left."""
+    def _skip_interim_headers(self) -> None:
+        """Read past an interim response's header block (its bytes count against the head's)."""
         while True:
             line = self.fp.readline(http.client._MAXLINE + 1)
-            budget -= len(line)
-            if budget < 0:
-                raise MalformedResponse("interim (1xx) responses too large")
             if not line.endswith(b"\n"):
                 raise IncompleteResponse("the connection ended inside an interim response")
             if line in (b"\r\n", b"\n"):
-                return budget
+                return
 
     def begin(self) -> None:
         if self.headers is not None:
             return
-        fp, watch = self.fp, _HeaderWatch(self.fp)
-        self.fp = watch
+        fp, head = self.fp, _HeadReader(self.fp)
+        self.fp = head
         try:
             super().begin()
         finally:
-            if self.fp is watch:  # (http.client sets it to None when it closes early)
+            if self.fp is head:  # (http.client sets it to None when it closes early)
                 self.fp = fp
-        if watch.cut:
+        if head.cut:
             raise IncompleteResponse("the connection ended inside the response's headers")
+        if self.chunked and self.fp is not None:
+            self.fp = _ChunkedReader(self.fp)
         if not self.chunked:
             lengths = self.msg.get_all("content-length") or []
             values = {v.strip() for value in lengths for v in value.split(",")}
@@ -385,6 +465,7 @@ class StrictHTTPResponse(http.client.HTTPResponse):
 
 class _GuardedConnection:
     allow_private = False
+    lookups: LookupPool | None = None  # None: the process's RESOLVER
     response_class = StrictHTTPResponse
     attempt: Attempt | None = None  # set by the pool before each request
 
@@ -392,7 +473,7 @@ class _GuardedConnection:
         attempt = self.attempt
         host = self._dns_host.strip("[]")
         try:
-            addresses = resolve(host, self.port, attempt)
+            addresses = resolve(host, self.port, attempt, self.lookups)
         except socket.gaierror as e:
             raise NameResolutionError(self.host, self, e) from e
         except TimeoutError as e:
@@ -459,10 +540,11 @@ class _GuardedPool:
         return super()._make_request(conn, method, url, *args, timeout=timeout, **kwargs)
 
 
-def _pool_classes(allow_private: bool) -> dict:
+def _pool_classes(allow_private: bool, lookups: LookupPool | None) -> dict:
     def pool(name, base_pool, base_conn):
         conn = type(f"{name}Connection", (_GuardedConnection, base_conn), {})
         conn.allow_private = allow_private
+        conn.lookups = lookups
         return type(f"{name}Pool", (_GuardedPool, base_pool), {"ConnectionCls": conn})
 
     return {
@@ -472,8 +554,8 @@ def _pool_classes(allow_private: bool) -> dict:
 
 
 class GuardedAdapter(HTTPAdapter):
-    def __init__(self, allow_private: bool, **kwargs):
-        self._pool_classes = _pool_classes(allow_private)
+    def __init__(self, allow_private: bool, lookups: LookupPool | None = None, **kwargs):
+        self._pool_classes = _pool_classes(allow_private, lookups)
         super().__init__(**kwargs)
 
     def init_poolmanager(self, *args, **kwargs):
@@ -493,14 +575,22 @@ class GuardedAdapter(HTTPAdapter):
 class CallbackClient:
     """What one worker thread makes its calls with: kept-alive connections per host, no proxies,
     no .netrc, no cookies (one client serves every team's tasks), and TLS checked against the
-    default CAs or `ca_bundle`. Redirects are followed by the caller, hop by hop."""
+    default CAs or `ca_bundle`. Redirects are followed by the caller, hop by hop. Names are
+    looked up on `lookups` (by default the process's RESOLVER)."""
 
-    def __init__(self, *, allow_private: bool, ca_bundle: str | None = None, pool_size: int = 4):
+    def __init__(
+        self,
+        *,
+        allow_private: bool,
+        ca_bundle: str | None = None,
+        pool_size: int = 4,
+        lookups: LookupPool | None = None,
+    ):
         if ca_bundle and not os.path.exists(ca_bundle):
             # Loudly, once, rather than as a puzzling failure of every HTTPS callback.
             raise ValueError(f"ASYNCQUEUE_CA_BUNDLE: no file or folder at {ca_bundle!r}")
         self.adapter = GuardedAdapter(
-            allow_private, pool_connections=pool_size, pool_maxsize=pool_size
+            allow_private, lookups, pool_connections=pool_size, pool_maxsize=pool_size
         )
         self.verify = ca_bundle or True
         self.default_headers = dict(DEFAULT_HEADERS)
@@ -516,7 +606,13 @@ class CallbackClient:
 
 
 def make_session(
-    *, allow_private: bool, ca_bundle: str | None = None, pool_size: int = 4
+    *,
+    allow_private: bool,
+    ca_bundle: str | None = None,
+    pool_size: int = 4,
+    lookups: LookupPool | None = None,
 ) -> CallbackClient:
     """A client for one worker thread (what `perform_attempt` takes as its session)."""
-    return CallbackClient(allow_private=allow_private, ca_bundle=ca_bundle, pool_size=pool_size)
+    return CallbackClient(
+        allow_private=allow_private, ca_bundle=ca_bundle, pool_size=pool_size, lookups=lookups
+    )

@@ -65,7 +65,8 @@ def deliver_completion(session, delivery: Delivery) -> None:
         headers={"Content-Type": "application/json", "X-AsyncQueue-Task-Id": task_id},
         body=delivery.body,
     )
-    attempt = perform_attempt(session, spec, Deadline.after(limits.ON_COMPLETE_TIMEOUT), 4096)
+    deadline = Deadline.after(limits.ON_COMPLETE_TIMEOUT)
+    attempt = perform_attempt(session, spec, deadline, 4096, team=delivery.team_id)
     if attempt.status_code is not None and attempt.status_code < 300:
         log_event(
             log,

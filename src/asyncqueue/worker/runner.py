@@ -193,7 +193,9 @@ class Runner:
             return Finished(
                 claim, Outcome(TIMEOUT, result=row["result"], error=max_wait_exceeded(state))
             )
-        result: AttemptResult = self.attempt(session, call_spec(row), deadline, self.body_cap)
+        result: AttemptResult = self.attempt(
+            session, call_spec(row), deadline, self.body_cap, team=row["team_id"]
+        )
         outcome = decide_outcome(
             state, result, limit_was_deadline=time_limit < state.timeout, now=db_now(claim)
         )
