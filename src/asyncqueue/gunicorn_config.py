@@ -18,6 +18,9 @@ bind = f"0.0.0.0:{_settings.port}"
 workers = _settings.web_concurrency
 worker_class = "asyncqueue.web_worker.BufferingThreadWorker"
 threads = _settings.web_threads
+# Connections per process; a full process sheds the one waiting longest for a new one
+# (asyncqueue/web_worker.py).
+worker_connections = _settings.web_connections
 keepalive = 5
 graceful_timeout = 25
 # gunicorn's read limits, stated here (they are its defaults): longer is a JSON 414 or 431.

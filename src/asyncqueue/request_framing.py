@@ -5,17 +5,41 @@ The web worker reads each request whole in its event loop before a thread takes 
 line; a body then has the declared Content-Length or runs to the chunked terminator. The parsing
 proper (and every refusal of a malformed request) stays gunicorn's: anything this scanner cannot
 follow is handed over as it is, to be refused there.
+
+Everything buffered before the app sees a request is bounded here, so one request costs at most
+MAX_REQUEST_BYTES: the head, then a body up to `max_body` decoded bytes plus its chunked framing
+(size lines, their extensions, line ends and trailers), each part with its own limit below.
 """
 
 from __future__ import annotations
 
 import enum
 
+from asyncqueue import limits
+
 MORE = "more"  # keep reading
 COMPLETE = "complete"  # a whole request is buffered (perhaps more after it)
 HAND_OVER = "hand over"  # malformed or over a body limit: gunicorn and the app answer it
-HEAD_TOO_LARGE = "head too large"  # no blank line within the head limit
-UNREADABLE = "unreadable"  # a bad chunk-size line, or one (or a trailer) past the head limit
+HEAD_TOO_LARGE = "head too large"  # no blank line within MAX_HEAD
+UNREADABLE = "unreadable"  # a chunk-size line that is not one
+EXTENSIONS_TOO_LARGE = "extensions too large"  # past MAX_CHUNK_LINE or MAX_CHUNK_EXTENSIONS
+TRAILERS_TOO_LARGE = "trailers too large"  # past MAX_TRAILER_BYTES or MAX_TRAILER_FIELDS
+FRAMING_TOO_LARGE = "framing too large"  # past MAX_CHUNK_OVERHEAD
+REFUSALS = (HEAD_TOO_LARGE, UNREADABLE, EXTENSIONS_TOO_LARGE, TRAILERS_TOO_LARGE, FRAMING_TOO_LARGE)
+
+KIB = 1024
+MAX_HEAD = 64 * KIB  # request line and headers (gunicorn's own per-line limits apply inside)
+# A chunk-size line with its extensions (Go's net/http allows 4 KiB), and all extensions of one
+# request together (Node's limit): nothing reads extensions, they only cost buffer.
+MAX_CHUNK_LINE = 4 * KIB
+MAX_CHUNK_EXTENSIONS = 16 * KIB
+MAX_TRAILER_BYTES = 8 * KIB  # the trailer section, line ends included
+MAX_TRAILER_FIELDS = 32
+# Everything in a chunked body that is not data: size lines, extensions, line ends, trailers.
+# Chunks of 32 bytes or more carry a 1 MiB body within it; 1-byte chunks would take 5 MiB.
+MAX_CHUNK_OVERHEAD = 256 * KIB
+# One request buffered at most (a byte past the body limit is what gets it its 413).
+MAX_REQUEST_BYTES = MAX_HEAD + limits.MAX_REQUEST_BODY + 1 + MAX_CHUNK_OVERHEAD
 
 
 class Body(enum.Enum):
@@ -28,7 +52,7 @@ class RequestFraming:
     """Feed it bytes; it says when a request is whole. Bodies over `max_body` bytes are handed
     over as soon as that much has arrived (the app answers 413 from what is buffered)."""
 
-    def __init__(self, max_head: int, max_body: int):
+    def __init__(self, max_head: int = MAX_HEAD, max_body: int = limits.MAX_REQUEST_BODY):
         self.max_head = max_head
         self.max_body = max_body
         self.data = bytearray()
@@ -41,6 +65,11 @@ class RequestFraming:
         self._chunk_data = 0  # chunked: decoded bytes so far
         self._in_trailer = False
         self._chunk_end: int | None = None  # chunked: where the current chunk (and CRLF) ends
+        self._overhead = 0  # chunked: bytes of whole lines and line ends that are not data
+        self._extensions = 0  # chunked: bytes of chunk extensions so far
+        self._trailer_bytes = 0
+        self._trailer_fields = 0
+        self._hand_over_at: int | None = None  # chunked, over max_body: once this much is here
 
     def feed(self, data: bytes) -> str:
         self.data += data
@@ -94,21 +123,37 @@ class RequestFraming:
 
     def _scan_chunks(self) -> str:
         data = self.data
+        if self._hand_over_at is not None:
+            return HAND_OVER if len(data) >= self._hand_over_at else MORE
         while True:
             if self._chunk_end is not None:  # inside a chunk whose size line was read
                 if len(data) < self._chunk_end:
                     return MORE
                 self._chunk_at, self._chunk_end = self._chunk_end, None
             line_end = data.find(b"\r\n", self._chunk_at)
+            # A line still arriving counts against the limits too, so none grows unbounded.
+            length = (len(data) if line_end < 0 else line_end) - self._chunk_at
+            verdict = self._line_over_limit(length)
+            if verdict is not None:
+                return verdict
             if line_end < 0:
-                return self._more_or_over(len(data) - self._chunk_at)
+                return MORE
             line = bytes(data[self._chunk_at : line_end])
+            self._chunk_at = line_end + 2
+            self._overhead += length + 2
             if self._in_trailer:
-                self._chunk_at = line_end + 2
                 if not line:
                     return COMPLETE
+                self._trailer_bytes += length + 2
+                self._trailer_fields += 1
+                if self._trailer_fields > MAX_TRAILER_FIELDS:
+                    return TRAILERS_TOO_LARGE
                 continue
-            size_text = line.partition(b";")[0].strip()
+            size_text, _, extensions = line.partition(b";")
+            self._extensions += len(extensions)
+            if self._extensions > MAX_CHUNK_EXTENSIONS:
+                return EXTENSIONS_TOO_LARGE
+            size_text = size_text.strip()
             try:
                 size = int(size_text, 16) if 0 < len(size_text) <= 16 else -1
             except ValueError:
@@ -117,17 +162,26 @@ class RequestFraming:
                 return UNREADABLE  # (gunicorn would raise it inside the app's body read)
             if size == 0:
                 self._in_trailer = True
-                self._chunk_at = line_end + 2
                 continue
             if self._chunk_data + size > self.max_body:
                 # Over the limit: hand over once one byte past it is here, so the app's read of
                 # max_body + 1 bytes is served from the buffer and it answers 413.
                 self.over_limit = True
-                needed = line_end + 2 + (self.max_body - self._chunk_data) + 1
-                return HAND_OVER if len(data) >= needed else MORE
+                self._hand_over_at = line_end + 2 + (self.max_body - self._chunk_data) + 1
+                return HAND_OVER if len(data) >= self._hand_over_at else MORE
             self._chunk_data += size
+            self._overhead += 2  # the line end after the chunk's data
             self._chunk_end = line_end + 2 + size + 2
 
-    def _more_or_over(self, pending: int) -> str:
-        # A size line or trailer that never ends: the head limit bounds it too.
-        return UNREADABLE if pending > self.max_head else MORE
+    def _line_over_limit(self, length: int) -> str | None:
+        """The refusal for a chunked-body line of `length` bytes (without its line end), if any
+        limit is past once it is counted."""
+        if self._in_trailer:
+            # (the blank line that ends the trailers is not one of them)
+            if length and self._trailer_bytes + length + 2 > MAX_TRAILER_BYTES:
+                return TRAILERS_TOO_LARGE
+        elif length > MAX_CHUNK_LINE:
+            return EXTENSIONS_TOO_LARGE
+        if self._overhead + length > MAX_CHUNK_OVERHEAD:
+            return FRAMING_TOO_LARGE
+        return None

@@ -10,8 +10,20 @@ to answer its own refusals in JSON.
 * Time limits. A partial request's head must be complete within ASYNCQUEUE_HEADER_TIMEOUT
   seconds, its body within ASYNCQUEUE_BODY_TIMEOUT seconds after the head; otherwise the
   answer is a JSON 408 and the connection is closed.
-* A memory cap. The partial requests one process buffers hold at most MAX_BUFFERED_BYTES
-  together; a request that would take them past it is refused (JSON 503, Retry-After: 1).
+* Byte limits. One request buffers at most request_framing.MAX_REQUEST_BYTES (its head, body
+  and chunked framing each bounded there; past a limit, a JSON 400 or 431 and the connection is
+  closed). The requests one process holds before its threads are done with them take at most
+  MAX_BUFFERED_BYTES together; a request that would take them past it is refused (JSON 503,
+  Retry-After: 1). A thread reads at most one request's bytes before handing it on, so the
+  threads add at most that much each.
+* Connection limits. A process holds at most ASYNCQUEUE_WEB_CONNECTIONS connections (gunicorn's
+  worker_connections). gthread stops accepting when full, so new clients, a health check
+  included, queue in the kernel behind whatever holds the slots until a timeout frees one. Here a
+  full process keeps accepting, and makes room by closing the connection that has waited longest
+  without a whole request (an idle keep-alive one, or one whose request is still arriving; a
+  JSON 503 if it had sent part of one). An idle connection keeps its slot only until the process
+  fills with newer ones, so a flood of them cannot keep out a client that sends its request
+  promptly.
 * JSON errors. What gunicorn refuses before Flask sees it (a malformed request line, a header
   over its size limit, a URI over its length limit) is answered `{"error": "..."}` with the
   status gunicorn chose, instead of its HTML page.
@@ -24,7 +36,9 @@ behaviour.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import resource
 import selectors
 import time
 from functools import partial
@@ -38,20 +52,32 @@ from asyncqueue.config import settings_or_exit
 from asyncqueue.logs import new_request_id
 from asyncqueue.request_framing import (
     COMPLETE,
+    EXTENSIONS_TOO_LARGE,
+    FRAMING_TOO_LARGE,
     HAND_OVER,
     HEAD_TOO_LARGE,
+    MAX_CHUNK_EXTENSIONS,
+    MAX_CHUNK_LINE,
+    MAX_CHUNK_OVERHEAD,
+    MAX_HEAD,
+    MAX_TRAILER_BYTES,
+    MAX_TRAILER_FIELDS,
     MORE,
+    TRAILERS_TOO_LARGE,
     RequestFraming,
 )
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 RECV_SIZE = 64 * 1024  # (a larger recv allocates and frees an mmap each call)
 READ_ON = object()  # a thread's verdict: the request is partial, the event loop reads on
-# Bytes of partial requests one web process holds at most, all connections together: each may
-# buffer up to the body limit plus its head for up to the timeouts, and gunicorn accepts up to
-# worker_connections (1000) connections: without a cap, slow clients could hold a gigabyte.
-# Above it a partial request is refused (JSON 503 with Retry-After) rather than buffered.
+# Bytes of requests one web process holds at most, all connections together, from their first
+# byte until a thread is done with them: each may buffer MAX_REQUEST_BYTES for up to the
+# timeouts, and a process holds up to ASYNCQUEUE_WEB_CONNECTIONS connections. Above it a request
+# is refused (JSON 503 with Retry-After) rather than buffered.
 MAX_BUFFERED_BYTES = 64 * 1024 * 1024
+# File descriptors a process keeps besides its connections (listeners, database pool, pipes,
+# logs): its soft descriptor limit is raised to fit both, if the hard limit allows.
+SPARE_FDS = 128
 
 REASONS = {
     400: "Bad Request",
@@ -79,11 +105,42 @@ def error_messages(cfg, header_timeout: float, body_timeout: float) -> dict[int,
         414: f"Request line too long (limit {cfg.limit_request_line} bytes)",
         417: "Unsupported Expect header (only 100-continue is understood)",
         431: f"Request headers too large (limit {cfg.limit_request_fields} headers of at most "
-        f"{cfg.limit_request_field_size} bytes each)",
+        f"{cfg.limit_request_field_size} bytes each, {MAX_HEAD} bytes in all)",
         500: "Internal server error",
         501: "Unsupported Transfer-Encoding (only chunked is understood)",
         503: "Server busy: too many requests are still arriving here; retry in a second",
     }
+
+
+# What the framing's refusals are answered (the connection is then closed).
+FRAMING_REFUSALS = {
+    EXTENSIONS_TOO_LARGE: (
+        400,
+        f"Chunk extensions too large (limit {MAX_CHUNK_LINE} bytes per chunk-size line, "
+        f"{MAX_CHUNK_EXTENSIONS} per request)",
+    ),
+    TRAILERS_TOO_LARGE: (
+        400,
+        f"Trailers too large (limit {MAX_TRAILER_FIELDS} fields, {MAX_TRAILER_BYTES} bytes "
+        "together)",
+    ),
+    FRAMING_TOO_LARGE: (
+        400,
+        f"Chunked framing too large (limit {MAX_CHUNK_OVERHEAD} bytes of size lines, "
+        "extensions, line ends and trailers per request)",
+    ),
+}
+
+
+def connection_to_shed(idle_since: float | None, arriving_since: float | None) -> str | None:
+    """Which waiting connection a full process closes to accept a new one: the one that has
+    waited longer, the oldest idle keep-alive one ("idle") or the oldest whose request is
+    still arriving ("arriving"); None when none waits (every one is with a thread)."""
+    if idle_since is None and arriving_since is None:
+        return None
+    if arriving_since is None or (idle_since is not None and idle_since <= arriving_since):
+        return "idle"
+    return "arriving"
 
 
 def json_error(status: int, message: str) -> bytes:
@@ -139,11 +196,11 @@ class BufferingThreadWorker(ThreadWorker):
         self.header_timeout = settings.header_timeout
         self.body_timeout = settings.body_timeout
         self.messages = error_messages(self.cfg, self.header_timeout, self.body_timeout)
-        # The head limit: gunicorn's own per-line limits, for a whole head of usual size.
-        self.max_head = max(64 * 1024, self.cfg.limit_request_line + 8 * 1024)
-        self.reading: dict = {}  # connection -> deadline, for requests still arriving
-        self.parked_bytes = 0  # bytes the requests in self.reading hold (MAX_BUFFERED_BYTES)
+        # Connections whose request is still arriving, oldest first: -> (deadline, since).
+        self.reading: dict = {}
+        self.held_bytes = 0  # bytes of the requests counted against MAX_BUFFERED_BYTES
         self.next_sweep = 0.0
+        _raise_fd_limit(self.worker_connections + SPARE_FDS)
         super().init_process()
 
     def _buffers(self, conn) -> bool:
@@ -193,9 +250,10 @@ class BufferingThreadWorker(ThreadWorker):
         return verdict
 
     def _start_request(self, conn):
-        conn.framing = RequestFraming(self.max_head, limits.MAX_REQUEST_BODY)
+        conn.framing = RequestFraming()
         conn.continue_sent = False
         conn.close_after = False
+        conn.waiting_since = None
 
     def _settle(self, conn, outcome: str):
         """None: the request is whole (conn.buffered); READ_ON: wait for more; False: refuse."""
@@ -215,6 +273,8 @@ class BufferingThreadWorker(ThreadWorker):
         return False
 
     def _refusal(self, outcome: str) -> bytes:
+        if outcome in FRAMING_REFUSALS:
+            return json_error(*FRAMING_REFUSALS[outcome])
         status = 431 if outcome == HEAD_TOO_LARGE else 400
         return json_error(status, self.messages[status])
 
@@ -243,21 +303,29 @@ class BufferingThreadWorker(ThreadWorker):
     # -- in the event loop: partial requests wait here, holding no thread --------------------
 
     def finish_request(self, conn, fs):
+        # The thread is done with the request it had: its bytes are no longer held.
+        self._release(conn)
         if fs.cancelled() or fs.exception() is not None or fs.result() is not READ_ON:
-            return super().finish_request(conn, fs)
+            super().finish_request(conn, fs)
+            self._accept_if_room()
+            return
         if not self.alive:
             self._close(conn)
             return
         size = len(conn.framing.data)
-        if self.parked_bytes + size > MAX_BUFFERED_BYTES:
+        if self.held_bytes + size > MAX_BUFFERED_BYTES:
             self._refuse_busy(conn)
             return
         head_done = conn.framing.head_end is not None
         timeout = self.body_timeout if head_done else self.header_timeout
-        self.reading[conn] = time.monotonic() + timeout
-        conn.parked, self.parked_bytes = size, self.parked_bytes + size
+        now = time.monotonic()
+        if conn.waiting_since is None:
+            conn.waiting_since = now
+        self.reading[conn] = (now + timeout, conn.waiting_since)
+        self._hold(conn, size)
         conn.sock.setblocking(False)
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_readable, conn))
+        self._accept_if_room()
 
     def _on_readable(self, conn, _sock):
         data = _recv_nonblocking(conn.sock)
@@ -267,27 +335,34 @@ class BufferingThreadWorker(ThreadWorker):
             self._stop_reading(conn)
             self._close(conn)
             return
-        if self.parked_bytes + len(data) > MAX_BUFFERED_BYTES:
+        if self.held_bytes + len(data) > MAX_BUFFERED_BYTES:
             self._stop_reading(conn)
             self._refuse_busy(conn)
             return
-        conn.parked += len(data)
-        self.parked_bytes += len(data)
+        self._hold(conn, len(data))
         framing = conn.framing
         had_head = framing.head_end is not None
         outcome = framing.feed(data)
         verdict = self._settle(conn, outcome)
         if verdict is READ_ON:
             if not had_head and framing.head_end is not None:
-                self.reading[conn] = time.monotonic() + self.body_timeout
+                self.reading[conn] = (time.monotonic() + self.body_timeout, conn.waiting_since)
             return
         self._stop_reading(conn)
         if verdict is None:
             conn.data_ready = True
-            super().enqueue_req(conn)  # whole: a thread may have it now
+            super().enqueue_req(conn)  # whole: a thread may have it now (its bytes still held)
         else:
             self._send(conn, self._refusal(outcome))
             self._close(conn)
+
+    def _hold(self, conn, size: int):
+        conn.held = getattr(conn, "held", 0) + size
+        self.held_bytes += size
+
+    def _release(self, conn):
+        self.held_bytes -= getattr(conn, "held", 0)
+        conn.held = 0
 
     def _refuse_busy(self, conn):
         self._send(conn, json_error(503, self.messages[503]))
@@ -295,12 +370,11 @@ class BufferingThreadWorker(ThreadWorker):
 
     def _stop_reading(self, conn):
         if self.reading.pop(conn, None) is not None:
-            self.parked_bytes -= conn.parked
-            conn.parked = 0
             with contextlib.suppress(KeyError, ValueError):
                 self.poller.unregister(conn.sock)
 
     def _close(self, conn):
+        self._release(conn)
         self.nr_conns -= 1
         conn.close()
 
@@ -314,12 +388,65 @@ class BufferingThreadWorker(ThreadWorker):
         super().murder_keepalived(force)
 
     def _time_out_readers(self, now: float, force: bool):
-        late = [c for c, deadline in self.reading.items() if force or deadline <= now]
+        late = [c for c, (deadline, _) in self.reading.items() if force or deadline <= now]
         for conn in late:
             self._stop_reading(conn)
             if conn.framing.data:
                 self._send(conn, json_error(408, self.messages[408]))
             self._close(conn)
+
+    # -- a full process sheds its longest-waiting connection rather than stop accepting ------
+
+    def set_accept_enabled(self, enabled):
+        # gthread's loop turns accepting off at worker_connections; it stays on while a
+        # waiting connection can make room (see accept).
+        if not enabled and self.alive and (self.keepalived_conns or self.reading):
+            enabled = True
+        super().set_accept_enabled(enabled)
+
+    def _accept_if_room(self):
+        # A connection just began to wait, so a full process that had stopped accepting has
+        # one to shed again.
+        if self.alive and not self._accepting:
+            self.set_accept_enabled(False)  # (turned on if there is a connection to shed)
+
+    def accept(self, listener):
+        full = self.nr_conns >= self.worker_connections
+        if full and not (self.keepalived_conns or self.reading):
+            super().set_accept_enabled(False)  # every connection is with a thread
+            return
+        before = self.nr_conns
+        try:
+            super().accept(listener)
+        except OSError as exc:
+            # Out of descriptors: gthread would let this end the process.
+            if exc.errno not in (errno.EMFILE, errno.ENFILE):
+                raise
+            if not self._shed_one():
+                super().set_accept_enabled(False)
+            return
+        if full and self.nr_conns > before:  # (none may have been waiting after all)
+            self._shed_one()
+
+    def _shed_one(self) -> bool:
+        idle = self.keepalived_conns[0] if self.keepalived_conns else None
+        arriving = next(iter(self.reading), None)
+        choice = connection_to_shed(
+            idle.timeout - self.cfg.keepalive if idle is not None else None,
+            self.reading[arriving][1] if arriving is not None else None,
+        )
+        if choice == "idle":
+            self.keepalived_conns.popleft()
+            with contextlib.suppress(KeyError, ValueError):
+                self.poller.unregister(idle.sock)
+            self._close(idle)
+        elif choice == "arriving":
+            self._stop_reading(arriving)
+            if arriving.framing.data:
+                self._refuse_busy(arriving)
+            else:
+                self._close(arriving)
+        return choice is not None
 
     # -- JSON instead of gunicorn's HTML error pages ----------------------------------------
 
@@ -332,3 +459,13 @@ class BufferingThreadWorker(ThreadWorker):
             util.write_nonblock(client, json_error(status, message))
         except Exception:  # the client is gone; nothing to answer
             self.log.debug("Failed to send error message.")
+
+
+def _raise_fd_limit(wanted: int) -> None:
+    """Raise this process's soft descriptor limit to `wanted` if it is lower (at most to the
+    hard limit): with a soft limit of 1024, a full process would run out before its slots."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))

@@ -9,6 +9,7 @@ import pytest
 from asyncqueue import web_worker
 from asyncqueue.request_framing import (
     COMPLETE,
+    EXTENSIONS_TOO_LARGE,
     HAND_OVER,
     HEAD_TOO_LARGE,
     MORE,
@@ -39,7 +40,7 @@ def feed_all(pieces, max_head=1024, max_body=100):
         ([CHUNKED + b"3;ext=1\r\nab", b"c\r\n0\r\nX-T: 1\r\n", b"\r\n"], [MORE, MORE, COMPLETE]),
         ([CHUNKED + b"zz\r\n"], [UNREADABLE]),  # answered 400 by the worker
         ([b"GET / HTTP/1.1\r\nX: " + b"a" * 2000], [HEAD_TOO_LARGE]),
-        ([CHUNKED + b"1;" + b"e" * 2000], [UNREADABLE]),
+        ([CHUNKED + b"1;" + b"e" * 5000], [EXTENSIONS_TOO_LARGE]),
         (
             [b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"],
             [HAND_OVER],
@@ -84,6 +85,7 @@ class _Conn:
     def __init__(self, sock):
         self.sock, self.closed = sock, False
         self.framing = RequestFraming(64 * 1024, 1024 * 1024)
+        self.waiting_since = None
 
     def close(self):
         self.closed = True
@@ -93,9 +95,10 @@ class _Conn:
 def _parking_worker():
     """The event-loop side of BufferingThreadWorker, without gunicorn's process around it."""
     worker = BufferingThreadWorker.__new__(BufferingThreadWorker)
-    worker.reading, worker.parked_bytes, worker.nr_conns = {}, 0, 10
+    worker.reading, worker.held_bytes, worker.nr_conns = {}, 0, 10
     worker.alive, worker.header_timeout, worker.body_timeout = True, 5.0, 5.0
     worker.poller = selectors.DefaultSelector()
+    worker._accepting, worker.keepalived_conns = True, []
     worker.messages = {503: "Server busy", 408: "late"}
     return worker
 
@@ -116,17 +119,17 @@ def test_partial_requests_past_the_buffer_cap_are_refused_503(monkeypatch):
         first, second = _Conn(pairs[0][0]), _Conn(pairs[1][0])
         _park(worker, first, head)
         _park(worker, second, head)
-        assert worker.parked_bytes == 2 * len(head)
+        assert worker.held_bytes == 2 * len(head)
         pairs[0][1].sendall(b"x" * 900)  # first's body grows past the cap: refused
         worker._on_readable(first, None)
         assert first.closed
         answer = pairs[0][1].recv(4096)
         assert answer.startswith(b"HTTP/1.1 503 ") and b"\r\nRetry-After: 1\r\n" in answer
         assert answer.endswith(b'{"error": "Server busy"}')
-        assert worker.parked_bytes == len(head)  # its bytes given back
+        assert worker.held_bytes == len(head)  # its bytes given back
         pairs[1][1].sendall(b"x" * 900)  # now there is room for the second's
         worker._on_readable(second, None)
-        assert not second.closed and worker.parked_bytes == len(head) + 900
+        assert not second.closed and worker.held_bytes == len(head) + 900
         third = _Conn(pairs[2][0])
         _park(worker, third, head)  # a new partial request over the cap: refused at once
         assert third.closed and pairs[2][1].recv(4096).startswith(b"HTTP/1.1 503 ")

@@ -1,0 +1,237 @@
+"""The web process's byte and connection limits, through the real gunicorn: chunked framing past
+its limits is a JSON 400 and a closed connection, a flood of it leaves the process small, and
+idle connections past the per-process limit do not keep a normal request out."""
+
+import json
+import os
+import selectors
+import socket
+import threading
+import time
+
+import pytest
+import requests
+
+from tests.conftest import stack_on_a_clone
+
+CONNECTIONS = 20  # per process (ASYNCQUEUE_WEB_CONNECTIONS), scaled down from 1,000
+PROCESSES = 2
+CHUNKED_HEAD = (
+    b"POST /v1/tasks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    b"Transfer-Encoding: chunked\r\n"
+)
+EXTENSION_PIECE = b"1;e=" + b"x" * 60_000 + b"\r\na\r\n"
+
+
+@pytest.fixture(scope="module")
+def web(pg_admin_url, template_db):
+    """Two processes of few connections each; timeouts far longer than any test here, so that
+    only the limits under test can free a connection."""
+    with stack_on_a_clone(
+        pg_admin_url,
+        template_db,
+        "asyncqueue-web-limits-",
+        WEB_CONCURRENCY=str(PROCESSES),
+        ASYNCQUEUE_WEB_CONNECTIONS=str(CONNECTIONS),
+        ASYNCQUEUE_HEADER_TIMEOUT="120",
+        ASYNCQUEUE_BODY_TIMEOUT="120",
+        ASYNCQUEUE_ALLOW_PRIVATE_NETWORKS="loopback",
+    ) as s:
+        s.start_web()
+        yield s
+
+
+def exchange(web, data: bytes, wait: float = 10.0) -> tuple[bytes, bool]:
+    """Send raw bytes; read until the server closes (True) or `wait` passes (False)."""
+    with socket.create_connection(("127.0.0.1", web.port), timeout=10) as s:
+        s.sendall(data)
+        s.settimeout(wait)
+        received = b""
+        try:
+            while chunk := s.recv(65536):
+                received += chunk
+        except TimeoutError:
+            return received, False
+        except ConnectionResetError:  # closed with our bytes unread: it still answered first
+            pass
+    return received, True
+
+
+def status_and_json(raw: bytes) -> tuple[int, dict]:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert b"content-type: application/json" in head.lower(), raw[:300]
+    return int(head.split(b" ", 2)[1]), json.loads(body)
+
+
+def test_a_chunk_extension_past_its_limit_is_a_json_400_and_the_connection_closed(web):
+    raw, closed = exchange(web, CHUNKED_HEAD + b"\r\n" + EXTENSION_PIECE)
+    status, body = status_and_json(raw)
+    assert status == 400 and body["error"].startswith("Chunk extensions too large (limit 4096")
+    assert closed and b"\r\nConnection: close\r\n" in raw
+
+
+def test_trailers_past_their_limit_are_a_json_400_and_the_connection_closed(web):
+    valid = json.dumps({"callbackUrl": "http://127.0.0.1:9/x"}).encode()
+    request = (
+        CHUNKED_HEAD
+        + b"Authorization: Bearer %s\r\n\r\n" % web.key.encode()
+        + b"%x\r\n%s\r\n0\r\n" % (len(valid), valid)
+        + b"X-Trailer: 1\r\n" * 33
+        + b"\r\n"
+    )
+    raw, closed = exchange(web, request)
+    status, body = status_and_json(raw)
+    assert status == 400 and body["error"].startswith("Trailers too large (limit 32 fields")
+    assert closed
+
+
+def worker_pids(web) -> list[int]:
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                if int(f.read().rsplit(")", 1)[1].split()[1]) == web.web.pid:
+                    found.append(int(entry))
+        except (OSError, IndexError, ValueError):
+            pass
+    return found
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def test_a_flood_of_chunk_extensions_leaves_every_web_process_small(web):
+    """8 clients stream 1-byte chunks with 60 KB extensions as fast as the server reads them,
+    each up to 48 MiB, opening a new connection when one is closed (bounded in count and time)."""
+    pids = worker_pids(web)
+    assert len(pids) == PROCESSES
+    peak = dict.fromkeys(pids, 0)
+    answers: list[bytes] = []
+    budget = {"bytes": 8 * 48 * 1024 * 1024, "connections": 400}
+    lock = threading.Lock()
+    deadline = time.monotonic() + 6
+
+    def flood():
+        while time.monotonic() < deadline:
+            with lock:
+                if budget["bytes"] <= 0 or budget["connections"] <= 0:
+                    return
+                budget["connections"] -= 1
+            with socket.create_connection(("127.0.0.1", web.port), timeout=10) as s:
+                try:
+                    s.sendall(CHUNKED_HEAD + b"\r\n")
+                    while time.monotonic() < deadline and budget["bytes"] > 0:
+                        s.sendall(EXTENSION_PIECE)
+                        with lock:
+                            budget["bytes"] -= len(EXTENSION_PIECE)
+                except OSError:
+                    pass
+                try:
+                    s.settimeout(1)
+                    answers.append(s.recv(65536))
+                except OSError:
+                    answers.append(b"")
+
+    clients = [threading.Thread(target=flood) for _ in range(8)]
+    for c in clients:
+        c.start()
+    while any(c.is_alive() for c in clients):
+        for pid in pids:
+            peak[pid] = max(peak[pid], rss_bytes(pid))
+        time.sleep(0.01)
+    for c in clients:
+        c.join()
+    assert max(peak.values()) < 150 * 1024 * 1024, peak
+    assert answers and all(a.startswith(b"HTTP/1.1 400 ") or a == b"" for a in answers)
+    assert requests.get(web.url("/healthz"), timeout=10).status_code == 200
+
+
+class IdleConnections:
+    """`count` connections that each send one byte, each one the server closes opened again
+    (at most `per_second` of those a second), on a thread of its own until stopped."""
+
+    def __init__(self, port: int, count: int, per_second: float):
+        self.address, self.count, self.per_second = ("127.0.0.1", port), count, per_second
+        self.opened = self.closed_by_server = self.held = 0
+        self.answers: list[bytes] = []
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stopping.set()
+        self.thread.join(timeout=30)
+
+    def _run(self):
+        sel = selectors.DefaultSelector()
+        started = time.monotonic()
+        try:
+            while not self.stopping.is_set():
+                allowed = self.count + int(self.per_second * (time.monotonic() - started))
+                while len(sel.get_map()) < self.count and self.opened < allowed:
+                    s = socket.socket()
+                    s.setblocking(False)
+                    s.connect_ex(self.address)
+                    sel.register(s, selectors.EVENT_WRITE, "connecting")
+                    self.opened += 1
+                for key, _ in sel.select(timeout=0.05):
+                    s = key.fileobj
+                    if key.data == "connecting":
+                        if s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
+                            s.send(b"G")
+                            sel.modify(s, selectors.EVENT_READ, "open")
+                            self.held += 1
+                            continue
+                    else:
+                        self.held -= 1
+                        self.closed_by_server += 1
+                        try:
+                            self.answers.append(s.recv(65536))
+                        except OSError:
+                            self.answers.append(b"")
+                    sel.unregister(s)
+                    s.close()
+        finally:
+            for key in list(sel.get_map().values()):
+                key.fileobj.close()
+            sel.close()
+
+
+def fresh_session(web, key: str | None = None) -> requests.Session:
+    http = requests.Session()
+    http.trust_env = False
+    if key:
+        http.headers["Authorization"] = f"Bearer {key}"
+    return http
+
+
+def test_idle_connections_past_the_limit_do_not_keep_requests_out(web):
+    # Three times what the processes hold together; the timeouts never free one during the
+    # test, so only shedding can make room.
+    count = 3 * CONNECTIONS * PROCESSES
+    with IdleConnections(web.port, count, per_second=count / 2) as idle:
+        deadline = time.monotonic() + 20
+        while idle.held < count and idle.closed_by_server == 0:
+            # (all connected, some in the listen backlog; or some shed already: all full)
+            assert time.monotonic() < deadline, idle.held
+            time.sleep(0.05)
+        for _ in range(3):
+            with fresh_session(web) as http:
+                assert http.get(web.url("/healthz"), timeout=5).status_code == 200
+            with fresh_session(web, web.key) as http:
+                created = http.post(
+                    web.url("/v1/tasks"), json={"callbackUrl": "http://127.0.0.1:9/x"}, timeout=5
+                )
+                assert created.status_code == 201, created.text
+    assert idle.closed_by_server > 0
+    # Shed connections had sent part of a request: each was told why (or had been reset).
+    assert all(a.startswith(b"HTTP/1.1 503 ") or a == b"" for a in idle.answers)
+    assert any(a.startswith(b"HTTP/1.1 503 ") for a in idle.answers)
