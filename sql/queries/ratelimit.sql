@@ -6,10 +6,12 @@ SELECT pg_advisory_xact_lock(%(lock)s);
 
 -- name: create_counts_sync
 -- One web process's sync, under create_limits_lock: say it is alive, and read back for the
--- teams it asks about their plan, the other processes' counts in the last two seconds, the
--- allowances the live ones took at their last syncs and the creates they were asked for; the
--- number of live web processes and the database's clock. Its own counts and allowances are
--- written after (create_limits_write), in the same transaction, as of one moment.
+-- teams it asks about their plan, the other processes' counts in the last %(kept)s tenths of a
+-- second, the allowances the live ones took at their last syncs and the creates they were asked
+-- for; the number of live web processes and the database's clock. Its own counts and
+-- allowances are written after (create_limits_write), in the same transaction, as of one
+-- moment. create_counts.second holds tenths of a second since the epoch (whole seconds in
+-- earlier versions: such rows, of a process not yet upgraded, are below any tenth asked for).
 WITH alive AS (
     INSERT INTO web_processes (process, seen_at) VALUES (%(process)s, now())
     ON CONFLICT (process) DO UPDATE SET seen_at = excluded.seen_at
@@ -29,24 +31,25 @@ SELECT clock.now,
                    'others', (SELECT coalesce(jsonb_object_agg(c.second, c.n), '{}')
                               FROM (SELECT second, sum(n) AS n FROM create_counts
                                     WHERE team_id = t.id AND process <> %(process)s
-                                      AND second >= floor(clock.now) - 1
+                                      AND second > floor(clock.now * 10) - %(kept)s
                                     GROUP BY second) c),
                    'wanted', (SELECT coalesce(sum(c.wanted), 0) FROM create_counts c
                               WHERE c.team_id = t.id AND c.process <> %(process)s
-                                AND c.second >= floor(clock.now) - 1))), '[]')
+                                AND c.second > floor(clock.now * 10) - %(kept)s))), '[]')
         FROM teams t WHERE t.id = ANY(%(teams)s::uuid[])) AS teams
 FROM clock;
 
 -- name: create_limits_write
--- This process's create counts per team and second, admitted and asked for (absolute numbers,
--- so a repeated sync changes nothing), and the allowances it took at this sync: one row per
--- team it knows, none left for teams it has forgotten.
+-- This process's create counts per team and tenth of a second, admitted and asked for
+-- (absolute numbers, so a repeated sync changes nothing; only those changed since its last
+-- sync are sent), and the allowances it took at this sync: one row per team it knows, none
+-- left for teams it has forgotten.
 WITH counts AS (
     SELECT * FROM jsonb_to_recordset(%(counts)s::jsonb)
-        AS c (team_id uuid, second bigint, n int, wanted int)
+        AS c (team_id uuid, tenth bigint, n int, wanted int)
 ), written AS (
     INSERT INTO create_counts (team_id, second, process, n, wanted)
-    SELECT team_id, second, %(process)s, n, wanted FROM counts
+    SELECT team_id, tenth, %(process)s, n, wanted FROM counts
     ON CONFLICT (team_id, second, process) DO UPDATE SET n = excluded.n, wanted = excluded.wanted
 ), allowances AS (
     SELECT * FROM jsonb_to_recordset(%(allowances)s::jsonb) AS a (team_id uuid, allowance float8)
@@ -64,7 +67,7 @@ ON CONFLICT (team_id, process) DO UPDATE SET allowance = excluded.allowance;
 -- may do it.
 WITH counts AS (
     DELETE FROM create_counts
-    WHERE second < extract(epoch FROM clock_timestamp())::bigint - 10
+    WHERE second < extract(epoch FROM clock_timestamp())::bigint * 10 - 100  -- 10 s of tenths
 ), gone AS (
     DELETE FROM web_processes WHERE seen_at < now() - interval '1 minute' RETURNING process
 )

@@ -1,12 +1,15 @@
 """Per-team create limits in a web process: the check on the create path, and the thread that
 syncs this process's counts with the others' (the maths is asyncqueue/ratelimit.py).
 
-The hot path makes no database call: a request's key is mapped to its team from memory (learnt
+An admission makes no database call: a request's key is mapped to its team from memory (learnt
 by one read at the key's first create in this process) and the decision is CreateLimiter's; a
-team new to the process waits for the next sync first (milliseconds), once. Only creates that
-succeed count: an admission is given back when the request then fails (401, 400, ...), and a
-key answered 401 is forgotten. A background thread per process syncs every SYNC_INTERVAL on a
-connection of its own: one short transaction, serialised with the other processes' syncs.
+team new to the process waits for the next sync first (milliseconds), once. A create past this
+process's allowance, with the team's counts still under its rate, waits for a sync started at
+once (one sync for every create waiting then) which decides it on fresh counts: a refusal is
+only ever decided on counts the team has surely made. Only creates that succeed count: an
+admission is given back when the request then fails (401, 400, ...), and a key answered 401 is
+forgotten. A background thread per process syncs every SYNC_INTERVAL, and when a create asks, on
+a connection of its own: one short transaction, serialised with the other processes' syncs.
 """
 
 from __future__ import annotations
@@ -24,7 +27,16 @@ from psycopg.types.json import Jsonb
 from asyncqueue import db
 from asyncqueue.api.errors import error_response
 from asyncqueue.logs import log_event
-from asyncqueue.ratelimit import SYNC_INTERVAL, CreateLimiter, TeamSync, retry_after_header
+from asyncqueue.ratelimit import (
+    ADMITTED,
+    ASK,
+    KEPT_TENTHS,
+    LOCAL,
+    SYNC_INTERVAL,
+    CreateLimiter,
+    TeamSync,
+    retry_after_header,
+)
 
 log = logging.getLogger("asyncqueue.api")
 
@@ -35,6 +47,9 @@ CREATE_LIMITS_LOCK_ID = 7_302_010  # serialises the web processes' syncs (adviso
 # A sync that cannot have the lock within this (another process's sync stuck mid-transaction)
 # fails and is retried; a sync connection idle inside a transaction is ended by the server.
 SYNC_SESSION_SETTINGS = "SET lock_timeout = '1s'; SET idle_in_transaction_session_timeout = '5s'"
+# A create waiting for a sync to decide it: the sync thread answers every one (a failed sync
+# sends them to decide on this process's counts), so this only bounds a wait gone wrong.
+ASK_TIMEOUT = 10.0
 
 
 def process_name() -> str:
@@ -54,6 +69,7 @@ class CreateLimits:
         self._pid: int | None = None
         self._sync_now = threading.Event()
         self._stopped = threading.Event()
+        self._failing = False  # the last sync failed: creates past the allowance do not wait
         self.process = process_name()
 
     def admit(self, key_hash: bytes):
@@ -73,9 +89,13 @@ class CreateLimits:
             if self.limiter.needs_sync(team_id, time.monotonic()):
                 self._await_team_sync(team_id)
             now = time.monotonic()
-            wait = self.limiter.admit(team_id, now)
-            if wait is None:
-                return None, (team_id, self.limiter.second_of(now))
+            wait = self.limiter.admit(team_id, now, may_ask=not self._failing)
+            if wait == ASK:
+                wait, tenth = self._await_decision(team_id)
+                if wait is None:
+                    return None, (team_id, tenth)
+            elif wait is None:
+                return None, (team_id, self.limiter.tenth_at(now))
             window = self.limiter.teams[team_id]
             plan, rate = window.plan, self.limiter.rate(window)
         plan_text = f"the {plan} plan" if plan else "your plan"
@@ -100,6 +120,32 @@ class CreateLimits:
             lambda: getattr(self.limiter.teams.get(team_id), "synced", True),
             timeout=max(0.0, self.limiter.stale_at() - now),
         )
+
+    def _await_decision(self, team_id):
+        """Wait (the caller's lock released meanwhile) for a sync to decide a create past this
+        process's allowance: (None, the tenth it is counted in) if admitted, else (the seconds
+        to wait, None). While syncs fail, it is decided on this process's counts instead, as a
+        create is when no allowance is left."""
+        self._sync_now.set()
+        taken = []
+
+        def decided() -> bool:
+            outcome = self.limiter.take_outcome(team_id)
+            if outcome is not None:
+                taken.append(outcome)
+            return bool(taken) or self._failing
+
+        self._synced.wait_for(decided, timeout=ASK_TIMEOUT)
+        outcome = taken[0] if taken else LOCAL
+        if outcome == ADMITTED:  # counted by the sync that decided it, at its moment
+            return None, self.limiter.tenth_at(self.limiter.synced_at)
+        if outcome == LOCAL:
+            if not taken:
+                self.limiter.withdraw(team_id)
+            now = time.monotonic()
+            wait = self.limiter.admit(team_id, now, may_ask=False, asked=True)
+            return (None, self.limiter.tenth_at(now)) if wait is None else (wait, None)
+        return outcome, None
 
     def undo(self, admission) -> None:
         """Give back an admission whose create did not happen."""
@@ -153,6 +199,7 @@ class CreateLimits:
                 self._pid = os.getpid()
                 self.limiter = CreateLimiter(self.limiter.rates)
                 self.process = process_name()
+                self._failing = False
                 threading.Thread(
                     target=self._sync_forever, name="create-limits", daemon=True
                 ).start()
@@ -179,6 +226,9 @@ class CreateLimits:
                     conn.execute(db.query("create_counts_prune"))
             except Exception as exc:  # the database is away: decide on our own counts meanwhile
                 failures += 1
+                with self._synced:  # creates waiting for this sync decide on their own
+                    self._failing = True
+                    self._synced.notify_all()
                 if failures in (1, 10) or failures % 100 == 0:
                     log_event(
                         log, "create limit sync failed", logging.WARNING, error=str(exc).strip()
@@ -204,7 +254,8 @@ class CreateLimits:
             # The clock offset from this round trip alone (not the wait for the lock).
             before = time.monotonic()
             row = conn.execute(
-                db.query("create_counts_sync"), {"process": self.process, "teams": teams}
+                db.query("create_counts_sync"),
+                {"process": self.process, "teams": teams, "kept": KEPT_TENTHS},
             ).fetchone()
             middle = (before + time.monotonic()) / 2
             answer = {
@@ -224,7 +275,7 @@ class CreateLimits:
                     "process": self.process,
                     "counts": Jsonb(
                         [
-                            {"team_id": str(t), "second": s, "n": n, "wanted": w}
+                            {"team_id": str(t), "tenth": s, "n": n, "wanted": w}
                             for t, s, n, w in result.counts
                         ]
                     ),
@@ -235,6 +286,7 @@ class CreateLimits:
             )
         with self._synced:  # committed: take it on; creates waiting for a sync go on
             self.limiter.apply_sync(result)
+            self._failing = False
             self._synced.notify_all()
 
 

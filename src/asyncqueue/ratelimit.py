@@ -1,42 +1,54 @@
 """Per-team create limits shared by every web process: the maths, without I/O.
 
-How the processes agree without a database write per request. Each web process counts, per
-team and per second of the database's clock, the creates it admits and the creates it is asked
-for (refused ones too), and every `SYNC_INTERVAL` syncs (`asyncqueue/create_limit.py` does that
-I/O), one process at a time under an advisory lock: it writes its counts to an UNLOGGED table,
-reads back the other processes' counts, the allowances they took at their last syncs and the
-number of live web processes, and takes an allowance of its own, which it writes in the same
-transaction. A request is then decided from memory:
+The rule. A create is refused only if the team would then have made more than `m x rate` creates
+within the last `m - CLIENT_JITTER` seconds, for m = 1 or 2 (`WINDOWS`), counted in tenths of a
+second of the database's clock (a window counts whole tenths: `window_tenths`). The counted
+creates all reached the server within less than `m - CLIENT_JITTER` seconds, so a client that
+never sends more than `rate` in any one second, as its own clock sees it, is never refused, even
+when some of its creates reach the server up to CLIENT_JITTER later than others (a burst queued
+behind another, a slow connection). What that tolerance costs: a team may get `rate` creates
+through every 0.8 s rather than every second, and 2 x rate every 1.8 s: at most 2 x rate in any
+one-second span (a burst at its start and one 0.8 s later), 1.11 x rate sustained (2 x rate per
+1.8 s).
 
-* the team's rate over the last second is estimated as a sliding window from two fixed
-  one-second buckets: `previous * (1 - elapsed part of this second) + current`, each bucket being
-  this process's exact count plus the others' as of the last sync; a request that would take it
-  past the plan's rate is refused, with the seconds until it would not be (Retry-After);
-* and between two syncs a process admits at most its allowance: its part of the headroom (the
-  rate less the estimate as it will be at the next sync) in proportion to its part of the
-  team's requests in the last two seconds (plus one each, so a process the team has not used
-  yet gets a little), and never more than what the other processes' allowances leave. Counts
-  and allowances together never pass the rate, whatever the phases of the syncs: two processes
-  cannot both spend the same headroom. Parts follow requests, not admissions, so a process that
-  was short of allowance is not kept short.
+How the processes agree without a database write per admitted create. Each web process counts,
+per team and tenth, the creates it admits and the creates it is asked for (refused ones too),
+and every `SYNC_INTERVAL` syncs (`asyncqueue/create_limit.py` does that I/O), one process at a
+time under an advisory lock: it writes its counts to an UNLOGGED table, reads back the other
+processes' counts, the allowances they took at their last syncs and the number of live web
+processes, and takes an allowance of its own, which it writes in the same transaction. A request
+is then decided from memory on a lower bound of the team's counts (this process's exact counts
+plus the others' as of their last syncs):
+
+* over the rule on that lower bound: refused (the team is surely over its rate), with the
+  seconds until it would not be (Retry-After);
+* within this process's allowance: admitted. The allowance is its part of the team's headroom
+  in proportion to its part of the team's requests in the last two seconds (plus one each, so a
+  process the team has not used yet gets a little), never more than the other processes'
+  allowances leave: counts and allowances together never pass the rule, so what is admitted
+  within allowances never does either;
+* else (the allowance is spent, the lower bound has room): the create waits for a sync that
+  this process starts at once (one round trip of the three queries, shared by every create that
+  waits meanwhile). That sync decides it on the fresh counts, and the creates it admits are in
+  the counts it writes, under the lock, so the next process's sync sees them. The only creates
+  no sync has seen are those admitted within allowances since their process's last sync, and
+  the allowances add up to at most the room the rule left when they were taken: however many
+  processes serve the team, they admit past the rule only what is left of allowances taken
+  before a sync admitted on the counts it saw, and only until their next syncs.
 
 A web process syncs as it boots (so the others count it before it serves), and a team new to a
 process (its first create there, or back after `FORGET_AFTER`) gets no allowance until a sync
 names it: its creates wait for the process's next sync (milliseconds). If no sync answers for
 a second, a process decides on its own counts at `rate / live processes` (the team's plan as
-last read).
+last read), and while its syncs fail, a create past its allowance is refused until the next sync
+rather than waiting for one.
 
-Precision (tests/unit/test_ratelimit.py simulates 1 to 8 running processes syncing at their own
-phases, a team sending 1, 4 or 30 times its rate from any point of a second, evenly spread,
-lopsided, or all to one process): the processes never together pass what one would admit, but
-the sliding window itself is an estimate: a flood that starts late in a second has that
-second's creates taken as spread over all of it, and up to about 2 x the rate gets through in
-the one-second span across the boundary (1.9 x with one process, 2.1 x at worst with four);
-floods starting early in a second stay within 1.25 x. Sustained, a team sending more than its
-rate gets 0.9 to 1.0 x the rate through one process, less spread evenly over many at a small
-rate (0.65 x for 20 per second over 8 processes: each process's allowance is then a fraction
-of one create). Counting in tenths of a second, with the oldest tenth taken whole, would bound
-it by the rate: not done yet.
+Precision (tests/unit/test_ratelimit.py simulates 1 to 8 processes syncing at their own phases:
+a team within its rate in bursts at a second's start, sequential runs, a steady stream and
+random patterns, each create up to 0.15 s late; and floods of several times its rate from any
+point of a second, evenly spread, lopsided or all to one process): within its rate, nothing is
+refused; a flood gets at most 2 x rate in any one-second span through one process, 2.5 x
+through several, and 1 to 1.5 x its rate over a 6 s flood, its first burst included.
 """
 
 from __future__ import annotations
@@ -48,13 +60,85 @@ SYNC_INTERVAL = 0.2  # seconds between two syncs of a process's counts
 STALE_AFTER = 1.0  # seconds without a sync after which a process decides on its own counts
 FORGET_AFTER = 10.0  # seconds of no requests after which a team's counts are dropped
 PLANS_REMEMBERED = 10_000  # teams whose plan a process keeps after forgetting their counts
+TENTHS = 10  # counting buckets per second
+# How much later than its others a client's create may reach the server and still be counted as
+# the client sent it: each window counts creates that arrived within less than a second minus it.
+CLIENT_JITTER = 0.2
+WINDOWS = 2  # the rule looks at the last 1 and 2 seconds (the 2 s one bounds a sustained flood)
+KEPT_TENTHS = TENTHS * WINDOWS  # tenths of counts kept and synced per team
+ASK = "ask"  # admit's answer when a sync must decide the create (the allowance is spent)
+ADMITTED = "admitted"  # an outcome: a sync admitted the create (already counted)
+LOCAL = "local"  # an outcome: no sync decided it (syncs fail); decide on what this process has
+
+
+def tenth_of(t: float) -> int:
+    """The tenth of a second (since the epoch) that time `t` falls in."""
+    return math.floor(t * TENTHS)
+
+
+def window_tenths(seconds: int) -> int:
+    """The tenths the `seconds` window counts, the current one included: the creates in them
+    reached the server within less than `seconds - CLIENT_JITTER`."""
+    return round((seconds - CLIENT_JITTER) * TENTHS)
+
+
+def _counted(mine: dict[int, int], others: dict[int, int], tenth: int, scale) -> list[int]:
+    """From the newest tenth back, the creates made up to `tenth` that the longest window
+    still counts: suffix sums (item i: the creates in the i newest tenths)."""
+    sums, total = [0], 0
+    for s in range(tenth, tenth - _SPANS[-1], -1):
+        total += mine.get(s, 0) * scale + others.get(s, 0)
+        sums.append(total)
+    return sums
+
+
+def _room_ahead(sums: list[int], ahead: int, rate: float) -> float:
+    """Room `ahead` tenths after the tenth of `sums`, with no creates meanwhile."""
+    return min(
+        math.floor(m * rate + 1e-9) - sums[max(0, span - ahead)]
+        for m, span in enumerate(_SPANS, start=1)
+    )
+
+
+def room(mine: dict[int, int], others: dict[int, int], tenth: int, rate: float, scale=1) -> int:
+    """How many more creates the rule admits in `tenth`, given the counts by tenth (this
+    process's multiplied by `scale`, for a process deciding alone)."""
+    # On every create: the windows' sums only, oldest tenth last.
+    mine_at, others_at = mine.get, others.get
+    total, best, s = 0, math.inf, tenth
+    for m, span in enumerate(_SPANS, start=1):
+        while s > tenth - span:
+            total += mine_at(s, 0) * scale + others_at(s, 0)
+            s -= 1
+        best = min(best, math.floor(m * rate + 1e-9) - total)
+    return int(best)
+
+
+def seconds_until_room(
+    mine: dict[int, int], others: dict[int, int], t: float, rate: float, scale=1
+) -> float:
+    """How long, with no more creates, until the rule admits one more at time `t`."""
+    tenth = tenth_of(t)
+    sums = _counted(mine, others, tenth, scale)
+    for ahead in range(_SPANS[-1] + 1):
+        if _room_ahead(sums, ahead, rate) >= 1:
+            return 0.0 if ahead == 0 else max((tenth + ahead) / TENTHS - t, 0.001)
+    return _SPANS[-1] / TENTHS  # a rate below one per window: not reached
+
+
+_SPANS = tuple(window_tenths(m) for m in range(1, WINDOWS + 1))
+
+
+def retry_after_header(seconds: float) -> str:
+    """Retry-After is whole seconds; never 0, so a client does not retry in a tight loop."""
+    return str(max(1, math.ceil(seconds)))
 
 
 @dataclass(frozen=True)
 class TeamSync:
     """What a sync says of one team: its plan, and of the other live web processes their
-    creates by second (the last two), the allowances they took at their last syncs and the
-    creates they were asked for in the last two seconds."""
+    creates by tenth (the last KEPT_TENTHS), the allowances they took at their last syncs and
+    the creates they were asked for in those tenths."""
 
     plan: str | None
     others: dict[int, int] = field(default_factory=dict)
@@ -67,14 +151,18 @@ class TeamWindow:
     """One team's counts in one process."""
 
     plan: str | None = None  # unknown until the first sync that names it
-    mine: dict[int, int] = field(default_factory=dict)  # second -> creates admitted here
-    wanted: dict[int, int] = field(default_factory=dict)  # second -> creates asked for here
-    others: dict[int, int] = field(default_factory=dict)  # second -> the other processes'
+    mine: dict[int, int] = field(default_factory=dict)  # tenth -> creates admitted here
+    wanted: dict[int, int] = field(default_factory=dict)  # tenth -> creates asked for here
+    others: dict[int, int] = field(default_factory=dict)  # tenth -> the other processes'
+    written: dict[int, tuple[int, int]] = field(default_factory=dict)  # tenth -> as last synced
     synced: bool = False  # False until a sync has told this process the others' state
     share: float = 0.0  # creates this process may admit until the next sync (its allowance)
     used: int = 0  # creates charged to the allowance
     admitted: int = 0  # creates admitted here, ever: a sync marks it, to charge what follows
     last_seen: float = 0.0
+    asking: int = 0  # creates waiting for a sync to decide them
+    granted: int = 0  # decided by a sync: admitted (and counted), not yet taken by their waiters
+    denied: list[float] = field(default_factory=list)  # decided refused: the wait of each
 
 
 @dataclass
@@ -85,33 +173,15 @@ class SyncResult:
     now: float
     offset: float
     processes: int
-    teams: dict[object, tuple[TeamSync, float, int]]  # team -> (answer, allowance, mark)
+    # team -> (answer, allowance, mark, asks decided, of which admitted, wait of the others)
+    teams: dict[object, tuple[TeamSync, float, int, int, int, float]]
     counts: list[tuple[object, int, int, int]]
     allowances: list[tuple[object, float]]
 
 
-def window_estimate(previous: float, current: float, elapsed: float) -> float:
-    """Creates in the last second, from the previous and current one-second buckets."""
-    return previous * (1.0 - elapsed) + current
-
-
-def seconds_until_room(previous: float, current: float, elapsed: float, rate: float) -> float:
-    """How long, with no more creates, until one more fits under `rate`."""
-    excess = window_estimate(previous, current, elapsed) + 1 - rate
-    if excess <= 0:
-        return 0.0
-    left = 1.0 - elapsed
-    if previous > 0 and excess <= previous * left:
-        return excess / previous
-    if current <= 0 or current <= rate - 1:
-        return left
-    # After this second ends, `current` becomes the previous bucket and fades out over a second.
-    return left + (1.0 - (rate - 1) / current)
-
-
-def retry_after_header(seconds: float) -> str:
-    """Retry-After is whole seconds; never 0, so a client does not retry in a tight loop."""
-    return str(max(1, math.ceil(seconds)))
+def _prune(counts: dict, oldest: int) -> None:
+    for s in [s for s in counts if s < oldest]:
+        del counts[s]
 
 
 class CreateLimiter:
@@ -161,8 +231,7 @@ class CreateLimiter:
     def track(self, team_id, now: float, plan: str | None = None) -> TeamWindow:
         """The team's window, made on first use (its plan, if known, until a sync says). Until
         a sync names the team, its allowance is nothing: this process cannot know what the
-        others may still admit (creates of it wait for that sync; if the sync does not come in
-        time, they are refused, unless the database is away altogether)."""
+        others may still admit (its creates wait for a sync)."""
         window = self.teams.get(team_id)
         if plan is not None:
             self.plans[team_id] = plan
@@ -173,89 +242,108 @@ class CreateLimiter:
             window = self.teams[team_id] = TeamWindow(plan=plan, last_seen=now)
         return window
 
-    def admit(self, team_id, now: float) -> float | None:
-        """Count a create and return None, or refuse it: the seconds to wait."""
+    def admit(self, team_id, now: float, may_ask: bool = True, asked: bool = False):
+        """Count a create and return None; or refuse it: the seconds to wait; or, with
+        `may_ask`, return ASK when this process's allowance is spent but the team may be within
+        its rate: a sync must decide (`take_outcome` then has the answer). `asked`: the create
+        was counted as asked for already (it asked, and no sync decided it)."""
         window = self.track(team_id, now)
         window.last_seen = now
         rate = self.rate(window)
         t = now + self.offset
-        second, elapsed = int(t // 1), t % 1
+        tenth = tenth_of(t)
         if rate:
-            window.wanted[second] = window.wanted.get(second, 0) + 1
-            if now >= self.stale_at():  # the database is away: our counts only
-                previous = window.mine.get(second - 1, 0) * self.processes
-                current = window.mine.get(second, 0) * self.processes
-            else:
-                previous = window.mine.get(second - 1, 0) + window.others.get(second - 1, 0)
-                current = window.mine.get(second, 0) + window.others.get(second, 0)
-                if window.used + 1 > window.share:
-                    wait = max(
-                        seconds_until_room(previous, current, elapsed, rate),
-                        self.synced_at + SYNC_INTERVAL - now,
-                    )
-                    return max(wait, 0.001)
-            wait = seconds_until_room(previous, current, elapsed, rate)
-            if wait > 0:
-                return wait
-        window.mine[second] = window.mine.get(second, 0) + 1
+            if not asked:
+                window.wanted[tenth] = window.wanted.get(tenth, 0) + 1
+            alone = now >= self.stale_at()  # the database is away: our counts only
+            scale, others = (self.processes, {}) if alone else (1, window.others)
+            if room(window.mine, others, tenth, rate, scale) < 1:
+                return seconds_until_room(window.mine, others, t, rate, scale)
+            if not alone and window.used + 1 > window.share:
+                if may_ask:
+                    window.asking += 1
+                    return ASK
+                return max(self.synced_at + SYNC_INTERVAL - now, 0.001)
+        window.mine[tenth] = window.mine.get(tenth, 0) + 1
         window.used += 1
         window.admitted += 1
+        if len(window.mine) > 2 * KEPT_TENTHS or len(window.wanted) > 2 * KEPT_TENTHS:
+            _prune(window.mine, tenth - KEPT_TENTHS)  # syncs keep them short; else this does
+            _prune(window.wanted, tenth - KEPT_TENTHS)
         return None
 
-    def second_of(self, now: float) -> int:
-        """The second of the database's clock that `admit` at local time `now` counts in."""
-        return int((now + self.offset) // 1)
+    def take_outcome(self, team_id):
+        """For a create that asked: ADMITTED, or the seconds to wait (refused), or None while no
+        sync has decided it. A waiting create takes any decided outcome: as many outcomes are
+        made as creates asked, so none is left over."""
+        window = self.teams.get(team_id)
+        if window is None:
+            return LOCAL
+        if window.granted:
+            window.granted -= 1
+            return ADMITTED
+        if window.denied:
+            return window.denied.pop()
+        return None
 
-    def undo(self, team_id, second: int) -> None:
-        """Take back a create `admit` counted in `second` (the create did not happen)."""
+    def withdraw(self, team_id) -> None:
+        """A create that asked stops waiting (syncs fail): it is decided on this process's own
+        counts instead, and no sync decides it."""
+        window = self.teams.get(team_id)
+        if window is not None and window.asking > 0:
+            window.asking -= 1
+
+    def tenth_at(self, now: float) -> int:
+        """The tenth of the database's clock that `admit` at local time `now` counts in."""
+        return tenth_of(now + self.offset)
+
+    def undo(self, team_id, tenth: int) -> None:
+        """Take back a create counted in `tenth` (the create did not happen)."""
         window = self.teams.get(team_id)
         if window is None:
             return
-        if window.mine.get(second, 0) > 0:
-            window.mine[second] -= 1
+        if window.mine.get(tenth, 0) > 0:
+            window.mine[tenth] -= 1
         # Given back to the allowance too: the counts the others saw, or will see, still hold
         # it until the next sync writes this process's counts without it.
         window.used = max(0, window.used - 1)
         window.admitted -= 1
 
-    def _share(
+    def _decide(
         self, window: TeamWindow, now: float, offset: float, processes: int, answer: TeamSync
-    ) -> float:
-        """The allowance a sync gives this process for the team, from the sync's answer."""
+    ) -> tuple[float, int, int, float, dict[int, int]]:
+        """A sync's decisions for one team: (the allowance, the asking creates it decides, of
+        which admitted, the wait of the refused, this process's counts with those admitted)."""
         rate = self.rate_of(answer.plan)
+        asks = window.asking
         if not rate:
-            return math.inf
+            mine = dict(window.mine)
+            if asks:
+                mine[tenth_of(now + offset)] = mine.get(tenth_of(now + offset), 0) + asks
+            return math.inf, asks, asks, 0.0, mine
         t = now + offset
-        second, elapsed = int(t // 1), t % 1
-        previous = window.mine.get(second - 1, 0) + answer.others.get(second - 1, 0)
-        current = window.mine.get(second, 0) + answer.others.get(second, 0)
-        # The window as it will be at the next sync (the previous second fades meanwhile).
-        ahead = elapsed + SYNC_INTERVAL
-        if ahead < 1:
-            estimate = window_estimate(previous, current, ahead)
-        else:
-            estimate = window_estimate(current, 0, ahead - 1)
+        tenth = tenth_of(t)
+        # The creates waiting for this sync: admitted while the fresh counts have room (the
+        # others' as of their syncs: never more than they admitted), in the counts written now.
+        admitted = max(0, min(asks, room(window.mine, answer.others, tenth, rate)))
+        mine = dict(window.mine)
+        if admitted:
+            mine[tenth] = mine.get(tenth, 0) + admitted
+        wait = seconds_until_room(mine, answer.others, t, rate) if admitted < asks else 0.0
         # Each process's share follows its part of the team's recent requests, refused ones too
         # (a keep-alive client sends everything to one process; a process short of allowance
         # must not stay short because it admitted less), plus one request's worth per process
         # so a process the team has not used yet still gets some.
-        wanted = sum(n for s, n in window.wanted.items() if s >= second - 1)
+        wanted = sum(n for s, n in window.wanted.items() if s > tenth - KEPT_TENTHS)
         weight = (wanted + 1) / (wanted + answer.wanted + max(1, processes))
-        headroom = rate - estimate
+        # The room as it will be at the next sync (older tenths leave the windows meanwhile):
+        # a team at its rate then needs no sync between two to decide its creates.
+        ahead = round(SYNC_INTERVAL * TENTHS)
+        headroom = max(0.0, _room_ahead(_counted(mine, answer.others, tenth, 1), ahead, rate))
         # What the others were allowed at their last syncs and may not have spent yet is not
-        # ours to give: the allowances and the counts together never pass the rate.
-        return max(0.0, min(headroom * weight, headroom - answer.allowance))
-
-    def counts(self, now: float) -> list[tuple[object, int, int, int]]:
-        """(team, second, creates admitted, creates asked for) for this process's recent
-        seconds."""
-        second = int((now + self.offset) // 1)
-        return [
-            (team, s, window.mine.get(s, 0), window.wanted.get(s, 0))
-            for team, window in self.teams.items()
-            for s in sorted(window.mine.keys() | window.wanted.keys())
-            if s >= second - 1
-        ]
+        # ours to give: the allowances and the counts together never pass the rule.
+        share = max(0.0, min(headroom * weight, headroom - answer.allowance))
+        return share, asks, admitted, wait, mine
 
     def prepare_sync(
         self, now: float, database_now: float, processes: int, teams: dict[object, TeamSync]
@@ -265,15 +353,19 @@ class CreateLimiter:
         the marks it takes are of the same moment: what this process admits from here on is
         charged to the new allowances, which the others see together with those counts."""
         offset = database_now - now
-        decided = {
-            team_id: (
-                teams[team_id],
-                self._share(window, now, offset, processes, teams[team_id]),
-                window.admitted,
-            )
-            for team_id, window in self.teams.items()
-            if team_id in teams  # else new since the sync read the teams: the next one's
-        }
+        oldest = tenth_of(now + offset) - KEPT_TENTHS
+        decided, counts = {}, []
+        for team_id, window in self.teams.items():
+            mine = window.mine
+            if team_id in teams:  # else new since the sync read the teams: the next one's
+                share, asks, admitted, wait, mine = self._decide(
+                    window, now, offset, processes, teams[team_id]
+                )
+                decided[team_id] = (teams[team_id], share, window.admitted, asks, admitted, wait)
+            for s in sorted(mine.keys() | window.wanted.keys()):
+                row = (mine.get(s, 0), window.wanted.get(s, 0))
+                if s >= oldest and window.written.get(s) != row:  # absolute: unchanged ones stand
+                    counts.append((team_id, s, *row))
         allowances = [
             (team_id, decided[team_id][1] if team_id in decided else window.share)
             for team_id, window in self.teams.items()
@@ -283,29 +375,40 @@ class CreateLimiter:
             offset=offset,
             processes=max(1, processes),
             teams=decided,
-            counts=self.counts(now),
+            counts=counts,
             allowances=[(t, a if math.isfinite(a) else 0.0) for t, a in allowances],
         )
 
     def apply_sync(self, result: SyncResult) -> None:
         """Take on a sync whose writes have committed."""
         self.offset, self.processes, self.synced_at = result.offset, result.processes, result.now
-        second = int((result.now + result.offset) // 1)
+        tenth = tenth_of(result.now + result.offset)
+        for team_id, s, n, w in result.counts:
+            window = self.teams.get(team_id)
+            if window is not None:
+                window.written[s] = (n, w)
         for team_id in list(self.teams):
             window = self.teams[team_id]
-            if result.now - window.last_seen > FORGET_AFTER:
+            if result.now - window.last_seen > FORGET_AFTER and not window.asking:
                 del self.teams[team_id]
                 continue
             if team_id not in result.teams:
                 continue
-            answer, share, mark = result.teams[team_id]
+            answer, share, mark, asks, admitted, wait = result.teams[team_id]
             if answer.plan is not None:
                 self.plans[team_id] = answer.plan
+            if admitted:
+                window.mine[tenth] = window.mine.get(tenth, 0) + admitted
+                window.admitted += admitted
+            window.asking = max(0, window.asking - asks)
+            window.granted += admitted
+            window.denied.extend([wait] * (asks - admitted))
             window.plan, window.others = answer.plan, dict(answer.others)
             window.synced, window.share = True, share
-            window.used = max(0, window.admitted - mark)  # admitted since the counts were taken
-            window.mine = {s: n for s, n in window.mine.items() if s >= second - 1}
-            window.wanted = {s: n for s, n in window.wanted.items() if s >= second - 1}
+            # Admitted since the counts were taken (those this sync admitted are not charged).
+            window.used = max(0, window.admitted - admitted - mark)
+            for counts in (window.mine, window.wanted, window.written):
+                _prune(counts, tenth - KEPT_TENTHS)
 
     def synced(
         self, now: float, database_now: float, processes: int, teams: dict[object, TeamSync]

@@ -58,14 +58,13 @@ def test_two_processes_share_one_rate_through_the_database(database_url, conn, t
         )
         first.sync(sync_conn)
         second.sync(sync_conn)
-        admitted_second = sum(
-            second.limiter.admit(team_row["id"], time.monotonic()) is None for _ in range(30)
-        )
+        answers_second = [second.limiter.admit(team_row["id"], time.monotonic()) for _ in range(30)]
     assert second.limiter.processes == 2
     assert second.limiter.teams[team_row["id"]].plan == "free"
-    # The first process filled the team's second; the second saw it and admits nothing more.
+    # The first process filled the team's second; the second saw it and refuses the rest from
+    # memory (the team is surely over its rate: no sync needed to decide).
     assert admitted_first >= 15
-    assert admitted_second == 0
+    assert all(isinstance(a, float) and a > 0 for a in answers_second)
 
 
 def test_allowances_taken_at_syncs_never_add_up_past_the_rate(database_url, team):

@@ -8,34 +8,58 @@ import pytest
 
 from asyncqueue.config import ConfigError, Settings
 from asyncqueue.ratelimit import (
+    ADMITTED,
+    ASK,
+    KEPT_TENTHS,
     SYNC_INTERVAL,
     CreateLimiter,
     TeamSync,
     retry_after_header,
+    room,
     seconds_until_room,
-    window_estimate,
+    window_tenths,
 )
 
 
-@pytest.mark.parametrize(
-    "previous, current, elapsed, expected",
-    [(0, 0, 0.5, 0), (20, 0, 0.0, 20), (20, 0, 0.75, 5), (10, 4, 0.5, 9)],
-)
-def test_window_estimate(previous, current, elapsed, expected):
-    assert window_estimate(previous, current, elapsed) == pytest.approx(expected)
+def test_the_windows_count_whole_tenths_less_the_clients_jitter():
+    # 1 s: the current tenth and the 7 before (arrived within less than 0.8 s); 2 s: 18.
+    assert [window_tenths(m) for m in (1, 2)] == [8, 18]
+
+
+T = 10_000  # a tenth of a second since the epoch (1000.0 s)
 
 
 @pytest.mark.parametrize(
-    "previous, current, elapsed, rate, expected",
+    "mine, others, tenth, expected",
     [
-        (0, 5, 0.2, 20, 0.0),  # room now
-        (20, 0, 0.0, 20, 0.05),  # the previous second fades: one create's worth in 1/20 s
-        (0, 20, 0.5, 20, 0.5 + 0.05),  # full this second: wait for it to end and fade a bit
-        (10, 20, 0.9, 20, 0.1 + 0.05),
+        ({}, {}, T, 20),
+        ({T: 20}, {}, T, 0),  # a second's worth in this tenth
+        ({T: 12}, {T: 8}, T + 7, 0),  # the others' count too; still in the 1 s window
+        ({T: 20}, {}, T + 8, 20),  # 0.8 s on: out of the 1 s window, half of the 2 s one's 40
+        ({T: 20, T + 8: 20}, {}, T + 16, 0),  # 40 within 1.8 s: the 2 s window is full
+        ({T: 20, T + 8: 20}, {}, T + 18, 20),
+        ({T: 5, T + 3: 6}, {T + 5: 4}, T + 6, 5),
     ],
 )
-def test_seconds_until_room(previous, current, elapsed, rate, expected):
-    assert seconds_until_room(previous, current, elapsed, rate) == pytest.approx(expected)
+def test_room_under_the_rule(mine, others, tenth, expected):
+    assert room(mine, others, tenth, 20) == expected
+
+
+def test_room_for_a_process_deciding_alone_scales_its_own_counts():
+    assert room({T: 4}, {}, T, 20, scale=4) == 4
+
+
+@pytest.mark.parametrize(
+    "mine, t, expected",
+    [
+        ({T: 5}, 1000.05, 0.0),  # room now
+        ({T: 20}, 1000.05, 0.75),  # this tenth leaves the 1 s window at 1000.8
+        ({T: 20, T + 8: 20}, 1000.85, 0.95),  # and the 2 s one at 1001.8
+        ({T: 10, T + 4: 10}, 1000.45, 0.35),  # the first 10 leave at 1000.8: room again
+    ],
+)
+def test_seconds_until_room(mine, t, expected):
+    assert seconds_until_room(mine, {}, t, 20) == pytest.approx(expected)
 
 
 @pytest.mark.parametrize("seconds, header", [(0.001, "1"), (0.5, "1"), (1.0, "1"), (1.2, "2")])
@@ -54,8 +78,7 @@ def test_one_process_admits_a_seconds_worth_then_refuses_with_a_wait():
     limiter = synced_limiter({"free": 20, "pro": 500})
     admitted = [limiter.admit("t", 1000.0) is None for _ in range(30)]
     assert admitted.count(True) == 20 - 1  # the one counted before the sync
-    wait = limiter.admit("t", 1000.0)
-    assert 0 < wait <= 1.05
+    assert limiter.admit("t", 1000.0) == pytest.approx(0.8)  # out of the 1 s window then
 
 
 def test_a_team_whose_plan_is_not_known_yet_gets_the_most_generous_rate():
@@ -95,18 +118,53 @@ def test_unlimited_plan_is_never_refused():
         (9, 0, 0, 10),  # nobody else serves the team: nearly all of it (9 + 1) / (9 + 2)
         (9, 0, 5, 6),  # ... but another process may still admit 5: the rest, 6 of 11
         (9, 1, 10, 0),  # what is left is all in the other process's allowance: nothing
-        (1, 19, 0, 0),  # the other process has filled the second: nothing
     ],
 )
-def test_the_headroom_is_shared_by_recent_traffic(mine, others, allowance, expected):
+def test_the_allowance_is_shared_by_recent_traffic(mine, others, allowance, expected):
     limiter = CreateLimiter({"free": 20})
     for _ in range(mine):
         limiter.admit("t", 1000.0)
-    answer = TeamSync("free", {1000: others}, allowance, others)
+    answer = TeamSync("free", {T: others}, allowance, others)
     result = limiter.synced(1000.0, 1000.0, 2, {"t": answer})
-    admitted = sum(limiter.admit("t", 1000.0) is None for _ in range(20))
-    assert admitted == expected
+    answers = [limiter.admit("t", 1000.0) for _ in range(20)]
+    # Past the allowance, the team's counts still have room: a sync decides, not a refusal.
+    assert answers == [None] * expected + [ASK] * (20 - expected)
     assert result.allowances == [("t", pytest.approx(limiter.teams["t"].share))]
+
+
+def test_the_team_over_its_rate_is_refused_from_memory_whatever_the_allowance():
+    limiter = CreateLimiter({"free": 20})
+    limiter.admit("t", 1000.0)
+    limiter.synced(1000.0, 1000.0, 2, {"t": TeamSync("free", {T: 19}, 0, 19)})
+    assert limiter.admit("t", 1000.05) == pytest.approx(0.75)
+
+
+def test_a_sync_decides_the_creates_waiting_on_fresh_counts():
+    """Past its allowance, a create waits for a sync: admitted while the counts (this
+    process's, and the others' as of their syncs) have room, in the counts that sync writes;
+    the rest refused with the wait until there is room."""
+    limiter = CreateLimiter({"free": 20})
+    limiter.track("t", 1000.0)
+    limiter.synced(1000.0, 1000.0, 2, {"t": TeamSync("free", {}, allowance=18, wanted=2)})
+    answers = [limiter.admit("t", 1000.0) for _ in range(12)]
+    assert answers == [None] * 2 + [ASK] * 10
+    # The other process admitted 8 since (it says so now, and holds no allowance).
+    result = limiter.synced(1000.1, 1000.1, 2, {"t": TeamSync("free", {T: 8}, 0, 8)})
+    assert ("t", T + 1, 10, 0) in result.counts  # the 10 decided, admitted and written
+    outcomes = [limiter.take_outcome("t") for _ in range(11)]
+    assert outcomes == [ADMITTED] * 10 + [None]
+    assert limiter.teams["t"].share == 0  # 20 made: no headroom left
+    assert limiter.admit("t", 1000.1) == pytest.approx(0.8 - 0.1)
+
+
+def test_a_sync_refuses_the_waiting_creates_the_fresh_counts_have_no_room_for():
+    limiter = CreateLimiter({"free": 20})
+    limiter.track("t", 1000.0)
+    limiter.synced(1000.0, 1000.0, 2, {"t": TeamSync("free", {T: 12}, allowance=8, wanted=12)})
+    assert [limiter.admit("t", 1000.0) for _ in range(3)] == [ASK] * 3
+    limiter.synced(1000.1, 1000.1, 2, {"t": TeamSync("free", {T: 18}, 0, 18)})
+    outcomes = [limiter.take_outcome("t") for _ in range(3)]
+    assert outcomes == [ADMITTED] * 2 + [pytest.approx(0.7)]
 
 
 def test_a_process_short_of_allowance_gets_its_part_by_requests_not_admissions():
@@ -115,9 +173,10 @@ def test_a_process_short_of_allowance_gets_its_part_by_requests_not_admissions()
     limiter.synced(1000.0, 1000.0, 2, {"t": TeamSync("free", {}, allowance=18, wanted=2)})
     assert [limiter.admit("t", 1000.0) is None for _ in range(10)].count(True) == 2
     # Its next sync: the other process asked for 2 and holds nothing now. This one asked for 10
-    # (8 refused): (10 + 1) / (10 + 2 + 2 processes) of the headroom 18, not (2 + 1) / 6.
+    # (8 waiting, admitted by this sync): (10 + 1) / (10 + 2 + 2 processes) of the headroom 10,
+    # not (2 + 1) / 6.
     limiter.synced(1000.2, 1000.2, 2, {"t": TeamSync("free", {}, allowance=0, wanted=2)})
-    assert limiter.teams["t"].share == pytest.approx(18 * 11 / 14)
+    assert limiter.teams["t"].share == pytest.approx(10 * 11 / 14)
 
 
 def test_a_team_new_to_a_process_waits_for_a_sync_while_syncs_answer():
@@ -134,15 +193,15 @@ def test_a_team_new_to_a_process_waits_for_a_sync_while_syncs_answer():
 
 
 def test_a_team_new_to_a_process_gets_nothing_until_a_sync_names_it():
-    # It cannot know what the other processes may still admit (creates of it wait for that
-    # sync; one that did not come in time is refused, with a short wait).
+    # It cannot know what the other processes may still admit: its create waits for a sync.
     limiter = CreateLimiter({"free": 20})
     limiter.synced(1000.0, 1000.0, 4, {})
-    assert limiter.admit("t", 1000.05) == pytest.approx(0.15)
+    assert limiter.admit("t", 1000.05) == ASK
     result = limiter.synced(1000.1, 1000.1, 4, {"t": TeamSync("free")})
-    # Its part by requests: the one refused, (1 + 1) / (1 + 4 processes) of the 20.
-    assert result.allowances == [("t", pytest.approx(20 * 2 / 5))]
-    assert sum(limiter.admit("t", 1000.1) is None for _ in range(20)) == 8
+    assert limiter.take_outcome("t") == ADMITTED
+    # Its part by requests: (1 + 1) / (1 + 4 processes) of the 19 left.
+    assert result.allowances == [("t", pytest.approx(19 * 2 / 5))]
+    assert [limiter.admit("t", 1000.1) is None for _ in range(8)].count(True) == 7
 
 
 def test_creates_admitted_while_a_sync_commits_are_charged_to_its_allowance():
@@ -158,6 +217,14 @@ def test_creates_admitted_while_a_sync_commits_are_charged_to_its_allowance():
     assert (meanwhile, after) == (5, 15)
 
 
+def test_a_sync_writes_only_the_counts_changed_since_the_last_one():
+    limiter = synced_limiter({"free": 20})
+    limiter.admit("t", 1000.15)
+    result = limiter.synced(1000.2, 1000.2, 1, {"t": TeamSync("free")})
+    assert result.counts == [("t", T + 1, 1, 1)]
+    assert limiter.synced(1000.3, 1000.3, 1, {"t": TeamSync("free")}).counts == []
+
+
 def test_without_syncs_a_process_keeps_to_its_share_of_the_rate():
     limiter = synced_limiter({"free": 20}, processes=4)
     later = 1000.0 + 5  # the database has been away for 5 s
@@ -165,57 +232,91 @@ def test_without_syncs_a_process_keeps_to_its_share_of_the_rate():
     assert admitted == 5
 
 
-def simulate(processes: int, rate: float, offered: float, seconds: float, seed: int, skew):
+def test_counts_kept_per_team_stay_bounded_without_syncs():
+    limiter = synced_limiter({"free": 1000})
+    for i in range(5000):
+        limiter.admit("t", 1000.0 + i / 100)
+    window = limiter.teams["t"]
+    assert len(window.mine) <= 2 * KEPT_TENTHS + 1
+    assert len(window.wanted) <= 2 * KEPT_TENTHS + 1
+
+
+class Cluster:
     """`processes` limiters syncing every SYNC_INTERVAL (each at its own phase, one at a time as
-    the advisory lock makes them) through a shared table of counts and allowances; requests at
-    `offered` per second, each sent to a process chosen by `skew`; a process new to the team
-    syncs before deciding, as CreateLimits waits for it. Returns the most creates admitted in
-    any one-second span, and the mean rate admitted."""
-    rng = random.Random(seed)
-    limiters = [CreateLimiter({"free": rate}) for _ in range(processes)]
-    table: dict[tuple[int, int], int] = {}  # (process, second) -> creates admitted
-    asked: dict[tuple[int, int], int] = {}  # (process, second) -> creates asked for
-    allowances: dict[int, float] = {}  # process -> allowance taken at its last sync
+    the advisory lock makes them) through a shared table of counts and allowances, as
+    CreateLimits does: a process new to the team syncs before deciding, and a create that asks
+    is decided by a sync at once."""
 
-    def sync(p: int, now: float) -> None:
-        limiter = limiters[p]
-        for _, second, n, w in limiter.counts(now):
-            table[(p, second)], asked[(p, second)] = n, w
+    def __init__(self, processes: int, rate: float, rng: random.Random):
+        self.processes, self.rate = processes, rate
+        self.limiters = [CreateLimiter({"free": rate}) for _ in range(processes)]
+        self.table: dict[tuple[int, int], int] = {}  # (process, tenth) -> creates admitted
+        self.asked: dict[tuple[int, int], int] = {}  # (process, tenth) -> creates asked for
+        self.allowances: dict[int, float] = {}  # process -> allowance taken at its last sync
+        self.next_sync = [rng.uniform(0, SYNC_INTERVAL) for _ in range(processes)]
+        for limiter in self.limiters:  # running processes, synced before the team comes
+            limiter.synced(-0.1, -0.1, processes, {})
+        self.admitted: list[float] = []
+        self.refused: list[float] = []
+
+    def sync(self, p: int, now: float) -> None:
+        limiter = self.limiters[p]
+        tenth = int(now * 10 // 1)
+        for key in [key for key in self.table if key[1] <= tenth - KEPT_TENTHS]:
+            del self.table[key], self.asked[key]
         others: dict[int, int] = {}
-        for (q, s), n in table.items():
-            if q != p and s >= int(now) - 1:
+        for (q, s), n in self.table.items():
+            if q != p and s > tenth - KEPT_TENTHS:
                 others[s] = others.get(s, 0) + n
-        allowance = sum(a for q, a in allowances.items() if q != p)
-        wanted = sum(w for (q, s), w in asked.items() if q != p and s >= int(now) - 1)
-        result = limiter.synced(
-            now, now, processes, {"t": TeamSync("free", others, allowance, wanted)}
-        )
-        allowances[p] = dict(result.allowances).get("t", 0.0)
+        allowance = sum(a for q, a in self.allowances.items() if q != p)
+        wanted = sum(w for (q, s), w in self.asked.items() if q != p and s > tenth - KEPT_TENTHS)
+        answer = TeamSync("free", others, allowance, wanted)
+        result = limiter.synced(now, now, self.processes, {"t": answer})
+        for _, s, n, w in result.counts:
+            self.table[(p, s)], self.asked[(p, s)] = n, w
+        self.allowances[p] = dict(result.allowances).get("t", 0.0)
 
-    next_sync = [rng.uniform(0, SYNC_INTERVAL) for _ in range(processes)]  # their phases
-    for limiter in limiters:  # running processes, synced before the team's burst begins
-        limiter.synced(-0.1, -0.1, processes, {})
-    admitted_at: list[float] = []
+    def until(self, t: float) -> None:
+        while min(self.next_sync) <= t:
+            p = self.next_sync.index(min(self.next_sync))
+            self.sync(p, self.next_sync[p])
+            self.next_sync[p] += SYNC_INTERVAL
+
+    def create(self, p: int, t: float) -> bool:
+        self.until(t)
+        limiter = self.limiters[p]
+        if limiter.needs_sync("t", t):
+            limiter.track("t", t)
+            self.sync(p, t)
+        answer = limiter.admit("t", t)
+        if answer == ASK:
+            self.sync(p, t)
+            answer = limiter.take_outcome("t")
+            answer = None if answer == ADMITTED else answer
+        (self.admitted if answer is None else self.refused).append(t)
+        return answer is None
+
+
+def most_in_one_second(times: list[float]) -> int:
+    times, worst, j = sorted(times), 0, 0
+    for i, at in enumerate(times):
+        while times[j] <= at - 1.0 + 1e-9:  # a half-open second, whatever the float rounding
+            j += 1
+        worst = max(worst, i - j + 1)
+    return worst
+
+
+def simulate(processes: int, rate: float, offered: float, seconds: float, seed: int, skew):
+    """A team sending at `offered` per second, each request to a process chosen by `skew`.
+    Returns the most creates admitted in any one-second span, and the mean rate admitted."""
+    rng = random.Random(seed)
+    cluster = Cluster(processes, rate, rng)
     step = 1.0 / offered
     t = start = rng.uniform(0.0, 1.0)  # the flood starts anywhere in a second
     while t < seconds:
-        while min(next_sync) <= t:
-            p = next_sync.index(min(next_sync))
-            sync(p, next_sync[p])
-            next_sync[p] += SYNC_INTERVAL
-        p = skew(rng, processes)
-        if limiters[p].needs_sync("t", t):
-            limiters[p].track("t", t)
-            sync(p, t)
-        if limiters[p].admit("t", t) is None:
-            admitted_at.append(t)
+        cluster.create(skew(rng, processes), t)
         t += step * rng.uniform(0.5, 1.5)
-    worst, j = 0, 0
-    for i, at in enumerate(admitted_at):
-        while admitted_at[j] <= at - 1.0:
-            j += 1
-        worst = max(worst, i - j + 1)
-    return worst, len(admitted_at) / (seconds - start)
+    return most_in_one_second(cluster.admitted), len(cluster.admitted) / (seconds - start)
 
 
 def uniform(rng, n):
@@ -232,23 +333,90 @@ def lopsided(rng, n):
 
 @pytest.mark.parametrize("processes", [1, 2, 4, 8])
 @pytest.mark.parametrize("skew", [uniform, pinned, lopsided])
-@pytest.mark.parametrize("rate", [20, 500])
-def test_simulated_processes_stay_near_the_rate(processes, skew, rate):
+@pytest.mark.parametrize("rate, overloads", [(20, (4, 30)), (500, (2, 4))])
+def test_simulated_floods_are_held_near_the_rate(processes, skew, rate, overloads):
     worst_window, means = 0, []
     for seed in range(3):
-        for overload in (4, 30):  # the team sends 4 or 30 times its rate
+        for overload in overloads:  # the team sends that many times its rate
             worst, mean = simulate(processes, rate, rate * overload, 6, seed, skew)
             worst_window, means = max(worst_window, worst), [*means, mean]
-    # The README's promise (ratelimit.py's note): whatever the number of processes serving the
-    # team at once, the most admitted in any one second stays within 2.2 x the rate: a flood
-    # that starts late in a second fools the sliding window, which takes that second's creates
-    # as spread over all of it (ratelimit.py's note; a finer window is the known fix). The
-    # mean over the run, that first second's excess included, within 1.35 x (+1) ...
-    assert worst_window <= rate * 2.2 + 1
-    assert max(means) <= rate * 1.35 + 1
-    # ... and the limit is not starved: a team over its rate gets most of it, even when all its
-    # requests go to one of 8 processes.
-    assert min(means) >= rate * 0.55
+    # The README's bound (ratelimit.py's note): at most 2 x the rate in any one-second span
+    # through one process (the rule's tolerance for a client's delayed creates: a burst may
+    # follow another 0.8 s later), 2.5 x through several (allowances spent unseen while a sync
+    # admits on the counts it sees); over a 6 s flood, its first burst included, 1.5 x ...
+    bound = 2 if processes == 1 else 2.5
+    assert worst_window <= rate * bound + 1
+    assert max(means) <= rate * 1.5 + 1
+    # ... and the limit is not starved: a team over its rate gets at least its rate, even when
+    # all its requests go to one of 8 processes.
+    assert min(means) >= rate * 1.0
+
+
+def within_rate(times: list[float], rate: float) -> bool:
+    """Whether a client sending at `times` never sends more than `rate` in one second."""
+    return most_in_one_second(times) <= rate
+
+
+def bursts(rng, rate, k, seconds):
+    """k creates at once at the start of each second (the client's clock)."""
+    start = rng.uniform(0, 1)
+    return [start + n for n in range(seconds) for _ in range(k)]
+
+
+def sequential(rng, rate, k, seconds):
+    """k creates one after the other on one connection (a few ms each) each second."""
+    start = rng.uniform(0, 1)
+    return [start + n + i * 0.004 for n in range(seconds) for i in range(k)]
+
+
+def stream(rng, rate, k, seconds):
+    """A steady stream at exactly the rate."""
+    start = rng.uniform(0, 1)
+    return [start + i / rate for i in range(int(rate * seconds))]
+
+
+def random_within(rng, rate, k, seconds):
+    """Random times, each kept only if the client stays within its rate: bursts and gaps."""
+    times: list[float] = []
+    t = rng.uniform(0, 1)
+    while t < seconds:
+        if rng.random() < 0.3:
+            t += rng.uniform(0, 0.4)
+        if sum(1 for s in times if s > t - 1.0) < rate:
+            times.append(t)
+        t += rng.expovariate(rate * 3)
+    return times
+
+
+@pytest.mark.parametrize("processes", [1, 2, 4, 8])
+@pytest.mark.parametrize("skew", [uniform, pinned, lopsided])
+@pytest.mark.parametrize(
+    "pattern, rate, k",
+    [
+        (bursts, 20, 4),
+        (bursts, 20, 8),
+        (bursts, 20, 16),
+        (bursts, 20, 20),
+        (sequential, 20, 16),
+        (sequential, 20, 20),
+        (stream, 20, 20),
+        (random_within, 20, 0),
+        (bursts, 500, 500),
+        (random_within, 500, 0),
+    ],
+)
+def test_a_team_within_its_rate_is_never_refused(processes, skew, pattern, rate, k):
+    """However it spreads its creates and whichever processes they reach, a client that never
+    sends more than its rate in any one second (its clock) gets no refusal, even with each
+    create reaching the server up to 0.15 s late (some more than others)."""
+    for seed in range(3):
+        rng = random.Random(seed)
+        sent = pattern(rng, rate, k, 6)
+        assert within_rate(sent, rate)
+        cluster = Cluster(processes, rate, rng)
+        for t in sorted(s + rng.uniform(0, 0.15) for s in sent):
+            cluster.create(skew(rng, processes), t)
+        assert cluster.refused == [], (seed, len(cluster.refused), len(sent))
 
 
 @pytest.mark.parametrize("raw", ["free=0.5", "pro=0.99", "free=-1"])
