@@ -20,12 +20,13 @@ DISTRIBUTION = "asyncqueue"
 
 def _installed_here(dist: metadata.Distribution, module: Path) -> bool | None:
     """Whether `module` (resolved) belongs to `dist`: under site-packages' asyncqueue/ for a
-    regular install, under the project's folder for an editable one; None if unreadable."""
+    regular install, under the project's src/asyncqueue/ for an editable one (a strict editable
+    install links its files there); None if unreadable."""
     try:
         direct = json.loads(dist.read_text("direct_url.json") or "{}")
         if direct.get("dir_info", {}).get("editable"):
             project = Path(unquote(urlparse(direct["url"]).path)).resolve()
-            return module.is_relative_to(project)
+            return module.is_relative_to(project / "src" / "asyncqueue")
     except (ValueError, KeyError, AttributeError):
         return None
     return module.is_relative_to(Path(dist.locate_file("asyncqueue")).resolve())

@@ -155,3 +155,28 @@ def test_a_resolver_timing_out_is_remembered_briefly(pools):
     second = call(pool, "http://stuck.test:9/", "b")
     assert first.error == second.error == "fetch failed: ENOTFOUND"
     assert asked == ["stuck.test"]
+
+
+def test_a_name_queued_behind_another_teams_share_starts_for_a_team_that_shares_it(names):
+    """Team A holds its whole share on a name that never answers and has a second name queued
+    behind it; team B asking for that second name gets it looked up on a free thread at once."""
+    fake, _ = names
+    pool = http_client.LookupPool(threads=4, lookup=fake)
+    try:
+        share = max(1, 4 // MAX_SHARE_FRACTION)
+        for i in range(share):
+            fake.add(f"hang{i}.slow.test", "127.0.0.1", delay=SLOW)
+            pool.submit("A", f"hang{i}.slow.test", 80, float("inf"))
+        wait_for(lambda: slow_lookups(fake) == share, timeout=10, message="A's share to run")
+        fake.add("shared.test", "127.0.0.1")
+        queued, _ = pool.submit("A", "shared.test", 80, float("inf"))
+        # Every idle thread has looked and gone back to waiting (Condition's own waiter list):
+        # B's ask must wake one, not ride on the wake-up A's ask caused.
+        idle = 4 - share
+        wait_for(lambda: len(pool._cond._waiters) == idle, timeout=10, message="idle threads")
+        assert not queued.done()  # behind A's share
+        answer, _ = pool.submit("B", "shared.test", 80, float("inf"))
+        assert answer.result(timeout=5)[0][4][0] == "127.0.0.1"
+    finally:
+        fake.release()
+        pool.close()

@@ -211,6 +211,8 @@ class LookupPool:
             if lookup is not None:
                 if lookup.handle is None:
                     lookup.handle = Future()
+                if not lookup.started:
+                    # A new lookup, or one now also in this team's queue: a thread may take it.
                     self._cond.notify()
                 return lookup.handle, lookup
         future = Future()
@@ -372,6 +374,9 @@ class _HeadReader:
         return getattr(self._fp, name)
 
 
+CHUNK_SIZE_LINE = 64  # a chunk-size line's bytes besides its extensions (hex digits, CRLF)
+
+
 class _ChunkedReader:
     """Stands in for a chunked response's file while its body is read (urllib3 and http.client
     read the framing lines with readline, the data with read): what the chunk-size lines carry
@@ -386,7 +391,9 @@ class _ChunkedReader:
     def readline(self, limit: int = -1) -> bytes:
         if self._trailers is not None:
             return self._trailer_line(limit)
-        line = self._fp.readline(limit)
+        # Bounded here, whatever limit the caller passes (urllib3 passes 64 KiB today).
+        left = MAX_CHUNK_EXTENSION_BYTES - self._extensions + CHUNK_SIZE_LINE
+        line = self._fp.readline(left if limit < 0 else min(limit, left))
         size = line.split(b";", 1)[0].strip()
         self._extensions += len(line.rstrip(b"\r\n")) - len(size)
         if self._extensions > MAX_CHUNK_EXTENSION_BYTES:
