@@ -112,3 +112,18 @@ def test_metrics_port_in_use_stops_the_worker_in_one_line_leaving_no_worker_row(
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith(f"Error: cannot serve metrics on 127.0.0.1 port {port}: ")
     assert conn.execute("SELECT count(*) AS n FROM workers").fetchone()["n"] == 0
+
+
+def test_clients_that_time_out_leave_no_traceback(capfd, monkeypatch):
+    monkeypatch.setattr(metrics._QuietHandler, "timeout", 0.3)  # the read timeout, not the deadline
+    server = metrics.bind_worker_metrics("127.0.0.1", 0, None, threads=2, deadline=30)
+    metrics.serve_in_background(server)
+    try:
+        sock = _half_sent(server.server_address[1])
+        sock.settimeout(10)
+        assert _closed_by_server(sock)
+        sock.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "Traceback" not in capfd.readouterr().err

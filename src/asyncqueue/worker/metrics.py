@@ -11,6 +11,7 @@ import contextlib
 import functools
 import json
 import socket
+import sys
 import threading
 from collections.abc import Callable
 from socketserver import ThreadingMixIn
@@ -124,6 +125,11 @@ class _Server(ThreadingMixIn, WSGIServer):
         except BaseException:
             self.slots.release()
             raise
+
+    def handle_error(self, request, client_address):
+        # A client cut at its deadline or gone is not worth a traceback on stderr each.
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
 
     def process_request_thread(self, request, client_address):
         # A trickling client would reset a read timeout with each byte: a timer ends it.
