@@ -28,7 +28,10 @@ FRAMING_TOO_LARGE = "framing too large"  # past MAX_CHUNK_OVERHEAD
 REFUSALS = (HEAD_TOO_LARGE, UNREADABLE, EXTENSIONS_TOO_LARGE, TRAILERS_TOO_LARGE, FRAMING_TOO_LARGE)
 
 KIB = 1024
-MAX_HEAD = 64 * KIB  # request line and headers (gunicorn's own per-line limits apply inside)
+# Request line and headers (gunicorn's own per-line limits apply inside). Fixed, not derived
+# from --limit-request-line: gunicorn caps that at 8,190 bytes (0, "unlimited", included), so
+# the longest request line it accepts always fits, with room for the headers.
+MAX_HEAD = 64 * KIB
 # A chunk-size line with its extensions (Go's net/http allows 4 KiB), and all extensions of one
 # request together (Node's limit): nothing reads extensions, they only cost buffer.
 MAX_CHUNK_LINE = 4 * KIB

@@ -23,7 +23,9 @@ to answer its own refusals in JSON.
   without a whole request (an idle keep-alive one, or one whose request is still arriving; a
   JSON 503 if it had sent part of one). An idle connection keeps its slot only until the process
   fills with newer ones, so a flood of them cannot keep out a client that sends its request
-  promptly.
+  promptly. A process whose descriptor limit cannot fit its connections (plus SPARE_FDS) holds
+  fewer, with a warning; one that runs out of descriptors anyway with none to shed stops
+  accepting until one of its connections closes.
 * JSON errors. What gunicorn refuses before Flask sees it (a malformed request line, a header
   over its size limit, a URI over its length limit) is answered `{"error": "..."}` with the
   status gunicorn chose, instead of its HTML page.
@@ -76,7 +78,8 @@ READ_ON = object()  # a thread's verdict: the request is partial, the event loop
 # is refused (JSON 503 with Retry-After) rather than buffered.
 MAX_BUFFERED_BYTES = 64 * 1024 * 1024
 # File descriptors a process keeps besides its connections (listeners, database pool, pipes,
-# logs): its soft descriptor limit is raised to fit both, if the hard limit allows.
+# logs): its soft descriptor limit is raised to fit both; where the hard limit does not allow
+# it, the process holds fewer connections (connections_that_fit).
 SPARE_FDS = 128
 
 REASONS = {
@@ -143,6 +146,28 @@ def connection_to_shed(idle_since: float | None, arriving_since: float | None) -
     return "arriving"
 
 
+def connections_that_fit(wanted: int, fd_limit: int | None) -> int:
+    """How many connections a process can hold under its descriptor limit (None: unlimited),
+    SPARE_FDS kept for the rest: `wanted`, or fewer when the limit is too low (at least 1)."""
+    if fd_limit is None:
+        return wanted
+    return max(1, min(wanted, fd_limit - SPARE_FDS))
+
+
+def accepting_wanted(
+    asked: bool, alive: bool, can_shed: bool, nr_conns: int, out_of_fds_at: int | None
+) -> bool:
+    """Whether a process listens for new connections. gthread's loop `asked` it on below
+    worker_connections and off at it; a process with a waiting connection to shed accepts
+    anyway; one whose accept ran out of descriptors with nothing to shed (at `out_of_fds_at`
+    connections) waits for a connection to close first, as its listener stays readable."""
+    if alive and can_shed:
+        return True
+    if out_of_fds_at is not None and nr_conns >= out_of_fds_at:
+        return False
+    return asked
+
+
 def json_error(status: int, message: str) -> bytes:
     body = json.dumps({"error": message}).encode()
     reason = REASONS.get(status, "Error")
@@ -200,8 +225,27 @@ class BufferingThreadWorker(ThreadWorker):
         self.reading: dict = {}
         self.held_bytes = 0  # bytes of the requests counted against MAX_BUFFERED_BYTES
         self.next_sweep = 0.0
-        _raise_fd_limit(self.worker_connections + SPARE_FDS)
+        # Connections held when accept last ran out of descriptors with none to shed.
+        self.out_of_fds_at: int | None = None
+        self._fit_connections_to_fds()
         super().init_process()
+
+    def _fit_connections_to_fds(self):
+        wanted = self.worker_connections
+        fd_limit = _raise_fd_limit(wanted + SPARE_FDS)
+        fitting = connections_that_fit(wanted, fd_limit)
+        if fitting < wanted:
+            self.log.warning(
+                "The descriptor limit (%d) leaves room for %d connections per process, not the "
+                "%d asked (ASYNCQUEUE_WEB_CONNECTIONS, %d descriptors kept spare): holding %d",
+                fd_limit,
+                fitting,
+                wanted,
+                SPARE_FDS,
+                fitting,
+            )
+            self.worker_connections = fitting
+            self.max_keepalived = fitting - self.cfg.threads
 
     def _buffers(self, conn) -> bool:
         return not (
@@ -328,6 +372,8 @@ class BufferingThreadWorker(ThreadWorker):
         self._accept_if_room()
 
     def _on_readable(self, conn, _sock):
+        if conn not in self.reading:
+            return  # closed earlier in this batch of events (shed to accept a new one)
         data = _recv_nonblocking(conn.sock)
         if data is None:
             return
@@ -399,9 +445,12 @@ class BufferingThreadWorker(ThreadWorker):
 
     def set_accept_enabled(self, enabled):
         # gthread's loop turns accepting off at worker_connections; it stays on while a
-        # waiting connection can make room (see accept).
-        if not enabled and self.alive and (self.keepalived_conns or self.reading):
-            enabled = True
+        # waiting connection can make room (see accept), and off after running out of
+        # descriptors until a connection closes (or else the loop would spin on the listener).
+        if self.out_of_fds_at is not None and self.nr_conns < self.out_of_fds_at:
+            self.out_of_fds_at = None
+        can_shed = bool(self.keepalived_conns or self.reading)
+        enabled = accepting_wanted(enabled, self.alive, can_shed, self.nr_conns, self.out_of_fds_at)
         super().set_accept_enabled(enabled)
 
     def _accept_if_room(self):
@@ -423,6 +472,7 @@ class BufferingThreadWorker(ThreadWorker):
             if exc.errno not in (errno.EMFILE, errno.ENFILE):
                 raise
             if not self._shed_one():
+                self.out_of_fds_at = self.nr_conns
                 super().set_accept_enabled(False)
             return
         if full and self.nr_conns > before:  # (none may have been waiting after all)
@@ -437,6 +487,7 @@ class BufferingThreadWorker(ThreadWorker):
         )
         if choice == "idle":
             self.keepalived_conns.popleft()
+            idle.shed = True  # its event may be in the batch being handled (on_client_...)
             with contextlib.suppress(KeyError, ValueError):
                 self.poller.unregister(idle.sock)
             self._close(idle)
@@ -447,6 +498,11 @@ class BufferingThreadWorker(ThreadWorker):
             else:
                 self._close(arriving)
         return choice is not None
+
+    def on_client_socket_readable(self, conn, client):
+        if getattr(conn, "shed", False):
+            return  # closed earlier in this batch of events: nothing to read, nothing to serve
+        super().on_client_socket_readable(conn, client)
 
     # -- JSON instead of gunicorn's HTML error pages ----------------------------------------
 
@@ -461,11 +517,14 @@ class BufferingThreadWorker(ThreadWorker):
             self.log.debug("Failed to send error message.")
 
 
-def _raise_fd_limit(wanted: int) -> None:
+def _raise_fd_limit(wanted: int) -> int | None:
     """Raise this process's soft descriptor limit to `wanted` if it is lower (at most to the
-    hard limit): with a soft limit of 1024, a full process would run out before its slots."""
+    hard limit): with a soft limit of 1024, a full process would run out before its slots.
+    The soft limit it has then (None: unlimited)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < wanted:
         target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return None if soft == resource.RLIM_INFINITY else soft

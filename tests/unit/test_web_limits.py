@@ -1,13 +1,22 @@
 """What the web process buffers before the app, and which connection a full process sheds:
 the limits as tables, then the worker's event-loop side on real sockets (no gunicorn around it)."""
 
+import errno
+import os
+import resource
+import select
 import selectors
 import socket
+import subprocess
+import sys
 import threading
+import time
 from collections import deque
 from concurrent.futures import Future
+from functools import partial
 
 import pytest
+from gunicorn.http.message import MAX_REQUEST_LINE
 
 from asyncqueue import web_worker
 from asyncqueue.request_framing import (
@@ -18,6 +27,7 @@ from asyncqueue.request_framing import (
     MAX_CHUNK_EXTENSIONS,
     MAX_CHUNK_LINE,
     MAX_CHUNK_OVERHEAD,
+    MAX_HEAD,
     MAX_REQUEST_BYTES,
     MAX_TRAILER_BYTES,
     MAX_TRAILER_FIELDS,
@@ -26,7 +36,14 @@ from asyncqueue.request_framing import (
     TRAILERS_TOO_LARGE,
     RequestFraming,
 )
-from asyncqueue.web_worker import READ_ON, BufferingThreadWorker, connection_to_shed
+from asyncqueue.web_worker import (
+    READ_ON,
+    SPARE_FDS,
+    BufferingThreadWorker,
+    accepting_wanted,
+    connection_to_shed,
+    connections_that_fit,
+)
 
 CHUNKED = b"POST /v1/tasks HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
 END = b"0\r\n\r\n"
@@ -83,6 +100,13 @@ def endless(piece: bytes, start: bytes = CHUNKED):
         yield block
 
 
+def test_the_longest_request_line_gunicorn_accepts_fits_the_head_limit():
+    line = b"GET /" + b"a" * (MAX_REQUEST_LINE - len(b"GET / HTTP/1.1")) + b" HTTP/1.1\r\n"
+    assert len(line) == MAX_REQUEST_LINE + 2
+    headers = b"X: " + b"h" * (MAX_HEAD - len(line) - 7) + b"\r\n\r\n"
+    assert RequestFraming().feed(line + headers) == COMPLETE  # MAX_HEAD bytes exactly
+
+
 @pytest.mark.parametrize(
     "stream",
     [
@@ -121,6 +145,38 @@ def test_a_full_process_sheds_the_connection_waiting_longest(idle_since, arrivin
     assert connection_to_shed(idle_since, arriving_since) == shed
 
 
+@pytest.mark.parametrize(
+    "wanted, fd_limit, fits",
+    [
+        (1000, None, 1000),  # no limit
+        (1000, 1000 + SPARE_FDS, 1000),
+        (1000, 1_048_576, 1000),
+        (1000, 1000 + SPARE_FDS - 1, 999),  # one short: one connection fewer
+        (1000, 512, 512 - SPARE_FDS),
+        (1000, SPARE_FDS, 1),  # still serves
+    ],
+)
+def test_a_process_holds_the_connections_its_descriptor_limit_fits(wanted, fd_limit, fits):
+    assert connections_that_fit(wanted, fd_limit) == fits
+
+
+@pytest.mark.parametrize(
+    "asked, alive, can_shed, nr_conns, out_of_fds_at, accepting",
+    [
+        (True, True, False, 5, None, True),  # below worker_connections
+        (False, True, False, 10, None, False),  # full, every connection with a thread
+        (False, True, True, 10, None, True),  # full, one to shed
+        (False, False, True, 10, None, False),  # stopping
+        (True, True, False, 5, 5, False),  # out of descriptors, none closed since
+        (True, True, False, 6, 5, False),
+        (True, True, False, 4, 5, True),  # one closed since
+        (True, True, True, 5, 5, True),  # out of descriptors, but one to shed frees one
+    ],
+)
+def test_when_a_process_accepts(asked, alive, can_shed, nr_conns, out_of_fds_at, accepting):
+    assert accepting_wanted(asked, alive, can_shed, nr_conns, out_of_fds_at) == accepting
+
+
 # -- the worker's side, on real sockets -------------------------------------------------------
 
 
@@ -154,8 +210,50 @@ def _worker(connections=10):
     worker.keepalived_conns, worker._accepting = deque(), True
     worker.worker_connections, worker.sockets = connections, []
     worker.tpool = _NoThreads()
-    worker.cfg = type("Cfg", (), {"keepalive": 5, "is_ssl": False})()
+    worker.cfg = type("Cfg", (), {"keepalive": 5, "is_ssl": False, "threads": 4})()
+    worker.out_of_fds_at, worker.max_keepalived = None, connections - 4
     return worker
+
+
+def _listening(worker):
+    """A listener the worker accepts on, registered with its poller as gthread's loop does."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    worker.sockets, worker._accepting = [listener], False
+    worker.set_accept_enabled(True)
+    return listener
+
+
+def _keep_alive(worker, conn):
+    """What gthread does with a connection after a keep-alive response: it waits, idle."""
+    conn.timeout = time.monotonic() + worker.cfg.keepalive
+    worker.keepalived_conns.append(conn)
+    callback = partial(worker.on_client_socket_readable, conn)
+    worker.poller.register(conn.sock, selectors.EVENT_READ, callback)
+
+
+def _dispatch_listener_first(worker, listener, ready: int):
+    """One batch of events as gthread's loop handles it, once `ready` sockets are readable,
+    with the listener's event first."""
+    deadline = time.monotonic() + 5
+    while len(events := worker.poller.select(timeout=0.1)) < ready:
+        assert time.monotonic() < deadline, events
+    events.sort(key=lambda event: event[0].fileobj is not listener)
+    assert events[0][0].fileobj is listener
+    for key, _ in events:
+        key.data(key.fileobj)
+
+
+def _loop(worker, rounds: int) -> int:
+    """`rounds` turns of gthread's run loop (a short wait each); how many events it handled."""
+    handled = 0
+    for _ in range(rounds):
+        can_accept = worker.nr_conns < worker.worker_connections
+        if can_accept != worker._accepting:
+            worker.set_accept_enabled(can_accept)
+        for key, _ in worker.poller.select(timeout=0.01):
+            handled += 1
+            key.data(key.fileobj)
+    return handled
 
 
 def _park(worker, conn, data: bytes):
@@ -205,7 +303,13 @@ def test_a_thread_reads_no_more_than_one_request_from_a_fast_client():
     flooder.start()
     worker, conn = _worker(), _Conn(ours)
     try:
-        assert worker._read_what_is_there(conn) is False  # refused: the connection is closed
+        # The flood may not have begun, or the thread may read faster than it arrives: read
+        # again once more has arrived, as the event loop would.
+        deadline = time.monotonic() + 10
+        while (verdict := worker._read_what_is_there(conn)) is READ_ON:
+            assert time.monotonic() < deadline, len(conn.framing.data)
+            select.select([ours], [], [], 1)
+        assert verdict is False  # refused: the connection is closed
         assert len(conn.framing.data) <= MAX_REQUEST_BYTES + web_worker.RECV_SIZE
         answer = _answer(theirs)
         assert answer.startswith(b"HTTP/1.1 400 ") and b"Connection: close" in answer
@@ -293,3 +397,127 @@ def test_a_full_worker_whose_connections_are_all_with_threads_stops_accepting():
     finally:
         for s in (listener, first, second):
             s.close()
+
+
+def test_a_connection_shed_while_its_request_arrives_is_closed_once():
+    worker = _worker(connections=2)
+    listener = _listening(worker)
+    pairs = [socket.socketpair() for _ in range(2)]
+    conns = [_Conn(ours) for ours, _ in pairs]
+    try:
+        for conn in conns:
+            worker.nr_conns += 1
+            _park(worker, conn, b"GET / HTTP/1.1\r\n")
+        pairs[0][1].sendall(b"Host: x\r\n")  # the oldest sends more as the process fills
+        newcomer = socket.create_connection(listener.getsockname())
+        _dispatch_listener_first(worker, listener, ready=2)
+        assert conns[0].closed and not conns[1].closed
+        assert worker.tpool.submitted[-1].client == newcomer.getsockname()
+        assert worker.nr_conns == 2  # the newcomer and the other one; none counted twice
+        assert worker.held_bytes == len(b"GET / HTTP/1.1\r\n")
+        newcomer.close()
+    finally:
+        listener.close()
+        for ours, theirs in pairs:
+            ours.close()
+            theirs.close()
+
+
+def test_an_idle_connection_shed_as_its_next_request_arrives_is_closed_and_the_loop_goes_on():
+    worker = _worker(connections=2)
+    listener = _listening(worker)
+    pairs = [socket.socketpair() for _ in range(2)]
+    idle, arriving = _Conn(pairs[0][0]), _Conn(pairs[1][0])
+    try:
+        worker.nr_conns = 2
+        _keep_alive(worker, idle)
+        _park(worker, arriving, b"G")
+        pairs[0][1].sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        newcomer = socket.create_connection(listener.getsockname())
+        _dispatch_listener_first(worker, listener, ready=2)  # (raised out of the loop before)
+        assert idle.closed and not arriving.closed and not worker.keepalived_conns
+        assert [c.client for c in worker.tpool.submitted] == [newcomer.getsockname()]
+        assert worker.nr_conns == 2
+        newcomer.close()
+    finally:
+        listener.close()
+        for ours, theirs in pairs:
+            ours.close()
+            theirs.close()
+
+
+def _fill_descriptors() -> list[int]:
+    """Take every descriptor this process may still open, its soft limit lowered to just above
+    the highest in use (the caller restores it)."""
+    highest = max(int(fd) for fd in os.listdir("/proc/self/fd"))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(highest + 8, soft), hard))
+    taken = []
+    try:
+        while len(taken) < 10_000:
+            taken.append(os.dup(0))
+    except OSError as exc:
+        assert exc.errno == errno.EMFILE
+    return taken
+
+
+def test_out_of_descriptors_with_none_to_shed_accepting_waits_for_a_connection_to_close():
+    worker = _worker(connections=10)
+    listener = _listening(worker)
+    limit = resource.getrlimit(resource.RLIMIT_NOFILE)
+    first = socket.create_connection(listener.getsockname())
+    second = socket.create_connection(listener.getsockname())
+    taken = []
+    try:
+        worker.accept(listener)  # with a thread: nothing to shed
+        assert worker.nr_conns == 1
+        taken = _fill_descriptors()
+        worker.accept(listener)  # out of descriptors
+        assert worker.nr_conns == 1 and not worker._accepting
+        # The second client still waits to be accepted; the loop must not keep trying.
+        assert _loop(worker, rounds=20) == 0 and not worker._accepting
+        os.close(taken.pop())
+        assert _loop(worker, rounds=20) == 0  # a descriptor, but no connection closed yet
+        done = Future()
+        done.set_result(False)
+        worker.finish_request(worker.tpool.submitted[0], done)  # served; closed
+        assert worker.nr_conns == 0
+        deadline = time.monotonic() + 5
+        while worker.nr_conns == 0:
+            assert time.monotonic() < deadline
+            _loop(worker, rounds=1)
+        assert worker.nr_conns == 1 and worker._accepting  # the second client, at last
+    finally:
+        for fd in taken:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, limit)
+        for s in (listener, first, second):
+            s.close()
+        for conn in worker.tpool.submitted:
+            conn.sock.close()
+
+
+FIT_TO_LOW_LIMIT = """
+import resource, sys
+from asyncqueue.web_worker import BufferingThreadWorker
+resource.setrlimit(resource.RLIMIT_NOFILE, (200, 400))  # the hard limit, lowered for good
+warnings = []
+worker = BufferingThreadWorker.__new__(BufferingThreadWorker)
+worker.worker_connections, worker.max_keepalived = 1000, 996
+worker.cfg = type("Cfg", (), {"threads": 4})()
+worker.log = type("Log", (), {"warning": lambda self, *a: warnings.append(a[0] % a[1:])})()
+worker._fit_connections_to_fds()
+soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+print(soft, worker.worker_connections, worker.max_keepalived, len(warnings))
+print(*warnings)
+"""
+
+
+def test_a_descriptor_limit_too_low_for_the_connections_lowers_them_and_says_so():
+    done = subprocess.run(
+        [sys.executable, "-c", FIT_TO_LOW_LIMIT], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    figures, warning = done.stdout.splitlines()
+    assert figures.split() == ["400", str(400 - SPARE_FDS), str(400 - SPARE_FDS - 4), "1"]
+    assert "descriptor limit (400)" in warning and "not the 1000 asked" in warning
