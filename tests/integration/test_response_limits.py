@@ -167,3 +167,20 @@ def test_endless_chunk_extensions_are_malformed_at_once(scripted):
     server = scripted(endless(CHUNKED, chunk))
     result = call(server.url("/"), seconds=10)
     assert result.error == MALFORMED and not result.timed_out, result
+
+
+@pytest.mark.parametrize(
+    "chunks, error",
+    [
+        (b"10\r\n" + b"x" * 16 + b"\r\n", None),  # the kept body in 16-byte chunks fits
+        (b"1\r\nx\r\n", MALFORMED),  # in 1-byte chunks it would cost a core to parse
+    ],
+    ids=["16-byte chunks", "1-byte chunks"],
+)
+def test_a_body_in_too_many_chunks_is_malformed(scripted, chunks, error):
+    body = chunks * (http_client.MAX_RESPONSE_CHUNKS - 1) + b"0\r\n\r\n"
+    if error:
+        body = chunks * (http_client.MAX_RESPONSE_CHUNKS + 1) + b"0\r\n\r\n"
+    server = scripted(endless(CHUNKED + body, b"", seconds=0))
+    result = call(server.url("/"), seconds=10)
+    assert result.error == error and not result.timed_out, result

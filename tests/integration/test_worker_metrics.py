@@ -127,3 +127,21 @@ def test_clients_that_time_out_leave_no_traceback(capfd, monkeypatch):
         server.shutdown()
         server.server_close()
     assert "Traceback" not in capfd.readouterr().err
+
+
+def test_connections_that_never_finish_a_request_cannot_keep_a_scrape_out():
+    server = metrics.bind_worker_metrics("127.0.0.1", 0, None, threads=2, deadline=30)
+    metrics.serve_in_background(server)
+    port = server.server_address[1]
+    held = []
+    try:
+        for _ in range(3):  # every place taken by a connection that sends no more, and again
+            held += [_half_sent(port) for _ in range(2)]
+            wait_for(lambda: len(server.reading) == 2, timeout=10, message="places taken")
+            answer = _scrape(port)
+            assert answer is not None and answer.status_code == 200
+    finally:
+        for sock in held:
+            sock.close()
+        server.shutdown()
+        server.server_close()

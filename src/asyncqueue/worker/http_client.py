@@ -57,6 +57,9 @@ MAX_RESPONSE_HEAD_BYTES = 64 * 1024  # status lines and headers, interim respons
 MAX_RESPONSE_TRAILER_BYTES = 64 * 1024  # a chunked body's trailer fields, in all
 MAX_RESPONSE_TRAILERS = 100  # and how many
 MAX_CHUNK_EXTENSION_BYTES = 64 * 1024  # what chunk-size lines carry besides the sizes, in all
+# Chunks a response's body may come in: each costs Python work to parse, so a body of 1-byte
+# chunks would cost a core; the kept body (64 KiB) in chunks of 16 bytes or more fits.
+MAX_RESPONSE_CHUNKS = 4096
 
 
 class BlockedDestination(Exception):
@@ -380,12 +383,14 @@ CHUNK_SIZE_LINE = 64  # a chunk-size line's bytes besides its extensions (hex di
 class _ChunkedReader:
     """Stands in for a chunked response's file while its body is read (urllib3 and http.client
     read the framing lines with readline, the data with read): what the chunk-size lines carry
-    besides the sizes, and the trailer fields after the last chunk, are held to their bounds."""
+    besides the sizes, how many chunks there are, and the trailer fields after the last chunk,
+    are held to their bounds."""
 
     def __init__(self, fp):
         self._fp = fp
         self.read = fp.read  # (the data: passed straight through)
         self._extensions = 0
+        self._chunks = 0
         self._trailers: list[int] | None = None  # [fields, bytes], once the last chunk is read
 
     def readline(self, limit: int = -1) -> bytes:
@@ -398,6 +403,9 @@ class _ChunkedReader:
         self._extensions += len(line.rstrip(b"\r\n")) - len(size)
         if self._extensions > MAX_CHUNK_EXTENSION_BYTES:
             raise MalformedResponse("chunk extensions too large")
+        self._chunks += 1
+        if self._chunks > MAX_RESPONSE_CHUNKS:
+            raise MalformedResponse("too many chunks")
         if size and not size.strip(b"0"):
             self._trailers = [0, 0]  # the last chunk: trailer fields follow
         return line

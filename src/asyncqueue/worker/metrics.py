@@ -103,28 +103,50 @@ def metrics_app(token: str | None):
 METRICS_THREADS = 4
 METRICS_READ_TIMEOUT = 5.0  # seconds a connection may wait between bytes of its request
 METRICS_CONNECTION_DEADLINE = 10.0  # seconds a connection may take from accept to answer
+PLACE_WAIT = 1.0  # seconds a new connection waits for the place of one it displaced
 
 
 class _Server(ThreadingMixIn, WSGIServer):
+    """At most `threads` connections at once. When all are taken, a new one takes the place of
+    the one that has waited longest without sending its whole request (so connections that
+    never finish one cannot keep scrapes out); a connection whose request is in is served."""
+
     daemon_threads = True
     block_on_close = False
 
     def __init__(self, *args, threads: int, deadline: float, **kwargs):
         self.slots = threading.BoundedSemaphore(threads)
         self.deadline = deadline
+        self.lock = threading.Lock()
+        self.reading: dict = {}  # connections whose request is not in yet, oldest first
         if ":" in args[0][0]:
             self.address_family = socket.AF_INET6
         super().__init__(*args, **kwargs)
 
     def process_request(self, request, client_address):
         if not self.slots.acquire(blocking=False):
-            self.shutdown_request(request)  # every thread busy: close it, start no thread
-            return
+            with self.lock:
+                oldest = next(iter(self.reading), None)
+            if oldest is not None:
+                _shutdown(oldest)  # its thread ends and gives its place back
+            if oldest is None or not self.slots.acquire(timeout=PLACE_WAIT):
+                self.shutdown_request(request)  # every place serves a request: close this one
+                return
+        with self.lock:
+            self.reading[request] = None
         try:
             super().process_request(request, client_address)
         except BaseException:
-            self.slots.release()
+            self._done(request)
             raise
+
+    def request_read(self, request) -> None:
+        with self.lock:
+            self.reading.pop(request, None)
+
+    def _done(self, request) -> None:
+        self.request_read(request)
+        self.slots.release()
 
     def handle_error(self, request, client_address):
         # A client cut at its deadline or gone is not worth a traceback on stderr each.
@@ -140,7 +162,7 @@ class _Server(ThreadingMixIn, WSGIServer):
             super().process_request_thread(request, client_address)
         finally:
             cut.cancel()
-            self.slots.release()
+            self._done(request)
 
 
 def _shutdown(sock) -> None:
@@ -150,6 +172,12 @@ def _shutdown(sock) -> None:
 
 class _QuietHandler(WSGIRequestHandler):
     timeout = METRICS_READ_TIMEOUT
+
+    def parse_request(self) -> bool:
+        parsed = super().parse_request()
+        if parsed:
+            self.server.request_read(self.request)  # served from here on, never displaced
+        return parsed
 
     def log_message(self, *args) -> None:  # scrapes are not worth a log line each
         pass
