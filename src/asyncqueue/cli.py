@@ -392,7 +392,7 @@ def tasks_group():
 def _retention_days(days: float | None) -> float | None:
     if days is not None and not 0 < days <= limits.MAX_RETENTION_DAYS:  # NaN fails this too
         raise click.BadParameter(
-            f"a number of days above 0 and at most {limits.MAX_RETENTION_DAYS:,}, got {days:g}"
+            f"a number of days above 0 and at most {limits.MAX_RETENTION_DAYS:,}, got {days!r}"
         )
     return days
 
