@@ -10,8 +10,8 @@ SELECT pg_advisory_xact_lock(%(lock)s);
 -- second, the allowances the live ones took at their last syncs and the creates they were asked
 -- for; the number of live web processes and the database's clock. Its own counts and
 -- allowances are written after (create_limits_write), in the same transaction, as of one
--- moment. create_counts.second holds tenths of a second since the epoch (whole seconds in
--- earlier versions: such rows, of a process not yet upgraded, are below any tenth asked for).
+-- moment. The counts and allowances are in create_tenth_*, never in the older release's tables
+-- (create_counts, create_allowances): during a rolling deploy each generation sees its own.
 WITH alive AS (
     INSERT INTO web_processes (process, seen_at) VALUES (%(process)s, now())
     ON CONFLICT (process) DO UPDATE SET seen_at = excluded.seen_at
@@ -25,17 +25,18 @@ SELECT clock.now,
        1 + (SELECT count(*) FROM live) AS processes,
        (SELECT coalesce(jsonb_agg(jsonb_build_object(
                    'team_id', t.id, 'plan', t.plan,
-                   'allowance', (SELECT coalesce(sum(a.allowance), 0) FROM create_allowances a
+                   'allowance', (SELECT coalesce(sum(a.allowance), 0)
+                                 FROM create_tenth_allowances a
                                  WHERE a.team_id = t.id
                                    AND a.process IN (SELECT process FROM live)),
-                   'others', (SELECT coalesce(jsonb_object_agg(c.second, c.n), '{}')
-                              FROM (SELECT second, sum(n) AS n FROM create_counts
+                   'others', (SELECT coalesce(jsonb_object_agg(c.tenth, c.n), '{}')
+                              FROM (SELECT tenth, sum(n) AS n FROM create_tenth_counts
                                     WHERE team_id = t.id AND process <> %(process)s
-                                      AND second > floor(clock.now * 10) - %(kept)s
-                                    GROUP BY second) c),
-                   'wanted', (SELECT coalesce(sum(c.wanted), 0) FROM create_counts c
+                                      AND tenth > floor(clock.now * 10) - %(kept)s
+                                    GROUP BY tenth) c),
+                   'wanted', (SELECT coalesce(sum(c.wanted), 0) FROM create_tenth_counts c
                               WHERE c.team_id = t.id AND c.process <> %(process)s
-                                AND c.second > floor(clock.now * 10) - %(kept)s))), '[]')
+                                AND c.tenth > floor(clock.now * 10) - %(kept)s))), '[]')
         FROM teams t WHERE t.id = ANY(%(teams)s::uuid[])) AS teams
 FROM clock;
 
@@ -48,29 +49,29 @@ WITH counts AS (
     SELECT * FROM jsonb_to_recordset(%(counts)s::jsonb)
         AS c (team_id uuid, tenth bigint, n int, wanted int)
 ), written AS (
-    INSERT INTO create_counts (team_id, second, process, n, wanted)
+    INSERT INTO create_tenth_counts (team_id, tenth, process, n, wanted)
     SELECT team_id, tenth, %(process)s, n, wanted FROM counts
-    ON CONFLICT (team_id, second, process) DO UPDATE SET n = excluded.n, wanted = excluded.wanted
+    ON CONFLICT (team_id, tenth, process) DO UPDATE SET n = excluded.n, wanted = excluded.wanted
 ), allowances AS (
     SELECT * FROM jsonb_to_recordset(%(allowances)s::jsonb) AS a (team_id uuid, allowance float8)
 ), forgotten AS (
-    DELETE FROM create_allowances
+    DELETE FROM create_tenth_allowances
     WHERE process = %(process)s AND team_id NOT IN (SELECT team_id FROM allowances)
 )
-INSERT INTO create_allowances (team_id, process, allowance)
+INSERT INTO create_tenth_allowances (team_id, process, allowance)
 SELECT team_id, %(process)s, allowance FROM allowances
 ON CONFLICT (team_id, process) DO UPDATE SET allowance = excluded.allowance;
 
 -- name: create_counts_prune
 -- Counts older than the window, processes gone for a minute, and the allowances of processes
 -- no longer listed (a live process's sync ignores them after two seconds already); any process
--- may do it.
+-- may do it. The older release's tables are its own processes' to prune.
 WITH counts AS (
-    DELETE FROM create_counts
-    WHERE second < extract(epoch FROM clock_timestamp())::bigint * 10 - 100  -- 10 s of tenths
+    DELETE FROM create_tenth_counts
+    WHERE tenth < extract(epoch FROM clock_timestamp())::bigint * 10 - 100  -- 10 s of tenths
 ), gone AS (
     DELETE FROM web_processes WHERE seen_at < now() - interval '1 minute' RETURNING process
 )
-DELETE FROM create_allowances a
+DELETE FROM create_tenth_allowances a
 WHERE a.process IN (SELECT process FROM gone)
    OR NOT EXISTS (SELECT 1 FROM web_processes w WHERE w.process = a.process);

@@ -47,8 +47,9 @@ CREATE_LIMITS_LOCK_ID = 7_302_010  # serialises the web processes' syncs (adviso
 # A sync that cannot have the lock within this (another process's sync stuck mid-transaction)
 # fails and is retried; a sync connection idle inside a transaction is ended by the server.
 SYNC_SESSION_SETTINGS = "SET lock_timeout = '1s'; SET idle_in_transaction_session_timeout = '5s'"
-# A create waiting for a sync to decide it: the sync thread answers every one (a failed sync
-# sends them to decide on this process's counts), so this only bounds a wait gone wrong.
+# A create waiting for a sync to decide it: a successful sync answers every one, and once syncs
+# are stale (STALE_AFTER) it decides on this process's counts, so this only bounds a wait gone
+# wrong.
 ASK_TIMEOUT = 10.0
 
 
@@ -69,7 +70,6 @@ class CreateLimits:
         self._pid: int | None = None
         self._sync_now = threading.Event()
         self._stopped = threading.Event()
-        self._failing = False  # the last sync failed: creates past the allowance do not wait
         self.process = process_name()
 
     def admit(self, key_hash: bytes):
@@ -89,7 +89,7 @@ class CreateLimits:
             if self.limiter.needs_sync(team_id, time.monotonic()):
                 self._await_team_sync(team_id)
             now = time.monotonic()
-            wait = self.limiter.admit(team_id, now, may_ask=not self._failing)
+            wait = self.limiter.admit(team_id, now)
             if wait == ASK:
                 wait, tenth = self._await_decision(team_id)
                 if wait is None:
@@ -124,19 +124,19 @@ class CreateLimits:
     def _await_decision(self, team_id):
         """Wait (the caller's lock released meanwhile) for a sync to decide a create past this
         process's allowance: (None, the tenth it is counted in) if admitted, else (the seconds
-        to wait, None). While syncs fail, it is decided on this process's counts instead, as a
-        create is when no allowance is left."""
+        to wait, None). A failed sync is no answer: the create waits for the next one, until
+        syncs are stale (STALE_AFTER); it is then decided on this process's counts alone."""
         self._sync_now.set()
-        taken = []
-
-        def decided() -> bool:
+        deadline = time.monotonic() + ASK_TIMEOUT
+        while True:
             outcome = self.limiter.take_outcome(team_id)
-            if outcome is not None:
-                taken.append(outcome)
-            return bool(taken) or self._failing
-
-        self._synced.wait_for(decided, timeout=ASK_TIMEOUT)
-        outcome = taken[0] if taken else LOCAL
+            now = time.monotonic()
+            if outcome is not None or now >= min(deadline, self.limiter.stale_at()):
+                break
+            # Woken by every sync, failed or not; the stale moment moves with each success.
+            self._synced.wait(min(deadline, self.limiter.stale_at()) - now)
+        taken = outcome is not None
+        outcome = outcome if taken else LOCAL
         if outcome == ADMITTED:  # counted by the sync that decided it, at its moment
             return None, self.limiter.tenth_at(self.limiter.synced_at)
         if outcome == LOCAL:
@@ -199,7 +199,6 @@ class CreateLimits:
                 self._pid = os.getpid()
                 self.limiter = CreateLimiter(self.limiter.rates)
                 self.process = process_name()
-                self._failing = False
                 threading.Thread(
                     target=self._sync_forever, name="create-limits", daemon=True
                 ).start()
@@ -226,8 +225,7 @@ class CreateLimits:
                     conn.execute(db.query("create_counts_prune"))
             except Exception as exc:  # the database is away: decide on our own counts meanwhile
                 failures += 1
-                with self._synced:  # creates waiting for this sync decide on their own
-                    self._failing = True
+                with self._synced:  # creates waiting for a sync see whether syncs are stale
                     self._synced.notify_all()
                 if failures in (1, 10) or failures % 100 == 0:
                     log_event(
@@ -286,7 +284,6 @@ class CreateLimits:
             )
         with self._synced:  # committed: take it on; creates waiting for a sync go on
             self.limiter.apply_sync(result)
-            self._failing = False
             self._synced.notify_all()
 
 

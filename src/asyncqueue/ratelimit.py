@@ -38,17 +38,17 @@ plus the others' as of their last syncs):
 
 A web process syncs as it boots (so the others count it before it serves), and a team new to a
 process (its first create there, or back after `FORGET_AFTER`) gets no allowance until a sync
-names it: its creates wait for the process's next sync (milliseconds). If no sync answers for
-a second, a process decides on its own counts at `rate / live processes` (the team's plan as
-last read), and while its syncs fail, a create past its allowance is refused until the next sync
-rather than waiting for one.
+names it: its creates wait for the process's next sync (milliseconds). A create waiting for a
+sync goes on waiting while syncs fail (one failed sync says little: a lock wait timed out), until
+no sync has answered for `STALE_AFTER`; the process then decides on its own counts at
+`rate / live processes` (the team's plan as last read).
 
-Precision (tests/unit/test_ratelimit.py simulates 1 to 8 processes syncing at their own phases:
-a team within its rate in bursts at a second's start, sequential runs, a steady stream and
-random patterns, each create up to 0.15 s late; and floods of several times its rate from any
-point of a second, evenly spread, lopsided or all to one process): within its rate, nothing is
-refused; a flood gets at most 2 x rate in any one-second span through one process, 2.5 x
-through several, and 1 to 1.5 x its rate over a 6 s flood, its first burst included.
+A sync decides every team whose counts, asks or answer changed since its last decision; a quiet
+team's (none of its counts in the window, the same answer and process count) is the last one
+again, so a sync under the caller's lock costs what the active teams cost.
+
+README ("Create limits") states the bounds this gives, from the simulation in
+tests/unit/test_ratelimit.py and from real web processes.
 """
 
 from __future__ import annotations
@@ -163,6 +163,9 @@ class TeamWindow:
     asking: int = 0  # creates waiting for a sync to decide them
     granted: int = 0  # decided by a sync: admitted (and counted), not yet taken by their waiters
     denied: list[float] = field(default_factory=list)  # decided refused: the wait of each
+    # The answer and process count of the last sync's decision, if the team was quiet then (no
+    # counts of its own or the others', no asks): the same inputs give the same decision.
+    quiet_on: tuple[TeamSync, int] | None = None
 
 
 @dataclass
@@ -177,6 +180,7 @@ class SyncResult:
     teams: dict[object, tuple[TeamSync, float, int, int, int, float]]
     counts: list[tuple[object, int, int, int]]
     allowances: list[tuple[object, float]]
+    quiet: set = field(default_factory=set)  # teams decided while quiet (TeamWindow.quiet_on)
 
 
 def _prune(counts: dict, oldest: int) -> None:
@@ -245,8 +249,9 @@ class CreateLimiter:
     def admit(self, team_id, now: float, may_ask: bool = True, asked: bool = False):
         """Count a create and return None; or refuse it: the seconds to wait; or, with
         `may_ask`, return ASK when this process's allowance is spent but the team may be within
-        its rate: a sync must decide (`take_outcome` then has the answer). `asked`: the create
-        was counted as asked for already (it asked, and no sync decided it)."""
+        its rate: a sync must decide (`take_outcome` then has the answer); without `may_ask`
+        (a create no sync decided, though syncs answer), refused until the next sync. `asked`:
+        the create was counted as asked for already (it asked, and no sync decided it)."""
         window = self.track(team_id, now)
         window.last_seen = now
         rate = self.rate(window)
@@ -354,14 +359,27 @@ class CreateLimiter:
         charged to the new allowances, which the others see together with those counts."""
         offset = database_now - now
         oldest = tenth_of(now + offset) - KEPT_TENTHS
-        decided, counts = {}, []
+        decided, counts, quiet = {}, [], set()
+        processes = max(1, processes)
         for team_id, window in self.teams.items():
             mine = window.mine
-            if team_id in teams:  # else new since the sync read the teams: the next one's
+            answer = teams.get(team_id)
+            if answer is None:  # new since the sync read the teams: the next one's
+                pass
+            elif window.asking or mine or window.wanted or answer.others:
                 share, asks, admitted, wait, mine = self._decide(
-                    window, now, offset, processes, teams[team_id]
+                    window, now, offset, processes, answer
                 )
-                decided[team_id] = (teams[team_id], share, window.admitted, asks, admitted, wait)
+                decided[team_id] = (answer, share, window.admitted, asks, admitted, wait)
+            else:  # quiet: its room is the whole rate, whatever the time
+                quiet.add(team_id)
+                if window.quiet_on == (answer, processes):
+                    share = window.share  # as decided last time, on the same inputs
+                else:
+                    share = self._decide(window, now, offset, processes, answer)[0]
+                decided[team_id] = (answer, share, window.admitted, 0, 0, 0.0)
+            if not (mine or window.wanted):
+                continue
             for s in sorted(mine.keys() | window.wanted.keys()):
                 row = (mine.get(s, 0), window.wanted.get(s, 0))
                 if s >= oldest and window.written.get(s) != row:  # absolute: unchanged ones stand
@@ -373,16 +391,18 @@ class CreateLimiter:
         return SyncResult(
             now=now,
             offset=offset,
-            processes=max(1, processes),
+            processes=processes,
             teams=decided,
             counts=counts,
             allowances=[(t, a if math.isfinite(a) else 0.0) for t, a in allowances],
+            quiet=quiet,
         )
 
     def apply_sync(self, result: SyncResult) -> None:
         """Take on a sync whose writes have committed."""
         self.offset, self.processes, self.synced_at = result.offset, result.processes, result.now
         tenth = tenth_of(result.now + result.offset)
+        oldest = tenth - KEPT_TENTHS
         for team_id, s, n, w in result.counts:
             window = self.teams.get(team_id)
             if window is not None:
@@ -392,23 +412,28 @@ class CreateLimiter:
             if result.now - window.last_seen > FORGET_AFTER and not window.asking:
                 del self.teams[team_id]
                 continue
-            if team_id not in result.teams:
+            decision = result.teams.get(team_id)
+            if decision is None:
                 continue
-            answer, share, mark, asks, admitted, wait = result.teams[team_id]
+            answer, share, mark, asks, admitted, wait = decision
             if answer.plan is not None:
                 self.plans[team_id] = answer.plan
-            if admitted:
-                window.mine[tenth] = window.mine.get(tenth, 0) + admitted
-                window.admitted += admitted
-            window.asking = max(0, window.asking - asks)
-            window.granted += admitted
-            window.denied.extend([wait] * (asks - admitted))
-            window.plan, window.others = answer.plan, dict(answer.others)
-            window.synced, window.share = True, share
+            if asks:  # admitted ones among them
+                if admitted:
+                    window.mine[tenth] = window.mine.get(tenth, 0) + admitted
+                    window.admitted += admitted
+                window.asking = max(0, window.asking - asks)
+                window.granted += admitted
+                window.denied.extend([wait] * (asks - admitted))
+            if answer.others or window.others:
+                window.others = dict(answer.others)
+            window.plan, window.synced, window.share = answer.plan, True, share
+            window.quiet_on = (answer, result.processes) if team_id in result.quiet else None
             # Admitted since the counts were taken (those this sync admitted are not charged).
             window.used = max(0, window.admitted - admitted - mark)
             for counts in (window.mine, window.wanted, window.written):
-                _prune(counts, tenth - KEPT_TENTHS)
+                if counts:
+                    _prune(counts, oldest)
 
     def synced(
         self, now: float, database_now: float, processes: int, teams: dict[object, TeamSync]

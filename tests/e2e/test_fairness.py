@@ -200,5 +200,16 @@ def test_create_limit_holds_across_two_gunicorn_processes(database_url, tmp_path
         codes = [a[1] for a in answers]
         report(f"create limit: free team, 10 at once each second: {codes.count(429)} refused")
         assert codes and set(codes) == {201}, codes
+
+        # The release before's tables (whole seconds), read by its processes during a rolling
+        # deploy, get none of these processes' counts or allowances.
+        with db.connect(database_url, autocommit=True) as conn:
+            tables = conn.execute(
+                "SELECT (SELECT count(*) FROM create_counts) AS old_counts,"
+                " (SELECT count(*) FROM create_allowances) AS old_allowances,"
+                " (SELECT count(*) FROM create_tenth_counts) AS counts"
+            ).fetchone()
+        assert (tables["old_counts"], tables["old_allowances"]) == (0, 0)
+        assert tables["counts"] > 0
     finally:
         stack.stop()

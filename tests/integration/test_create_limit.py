@@ -81,7 +81,8 @@ def test_allowances_taken_at_syncs_never_add_up_past_the_rate(database_url, team
         taken = {
             row["process"]: row["allowance"]
             for row in sync_conn.execute(
-                "SELECT process, allowance FROM create_allowances WHERE team_id = %s", (team_id,)
+                "SELECT process, allowance FROM create_tenth_allowances WHERE team_id = %s",
+                (team_id,),
             )
         }
         # Neither has seen the other admit anything: neither's counts say where the team's
@@ -95,6 +96,41 @@ def test_allowances_taken_at_syncs_never_add_up_past_the_rate(database_url, team
     assert set(taken) == {first.process, second.process}
     assert sum(taken.values()) <= 20
     assert 0 < admitted <= 20
+
+
+def test_each_release_sees_only_its_own_generations_counts(database_url, team):
+    """During a rolling deploy the release before (whole seconds, create_counts and
+    create_allowances) runs beside this one (tenths): neither reads or writes the other's
+    counts and allowances, so neither takes the other's numbers in the wrong unit."""
+    team_id = team[0]["id"]
+    limits = CreateLimits(database_url, {"free": 20, "pro": 500})
+    with db.connect(database_url, autocommit=True) as sync_conn:
+        # A process of the release before, alive, holding the team's whole second.
+        sync_conn.execute(
+            "INSERT INTO web_processes (process, seen_at) VALUES ('old-host:1:x', now())"
+        )
+        sync_conn.execute(
+            "INSERT INTO create_counts (team_id, second, process, n, wanted)"
+            " VALUES (%s, extract(epoch FROM now())::bigint, 'old-host:1:x', 20, 20)",
+            (team_id,),
+        )
+        sync_conn.execute(
+            "INSERT INTO create_allowances (team_id, process, allowance)"
+            " VALUES (%s, 'old-host:1:x', 20)",
+            (team_id,),
+        )
+        limits.limiter.track(team_id, time.monotonic())
+        limits.sync(sync_conn)
+        admitted = sum(limits.limiter.admit(team_id, time.monotonic()) is None for _ in range(5))
+        limits.sync(sync_conn)
+        old = sync_conn.execute(
+            "SELECT (SELECT count(*) FROM create_counts WHERE process <> 'old-host:1:x') AS counts,"
+            " (SELECT count(*) FROM create_allowances WHERE process <> 'old-host:1:x') AS allowances"
+        ).fetchone()
+    window = limits.limiter.teams[team_id]
+    assert window.others == {} and window.share > 0  # the old process's numbers are not ours
+    assert admitted == 5
+    assert (old["counts"], old["allowances"]) == (0, 0)  # nor are ours the old release's
 
 
 def test_syncs_take_turns_under_the_lock(database_url, team):
@@ -144,16 +180,20 @@ def test_a_sync_that_fails_changes_nothing_the_others_see(database_url, team):
         limits.sync(sync_conn)
         before = limits.limiter.teams[team_id].share
         assert limits.limiter.admit(team_id, time.monotonic()) is None
-        sync_conn.execute("ALTER TABLE create_allowances RENAME TO create_allowances_away")
+        sync_conn.execute(
+            "ALTER TABLE create_tenth_allowances RENAME TO create_tenth_allowances_away"
+        )
         try:
             with pytest.raises(psycopg.Error):
                 limits.sync(sync_conn)
         finally:
-            sync_conn.execute("ALTER TABLE create_allowances_away RENAME TO create_allowances")
+            sync_conn.execute(
+                "ALTER TABLE create_tenth_allowances_away RENAME TO create_tenth_allowances"
+            )
         window = limits.limiter.teams[team_id]
         assert (window.share, window.used) == (before, 1)
         rows = sync_conn.execute(
-            "SELECT allowance FROM create_allowances WHERE team_id = %s", (team_id,)
+            "SELECT allowance FROM create_tenth_allowances WHERE team_id = %s", (team_id,)
         ).fetchall()
     assert [r["allowance"] for r in rows] == [pytest.approx(before)]
 

@@ -225,6 +225,54 @@ def test_a_sync_writes_only_the_counts_changed_since_the_last_one():
     assert limiter.synced(1000.3, 1000.3, 1, {"t": TeamSync("free")}).counts == []
 
 
+def test_a_sync_decides_a_quiet_team_again_only_when_its_answer_changes(monkeypatch):
+    """Under the process's lock a sync decides the teams whose counts, asks or answer changed;
+    a team quiet since (no counts in the window, the same answer) keeps its decision."""
+    limiter = CreateLimiter({"free": 20})
+    teams = {n: TeamSync("free") for n in range(100)}
+    for n in teams:
+        limiter.track(n, 1000.0)
+    limiter.synced(1000.0, 1000.0, 2, teams)
+    shares = {n: window.share for n, window in limiter.teams.items()}
+    decided = []
+    decide = CreateLimiter._decide
+    monkeypatch.setattr(
+        CreateLimiter, "_decide", lambda self, w, *a: decided.append(w) or decide(self, w, *a)
+    )
+    result = limiter.synced(1000.2, 1000.2, 2, teams)
+    assert decided == []
+    assert {n: window.share for n, window in limiter.teams.items()} == shares
+    assert sorted(result.allowances) == sorted(shares.items())
+    limiter.admit(0, 1000.3)  # active
+    teams[1] = TeamSync("free", allowance=3.0)  # another process took an allowance of it
+    limiter.synced(1000.4, 1000.4, 2, teams)
+    team_of = {id(window): n for n, window in limiter.teams.items()}
+    assert sorted(team_of[id(window)] for window in decided) == [0, 1]
+    limiter.synced(1000.6, 1000.6, 3, teams)  # one process more: every team's part changes
+    assert len(decided) == 2 + 100
+
+
+@pytest.mark.parametrize(
+    "answer, processes",
+    [
+        (TeamSync("free"), 2),
+        (TeamSync("free", {}, allowance=7.5, wanted=3), 2),
+        (TeamSync("free", {}, allowance=25.0, wanted=0), 4),
+        (TeamSync("pro"), 1),
+        (TeamSync(None), 8),
+    ],
+)
+def test_a_quiet_teams_kept_decision_is_the_one_a_sync_would_make(answer, processes):
+    kept = CreateLimiter({"free": 20, "pro": 500})
+    kept.track("t", 1000.0)
+    kept.synced(1000.0, 1000.0, processes, {"t": answer})
+    kept.synced(1003.0, 1003.0, processes, {"t": answer})  # kept: quiet, the same answer
+    fresh = CreateLimiter({"free": 20, "pro": 500})
+    fresh.track("t", 1003.0)
+    fresh.synced(1003.0, 1003.0, processes, {"t": answer})
+    assert kept.teams["t"].share == fresh.teams["t"].share
+
+
 def test_without_syncs_a_process_keeps_to_its_share_of_the_rate():
     limiter = synced_limiter({"free": 20}, processes=4)
     later = 1000.0 + 5  # the database has been away for 5 s
@@ -340,7 +388,7 @@ def test_simulated_floods_are_held_near_the_rate(processes, skew, rate, overload
         for overload in overloads:  # the team sends that many times its rate
             worst, mean = simulate(processes, rate, rate * overload, 6, seed, skew)
             worst_window, means = max(worst_window, worst), [*means, mean]
-    # The README's bound (ratelimit.py's note): at most 2 x the rate in any one-second span
+    # The README's bound: at most 2 x the rate in any one-second span
     # through one process (the rule's tolerance for a client's delayed creates: a burst may
     # follow another 0.8 s later), 2.5 x through several (allowances spent unseen while a sync
     # admits on the counts it sees); over a 6 s flood, its first burst included, 1.5 x ...
