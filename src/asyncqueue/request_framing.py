@@ -45,6 +45,9 @@ MAX_CHUNK_OVERHEAD = 256 * KIB
 MAX_REQUEST_BYTES = MAX_HEAD + limits.MAX_REQUEST_BODY + 1 + MAX_CHUNK_OVERHEAD
 
 
+_EMPTY_BYTEARRAY = bytearray().__sizeof__()
+
+
 class Body(enum.Enum):
     NONE = 0
     LENGTH = 1
@@ -89,6 +92,18 @@ class RequestFraming:
         if self.body is Body.LENGTH:
             return COMPLETE if len(self.data) - self.head_end >= self.length else MORE
         return self._scan_chunks()
+
+    @property
+    def allocated(self) -> int:
+        """Bytes allocated for the buffer: a bytearray allocates up to an eighth more than it
+        holds, so that appending is cheap."""
+        return self.data.__sizeof__() - _EMPTY_BYTEARRAY
+
+    def allocation_after(self, more: int) -> int:
+        """At most what is allocated for the buffer once `more` bytes are fed (CPython grows a
+        bytearray to its new length plus an eighth, plus a few bytes)."""
+        size = len(self.data) + more
+        return max(self.allocated, size + (size >> 3) + 6)
 
     @property
     def body_started(self) -> bool:

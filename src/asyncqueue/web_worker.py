@@ -13,9 +13,13 @@ to answer its own refusals in JSON.
 * Byte limits. One request buffers at most request_framing.MAX_REQUEST_BYTES (its head, body
   and chunked framing each bounded there; past a limit, a JSON 400 or 431 and the connection is
   closed). The requests one process holds before its threads are done with them take at most
-  MAX_BUFFERED_BYTES together; a request that would take them past it is refused (JSON 503,
-  Retry-After: 1). A thread reads at most one request's bytes before handing it on, so the
-  threads add at most that much each.
+  MAX_BUFFERED_BYTES together (as allocated); a request that needs room past it gets it by
+  evicting the requests still arriving that have held bytes longest (JSON 503, Retry-After: 1,
+  closed), or is refused so if those are not enough. A thread reads at most one request's bytes
+  before handing it on, so the threads add at most that much each.
+* Parsing cost. A buffered request goes to gunicorn's parser a socket read's worth at a time
+  (BufferedUnreader), as from the socket itself: its chunked-body parser copies what remains of
+  its current read at every chunk, which over the whole request at once was quadratic.
 * Connection limits. A process holds at most ASYNCQUEUE_WEB_CONNECTIONS connections (gunicorn's
   worker_connections). gthread stops accepting when full, so new clients, a health check
   included, queue in the kernel behind whatever holds the slots until a timeout frees one. Here a
@@ -38,7 +42,9 @@ behaviour.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
+import io
 import json
 import resource
 import selectors
@@ -46,6 +52,7 @@ import time
 from functools import partial
 
 from gunicorn import util
+from gunicorn.http.unreader import SocketUnreader
 from gunicorn.http2 import negotiation
 from gunicorn.workers.gthread import ThreadWorker
 
@@ -72,11 +79,17 @@ from asyncqueue.request_framing import (
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 RECV_SIZE = 64 * 1024  # (a larger recv allocates and frees an mmap each call)
 READ_ON = object()  # a thread's verdict: the request is partial, the event loop reads on
-# Bytes of requests one web process holds at most, all connections together, from their first
-# byte until a thread is done with them: each may buffer MAX_REQUEST_BYTES for up to the
-# timeouts, and a process holds up to ASYNCQUEUE_WEB_CONNECTIONS connections. Above it a request
-# is refused (JSON 503 with Retry-After) rather than buffered.
+# Bytes of requests one web process holds at most (as allocated), all connections together,
+# from their first byte until a thread is done with them: each may buffer MAX_REQUEST_BYTES for
+# up to the timeouts, and a process holds up to ASYNCQUEUE_WEB_CONNECTIONS connections. A
+# request that needs room past it evicts the requests that have held bytes longest (to_evict).
 MAX_BUFFERED_BYTES = 64 * 1024 * 1024
+# Allocations past this size get memory mapped on their own (glibc's M_MMAP_THRESHOLD, fixed):
+# a request buffer freed is then returned at once. glibc's default threshold rises to the largest
+# block freed, after which buffers that grow side by side and are freed in any order fragment
+# the heap (300 bodies growing together took a process ~30 MiB past what they held).
+MMAP_THRESHOLD = 128 * 1024
+M_MMAP_THRESHOLD = -3  # (mallopt's parameter number, in glibc's malloc.h)
 # File descriptors a process keeps besides its connections (listeners, database pool, pipes,
 # logs): its soft descriptor limit is raised to fit both; where the hard limit does not allow
 # it, the process holds fewer connections (connections_that_fit).
@@ -146,6 +159,27 @@ def connection_to_shed(idle_since: float | None, arriving_since: float | None) -
     return "arriving"
 
 
+def to_evict(held: int, incoming: int, cap: int, waiting, requester=None) -> list | None:
+    """Which requests still arriving a process evicts so that `incoming` more bytes for
+    `requester` fit under `cap` with `held` held. `waiting` is (request, bytes held), oldest
+    first (the requester among them, if it is waiting): the oldest go first until it fits ([]
+    if it fits already). None when the requester itself would be next, or when every one would
+    not make room (the rest is with threads, soon released): the requester is refused then.
+    Oldest first, so that pushing a request out takes sending about a cap's worth of bytes
+    while it arrives, not merely holding connections open."""
+    excess = held + incoming - cap
+    chosen = []
+    for request, size in waiting:
+        if excess <= 0:
+            break
+        if request is requester:
+            return None
+        if size > 0:
+            chosen.append(request)
+            excess -= size
+    return chosen if excess <= 0 else None
+
+
 def connections_that_fit(wanted: int, fd_limit: int | None) -> int:
     """How many connections a process can hold under its descriptor limit (None: unlimited),
     SPARE_FDS kept for the rest: `wanted`, or fewer when the limit is too low (at least 1)."""
@@ -192,6 +226,43 @@ def _recv_nonblocking(sock) -> bytes | None:
         return b""
 
 
+class BufferedUnreader(SocketUnreader):
+    """gunicorn's socket unreader, serving a request buffered whole before the socket's further
+    bytes, in pieces no larger than a read from the socket would give (a memoryview: no copy of
+    the whole). gunicorn's chunked-body parser copies what remains of its current read at
+    every chunk, so one read of the whole request made parsing it quadratic."""
+
+    def __init__(self, sock):
+        super().__init__(sock)
+        self.pending = memoryview(b"")
+
+    def load(self, data: bytearray):
+        self.pending = memoryview(data)
+
+    def chunk(self, size_hint=None):
+        if not self.pending:
+            return super().chunk(size_hint)
+        size = self.mxchunk  # as SocketUnreader.chunk sizes its recv()
+        if size_hint and size_hint > size:
+            size = min(size_hint, self.max_body_chunk)
+        piece = bytes(self.pending[:size])
+        self.pending = self.pending[size:]
+        return piece
+
+    def take_buffered(self):
+        data = super().take_buffered() + self.pending
+        self.pending = memoryview(b"")
+        return data
+
+    def settle(self, keep: bool):
+        """After a request: what is left of the buffer (a pipelined request) joins gunicorn's
+        own buffer, where gthread looks for it, if the connection is kept; else it is dropped."""
+        if keep and self.pending:
+            self.buf.seek(0, io.SEEK_END)
+            self.buf.write(self.pending)
+        self.pending = memoryview(b"")
+
+
 class _Captured:
     """Stands in for the client socket while gunicorn writes an error page, to learn its
     status (gunicorn decides which status each parse error gets; we only change the body)."""
@@ -228,6 +299,7 @@ class BufferingThreadWorker(ThreadWorker):
         # Connections held when accept last ran out of descriptors with none to shed.
         self.out_of_fds_at: int | None = None
         self._fit_connections_to_fds()
+        _fix_mmap_threshold()
         super().init_process()
 
     def _fit_connections_to_fds(self):
@@ -264,13 +336,25 @@ class BufferingThreadWorker(ThreadWorker):
             if verdict is not None:
                 return verdict
         buffered = getattr(conn, "buffered", None)
-        if buffered is not None:
-            conn.buffered = None
-            conn.data_ready = True  # no waiting for data in gthread's handle: it is all here
-            conn.sock.setblocking(True)
-            conn.init()
-            conn.parser.unreader.unread(buffered)
-        return super().handle(conn)
+        if buffered is None:
+            return super().handle(conn)
+        conn.buffered = None
+        conn.data_ready = True  # no waiting for data in gthread's handle: it is all here
+        conn.sock.setblocking(True)
+        conn.init()
+        unreader = conn.parser.unreader
+        if not isinstance(unreader, BufferedUnreader):  # a connection's first request
+            ahead = unreader.take_buffered()
+            unreader = conn.parser.unreader = BufferedUnreader(conn.sock)
+            unreader.unread(ahead)
+        unreader.load(buffered)
+        del buffered  # (the unreader's view is all that keeps it, until it is read)
+        keep = False
+        try:
+            keep = super().handle(conn)
+            return keep
+        finally:
+            unreader.settle(bool(keep))
 
     def _read_what_is_there(self, conn):
         """None when a whole request is buffered; READ_ON or False (close) otherwise."""
@@ -310,7 +394,7 @@ class BufferingThreadWorker(ThreadWorker):
                 self._send(conn, CONTINUE)
             return READ_ON
         if outcome in (COMPLETE, HAND_OVER):
-            conn.buffered = bytes(framing.data)
+            conn.buffered = framing.data  # (no longer fed: a view of it is safe)
             conn.close_after = framing.over_limit or outcome == HAND_OVER
             conn.framing = None
             return None
@@ -356,8 +440,8 @@ class BufferingThreadWorker(ThreadWorker):
         if not self.alive:
             self._close(conn)
             return
-        size = len(conn.framing.data)
-        if self.held_bytes + size > MAX_BUFFERED_BYTES:
+        size = conn.framing.allocated
+        if not self._make_room(conn, size):
             self._refuse_busy(conn)
             return
         head_done = conn.framing.head_end is not None
@@ -381,14 +465,14 @@ class BufferingThreadWorker(ThreadWorker):
             self._stop_reading(conn)
             self._close(conn)
             return
-        if self.held_bytes + len(data) > MAX_BUFFERED_BYTES:
+        framing = conn.framing
+        if not self._make_room(conn, framing.allocation_after(len(data)) - framing.allocated):
             self._stop_reading(conn)
             self._refuse_busy(conn)
             return
-        self._hold(conn, len(data))
-        framing = conn.framing
         had_head = framing.head_end is not None
         outcome = framing.feed(data)
+        self._hold(conn, framing.allocated - getattr(conn, "held", 0))
         verdict = self._settle(conn, outcome)
         if verdict is READ_ON:
             if not had_head and framing.head_end is not None:
@@ -401,6 +485,18 @@ class BufferingThreadWorker(ThreadWorker):
         else:
             self._send(conn, self._refusal(outcome))
             self._close(conn)
+
+    def _make_room(self, conn, incoming: int) -> bool:
+        """Whether `incoming` more bytes for `conn` fit under MAX_BUFFERED_BYTES, once the
+        requests still arriving that have held bytes longest are evicted (see to_evict)."""
+        waiting = ((c, c.held) for c in self.reading)
+        evicted = to_evict(self.held_bytes, incoming, MAX_BUFFERED_BYTES, waiting, conn)
+        if evicted is None:
+            return False
+        for other in evicted:
+            self._stop_reading(other)
+            self._refuse_busy(other)
+        return True
 
     def _hold(self, conn, size: int):
         conn.held = getattr(conn, "held", 0) + size
@@ -515,6 +611,12 @@ class BufferingThreadWorker(ThreadWorker):
             util.write_nonblock(client, json_error(status, message))
         except Exception:  # the client is gone; nothing to answer
             self.log.debug("Failed to send error message.")
+
+
+def _fix_mmap_threshold():
+    """Set glibc's mmap threshold to MMAP_THRESHOLD (nothing elsewhere: other C libraries)."""
+    with contextlib.suppress(OSError, AttributeError, TypeError):
+        ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)  # (the C library's)
 
 
 def _raise_fd_limit(wanted: int) -> int | None:

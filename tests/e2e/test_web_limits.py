@@ -154,6 +154,45 @@ def test_a_flood_of_chunk_extensions_leaves_every_web_process_small(web):
     assert requests.get(web.url("/healthz"), timeout=10).status_code == 200
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User and system CPU time the processes have used (from /proc)."""
+    ticks = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+SMALL_CHUNK_CPU = 1.0  # web CPU seconds a whole create in small chunks may cost (all of it)
+
+
+@pytest.mark.parametrize(
+    "chunk, total",
+    [(32, 1024 * 1024), (7, 256 * 1024)],  # (1 MiB in 7-byte chunks is past the framing limit)
+)
+@pytest.mark.parametrize("authenticated", [True, False])
+def test_a_body_in_small_chunks_costs_the_web_little_cpu(web, chunk, total, authenticated):
+    """Read by the app (a 201) or not (a 401, and gunicorn drains what it may of the body
+    before the next request, then closes): either way, a bounded small cost."""
+    payload = json.dumps({"callbackUrl": "http://127.0.0.1:9/x"}).encode()
+    body = payload[:-1] + b" " * (total - len(payload)) + b"}"
+    chunks = b"".join(
+        b"%x\r\n" % len(body[i : i + chunk]) + body[i : i + chunk] + b"\r\n"
+        for i in range(0, total, chunk)
+    )
+    # Authenticated, the connection closes after the answer; not, it is kept alive, so the
+    # unread body is drained first.
+    extra = b"Authorization: Bearer %s\r\nConnection: close\r\n" % web.key.encode()
+    request = CHUNKED_HEAD + (extra if authenticated else b"") + b"\r\n" + chunks + b"0\r\n\r\n"
+    pids = worker_pids(web)
+    before = cpu_seconds(pids)
+    raw, closed = exchange(web, request, wait=60)
+    spent = cpu_seconds(pids) - before
+    assert raw.startswith(b"HTTP/1.1 201 " if authenticated else b"HTTP/1.1 401 "), raw[:300]
+    assert closed and spent < SMALL_CHUNK_CPU, spent
+
+
 class IdleConnections:
     """`count` connections that each send one byte, each one the server closes opened again
     (at most `per_second` of those a second), on a thread of its own until stopped."""

@@ -110,30 +110,43 @@ def _park(worker, conn, data: bytes):
     worker.finish_request(conn, done)
 
 
-def test_partial_requests_past_the_buffer_cap_are_refused_503(monkeypatch):
-    monkeypatch.setattr(web_worker, "MAX_BUFFERED_BYTES", 1000)
+def test_partial_requests_past_the_buffer_cap_evict_the_oldest_with_a_503(monkeypatch):
+    monkeypatch.setattr(web_worker, "MAX_BUFFERED_BYTES", 2000)
     worker = _parking_worker()
     pairs = [socket.socketpair() for _ in range(3)]
     try:
         head = b"POST /v1/tasks HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n"
-        first, second = _Conn(pairs[0][0]), _Conn(pairs[1][0])
+        first, second, third = (_Conn(ours) for ours, _ in pairs)
         _park(worker, first, head)
         _park(worker, second, head)
-        assert worker.held_bytes == 2 * len(head)
-        pairs[0][1].sendall(b"x" * 900)  # first's body grows past the cap: refused
+        assert worker.held_bytes == first.framing.allocated + second.framing.allocated
+        pairs[0][1].sendall(b"x" * 1800)  # the oldest grows past the cap: it is the one to go
         worker._on_readable(first, None)
-        assert first.closed
+        assert first.closed and not second.closed
         answer = pairs[0][1].recv(4096)
         assert answer.startswith(b"HTTP/1.1 503 ") and b"\r\nRetry-After: 1\r\n" in answer
         assert answer.endswith(b'{"error": "Server busy"}')
-        assert worker.held_bytes == len(head)  # its bytes given back
-        pairs[1][1].sendall(b"x" * 900)  # now there is room for the second's
+        assert worker.held_bytes == second.framing.allocated  # its bytes given back
+        pairs[1][1].sendall(b"x" * 1500)  # now there is room for the second's
         worker._on_readable(second, None)
-        assert not second.closed and worker.held_bytes == len(head) + 900
-        third = _Conn(pairs[2][0])
-        _park(worker, third, head)  # a new partial request over the cap: refused at once
-        assert third.closed and pairs[2][1].recv(4096).startswith(b"HTTP/1.1 503 ")
+        assert not second.closed and worker.held_bytes == second.framing.allocated > 1500
+        _park(worker, third, head + b"x" * 400)  # a newer request needs room: the oldest goes
+        assert second.closed and pairs[1][1].recv(4096).startswith(b"HTTP/1.1 503 ")
+        assert not third.closed and worker.held_bytes == third.framing.allocated
     finally:
         for a, b in pairs:
             a.close()
             b.close()
+
+
+@pytest.mark.parametrize(
+    "pieces",
+    [[b"x" * 65536] * 24, [b"x"] * 3000, [b"x" * 100, b"x" * 70_000, b"x" * 5] * 20],
+)
+def test_the_buffer_allocates_no_more_than_its_bound_says(pieces):
+    framing = RequestFraming(64 * 1024, 2 * 1024 * 1024)
+    framing.feed(POST.replace(b"5", b"9" * 7))
+    for piece in pieces:
+        bound = framing.allocation_after(len(piece))
+        framing.feed(piece)
+        assert len(framing.data) < framing.allocated <= bound

@@ -331,7 +331,7 @@ def test_whole_requests_count_against_the_process_cap_until_their_thread_is_done
         theirs.sendall(b"{}   ")
         worker._on_readable(conn, None)
         assert worker.tpool.submitted == [conn]  # whole: handed to a thread...
-        assert worker.held_bytes == len(head) + 5  # ...and still counted
+        assert worker.held_bytes == conn.held >= len(head) + 5  # ...and still counted
         done = Future()
         done.set_result(False)  # served; the connection is closed
         worker.finish_request(conn, done)
@@ -365,7 +365,7 @@ def test_a_full_worker_accepts_by_shedding_the_connection_waiting_longest():
         assert conns[0].closed and not conns[1].closed and not conns[2].closed
         answer = _answer(clients[0])  # it had sent part of a request: told why
         assert answer.startswith(b"HTTP/1.1 503 ") and b"Retry-After: 1" in answer
-        assert worker.held_bytes == len(b"POST / HTTP/1.1\r\n")
+        assert worker.held_bytes == conns[2].framing.allocated
 
         worker.accept(listener)  # nothing waiting to be accepted, so nothing shed... yet
         newer = socket.create_connection(listener.getsockname())
@@ -414,7 +414,7 @@ def test_a_connection_shed_while_its_request_arrives_is_closed_once():
         assert conns[0].closed and not conns[1].closed
         assert worker.tpool.submitted[-1].client == newcomer.getsockname()
         assert worker.nr_conns == 2  # the newcomer and the other one; none counted twice
-        assert worker.held_bytes == len(b"GET / HTTP/1.1\r\n")
+        assert worker.held_bytes == conns[1].framing.allocated
         newcomer.close()
     finally:
         listener.close()
@@ -521,3 +521,111 @@ def test_a_descriptor_limit_too_low_for_the_connections_lowers_them_and_says_so(
     figures, warning = done.stdout.splitlines()
     assert figures.split() == ["400", str(400 - SPARE_FDS), str(400 - SPARE_FDS - 4), "1"]
     assert "descriptor limit (400)" in warning and "not the 1000 asked" in warning
+
+
+A, B, C, NEW = "a", "b", "c", "new"
+
+
+@pytest.mark.parametrize(
+    "held, incoming, waiting, requester, evicted",
+    [
+        (50, 50, [(A, 50)], NEW, []),  # fits
+        (100, 1, [(A, 60), (B, 40)], NEW, [A]),  # the oldest goes first
+        (100, 70, [(A, 60), (B, 40)], NEW, [A, B]),  # as many as it takes
+        (100, 1, [(A, 0), (B, 40), (C, 60)], NEW, [B]),  # one holding nothing frees nothing
+        (100, 1, [(A, 60), (NEW, 40)], NEW, [A]),  # older than the requester: evicted
+        (100, 1, [(NEW, 60), (A, 40)], NEW, None),  # the requester is the oldest: refused
+        (100, 20, [(A, 10), (NEW, 50), (B, 40)], NEW, None),  # (the older one is not enough)
+        (100, 1, [], NEW, None),  # all with threads: the requester is refused
+        (100, 41, [(A, 40)], NEW, None),  # evicting every one would not make room
+    ],
+)
+def test_which_requests_a_full_process_evicts(held, incoming, waiting, requester, evicted):
+    assert web_worker.to_evict(held, incoming, 100, iter(waiting), requester) == evicted
+
+
+def test_a_request_arriving_in_two_pieces_into_a_full_process_evicts_the_oldest(monkeypatch):
+    """Partial bodies fill the process's byte cap; a request whose body follows its head is
+    still served, the partial body that has waited longest answered 503 and closed instead."""
+    monkeypatch.setattr(web_worker, "MAX_BUFFERED_BYTES", 4 * 1024 * 1024)
+    worker = _worker(connections=100)
+    pairs, filling = [], []
+    head = b"POST /v1/tasks HTTP/1.1\r\nHost: x\r\nContent-Length: 1048576\r\n\r\n"
+    try:
+        for _ in range(4):  # each holds ~1 MiB, the body never finished: the cap is full
+            pairs.append(socket.socketpair())
+            conn = _Conn(pairs[-1][0])
+            filling.append(conn)
+            worker.nr_conns += 1
+            _park(worker, conn, head + b"x" * (1024 * 1024 - 64))
+        assert all(not c.closed for c in filling)
+        pairs.append(socket.socketpair())
+        legit = _Conn(pairs[-1][0])
+        worker.nr_conns += 1
+        legit_head = b"POST /v1/tasks HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n"
+        _park(worker, legit, legit_head)
+        pairs[-1][1].sendall(b"{}")
+        worker._on_readable(legit, None)
+        assert worker.tpool.submitted == [legit] and not legit.closed  # whole: to a thread
+        assert filling[0].closed and not any(c.closed for c in filling[1:])
+        answer = _answer(pairs[0][1])
+        assert answer.startswith(b"HTTP/1.1 503 ") and b"Retry-After: 1" in answer
+        assert worker.held_bytes <= web_worker.MAX_BUFFERED_BYTES
+        assert worker.held_bytes == sum(c.held for c in filling[1:] + [legit])
+    finally:
+        for ours, theirs in pairs:
+            ours.close()
+            theirs.close()
+
+
+def _chunked_request(body: bytes, size: int, trailer: bytes = b"") -> bytes:
+    chunks = b"".join(
+        b"%x\r\n" % len(body[i : i + size]) + body[i : i + size] + b"\r\n"
+        for i in range(0, len(body), size)
+    )
+    return CHUNKED + chunks + b"0\r\n" + trailer + b"\r\n"
+
+
+def test_gunicorn_parses_a_buffered_request_of_small_chunks_in_linear_time():
+    """The whole request is buffered; gunicorn's parser gets it a socket read at a time, reads
+    the body (and its trailer) as sent, and the pipelined request after it stays for gthread."""
+    from gunicorn.config import Config
+    from gunicorn.http.parser import RequestParser
+
+    body = bytes(range(256)) * 4096  # 1 MiB
+    pipelined = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    ours, theirs = socket.socketpair()
+    try:
+        parser = RequestParser(Config(), ours, ("127.0.0.1", 1))
+        unreader = parser.unreader = web_worker.BufferedUnreader(ours)
+        unreader.load(bytearray(_chunked_request(body, 32, b"X-T: 1\r\n") + pipelined))
+        started = time.process_time()
+        request = next(parser)
+        assert request.body.read() == body and request.trailers == [("X-T", "1")]
+        assert time.process_time() - started < 2  # (quadratic, it took tens of seconds)
+        unreader.settle(keep=True)
+        assert unreader.buf.getvalue() == pipelined  # where gthread looks for it
+        assert next(parser).path == "/healthz"
+    finally:
+        ours.close()
+        theirs.close()
+
+
+def test_an_unread_body_of_small_chunks_is_drained_cheaply_and_the_connection_closed():
+    """The app answered without reading the body (a 401): gunicorn drains at most 64 KiB of it
+    before the next request, then closes."""
+    from gunicorn.config import Config
+    from gunicorn.http.parser import RequestParser
+
+    ours, theirs = socket.socketpair()
+    try:
+        parser = RequestParser(Config(), ours, ("127.0.0.1", 1))
+        unreader = parser.unreader = web_worker.BufferedUnreader(ours)
+        unreader.load(bytearray(_chunked_request(b" " * (1024 * 1024), 32)))
+        next(parser)
+        started = time.process_time()
+        assert parser.finish_body(deadline=time.monotonic() + 30) is False  # closed after
+        assert time.process_time() - started < 1
+    finally:
+        ours.close()
+        theirs.close()
