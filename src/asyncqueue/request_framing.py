@@ -19,7 +19,7 @@ from asyncqueue import limits
 
 MORE = "more"  # keep reading
 COMPLETE = "complete"  # a whole request is buffered (perhaps more after it)
-HAND_OVER = "hand over"  # malformed or over a body limit: gunicorn and the app answer it
+HAND_OVER = "hand over"  # malformed (gunicorn answers it), or over the body limit (413)
 HEAD_TOO_LARGE = "head too large"  # no blank line within MAX_HEAD
 UNREADABLE = "unreadable"  # a chunk-size line that is not one
 EXTENSIONS_TOO_LARGE = "extensions too large"  # past MAX_CHUNK_LINE or MAX_CHUNK_EXTENSIONS
@@ -28,6 +28,7 @@ FRAMING_TOO_LARGE = "framing too large"  # past MAX_CHUNK_OVERHEAD
 REFUSALS = (HEAD_TOO_LARGE, UNREADABLE, EXTENSIONS_TOO_LARGE, TRAILERS_TOO_LARGE, FRAMING_TOO_LARGE)
 
 KIB = 1024
+HEX_DIGITS = b"0123456789abcdefABCDEF"  # (gunicorn's chunk-size characters: no sign, _ or 0x)
 # Request line and headers (gunicorn's own per-line limits apply inside). Fixed, not derived
 # from --limit-request-line: gunicorn caps that at 8,190 bytes (0, "unlimited", included), so
 # the longest request line it accepts always fits, with room for the headers.
@@ -41,7 +42,7 @@ MAX_TRAILER_FIELDS = 32
 # Everything in a chunked body that is not data: size lines, extensions, line ends, trailers.
 # Chunks of 32 bytes or more carry a 1 MiB body within it; 1-byte chunks would take 5 MiB.
 MAX_CHUNK_OVERHEAD = 256 * KIB
-# One request buffered at most (a byte past the body limit is what gets it its 413).
+# One request buffered at most (a recv's worth past a body over the limit may be in it).
 MAX_REQUEST_BYTES = MAX_HEAD + limits.MAX_REQUEST_BODY + 1 + MAX_CHUNK_OVERHEAD
 
 
@@ -55,8 +56,9 @@ class Body(enum.Enum):
 
 
 class RequestFraming:
-    """Feed it bytes; it says when a request is whole. Bodies over `max_body` bytes are handed
-    over as soon as that much has arrived (the app answers 413 from what is buffered)."""
+    """Feed it bytes; it says when a request is whole. A body over `max_body` bytes is handed
+    over (`over_limit`) as soon as that is known, from its declared length or a chunk's size:
+    the worker answers 413 without waiting for it."""
 
     def __init__(self, max_head: int = MAX_HEAD, max_body: int = limits.MAX_REQUEST_BODY):
         self.max_head = max_head
@@ -75,7 +77,6 @@ class RequestFraming:
         self._extensions = 0  # chunked: bytes of chunk extensions so far
         self._trailer_bytes = 0
         self._trailer_fields = 0
-        self._hand_over_at: int | None = None  # chunked, over max_body: once this much is here
 
     def feed(self, data: bytes) -> str:
         self.data += data
@@ -130,10 +131,12 @@ class RequestFraming:
             self.body = Body.CHUNKED
             self._chunk_at = self.head_end
             return None
-        if len(lengths) > 1 or (lengths and not (lengths[0].isdigit() and len(lengths[0]) < 19)):
+        if len(lengths) > 1 or (lengths and not lengths[0].isdigit()):
             return HAND_OVER
-        self.length = int(lengths[0]) if lengths else 0
-        if self.length > self.max_body:
+        # Leading zeros do not count: gunicorn reads any number of them.
+        digits = lengths[0].lstrip(b"0") if lengths else b""
+        self.length = int(digits) if 0 < len(digits) < 19 else 0
+        if len(digits) >= 19 or self.length > self.max_body:
             self.over_limit = True
             return HAND_OVER  # refused (413) from the declared length; nothing more to wait for
         self.body = Body.LENGTH if self.length else Body.NONE
@@ -141,8 +144,6 @@ class RequestFraming:
 
     def _scan_chunks(self) -> str:
         data = self.data
-        if self._hand_over_at is not None:
-            return HAND_OVER if len(data) >= self._hand_over_at else MORE
         while True:
             if self._chunk_end is not None:  # inside a chunk whose size line was read
                 if len(data) < self._chunk_end:
@@ -167,26 +168,21 @@ class RequestFraming:
                 if self._trailer_fields > MAX_TRAILER_FIELDS:
                     return TRAILERS_TOO_LARGE
                 continue
-            size_text, _, extensions = line.partition(b";")
+            size_text, semicolon, extensions = line.partition(b";")
             self._extensions += len(extensions)
             if self._extensions > MAX_CHUNK_EXTENSIONS:
                 return EXTENSIONS_TOO_LARGE
-            size_text = size_text.strip()
-            try:
-                size = int(size_text, 16) if 0 < len(size_text) <= 16 else -1
-            except ValueError:
-                size = -1
-            if size < 0:
+            size = chunk_size(size_text, bool(semicolon))
+            if size is None:
                 return UNREADABLE  # (gunicorn would raise it inside the app's body read)
             if size == 0:
                 self._in_trailer = True
                 continue
             if self._chunk_data + size > self.max_body:
-                # Over the limit: hand over once one byte past it is here, so the app's read of
-                # max_body + 1 bytes is served from the buffer and it answers 413.
+                # Over the limit, known from the size line: the worker answers 413 at once
+                # (nothing past what is buffered would be read, by the app or anyone).
                 self.over_limit = True
-                self._hand_over_at = line_end + 2 + (self.max_body - self._chunk_data) + 1
-                return HAND_OVER if len(data) >= self._hand_over_at else MORE
+                return HAND_OVER
             self._chunk_data += size
             self._overhead += 2  # the line end after the chunk's data
             self._chunk_end = line_end + 2 + size + 2
@@ -203,3 +199,15 @@ class RequestFraming:
         if self._overhead + length > MAX_CHUNK_OVERHEAD:
             return FRAMING_TOO_LARGE
         return None
+
+
+def chunk_size(text: bytes, has_extensions: bool) -> int | None:
+    """A chunk-size line's size as gunicorn reads it (hex digits only, any number of leading
+    zeros, blanks only before extensions), or None where gunicorn refuses it. Past 16 digits it
+    is only said to be larger than any body limit."""
+    if has_extensions:
+        text = text.rstrip(b" \t")
+    if not text or text.translate(None, HEX_DIGITS):
+        return None
+    digits = text.lstrip(b"0")
+    return int(digits[:17] or b"0", 16)

@@ -51,10 +51,12 @@ import selectors
 import time
 from functools import partial
 
-from gunicorn import util
+from gunicorn import SERVER, util
+from gunicorn.http.body import ChunkedReader, LengthReader
 from gunicorn.http.unreader import SocketUnreader
 from gunicorn.http2 import negotiation
 from gunicorn.workers.gthread import ThreadWorker
+from werkzeug.exceptions import ClientDisconnected
 
 from asyncqueue import limits
 from asyncqueue.config import settings_or_exit
@@ -215,6 +217,33 @@ def json_error(status: int, message: str) -> bytes:
     ).encode("latin-1") + body
 
 
+def too_large(message: str) -> bytes:
+    """The 413 the app answers for a body over the limit, byte for byte (its JSON as Flask
+    writes it, gunicorn's status line and headers) but for the date and request id."""
+    body = json.dumps({"error": message}, separators=(",", ":")).encode() + b"\n"
+    return (
+        f"HTTP/1.1 413 REQUEST ENTITY TOO LARGE\r\nServer: {SERVER}\r\n"
+        f"Date: {util.http_date()}\r\nConnection: close\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        f"X-Request-Id: {new_request_id()}\r\n\r\n"
+    ).encode("latin-1") + body
+
+
+def body_left_unread(request) -> bool:
+    """Whether a request's body has bytes the app did not read (unknown readers count so)."""
+    body = getattr(request, "body", None)
+    if body is None:
+        return False
+    if body.buf.tell():
+        return True
+    reader = body.reader
+    if isinstance(reader, LengthReader):
+        return reader.length > 0
+    if isinstance(reader, ChunkedReader):
+        return reader.parser is not None
+    return True
+
+
 def _recv_nonblocking(sock) -> bytes | None:
     """What has arrived on a non-blocking socket: None when nothing has yet, b"" when the
     client left (or the connection failed)."""
@@ -232,16 +261,25 @@ class BufferedUnreader(SocketUnreader):
     the whole). gunicorn's chunked-body parser copies what remains of its current read at
     every chunk, so one read of the whole request made parsing it quadratic."""
 
-    def __init__(self, sock):
+    def __init__(self, sock, timeout: float):
         super().__init__(sock)
         self.pending = memoryview(b"")
+        self.timeout = timeout  # a read past the buffer waits at most this long
 
     def load(self, data: bytearray):
         self.pending = memoryview(data)
 
     def chunk(self, size_hint=None):
         if not self.pending:
-            return super().chunk(size_hint)
+            # Past the buffered request (a framing gunicorn reads otherwise than ours): never
+            # wait on the socket without a bound. A timeout ends the request, 400 in the app.
+            self.sock.settimeout(self.timeout)
+            try:
+                return super().chunk(size_hint)
+            except TimeoutError:
+                raise ClientDisconnected() from None
+            finally:
+                self.sock.settimeout(None)
         size = self.mxchunk  # as SocketUnreader.chunk sizes its recv()
         if size_hint and size_hint > size:
             size = min(size_hint, self.max_body_chunk)
@@ -345,7 +383,7 @@ class BufferingThreadWorker(ThreadWorker):
         unreader = conn.parser.unreader
         if not isinstance(unreader, BufferedUnreader):  # a connection's first request
             ahead = unreader.take_buffered()
-            unreader = conn.parser.unreader = BufferedUnreader(conn.sock)
+            unreader = conn.parser.unreader = BufferedUnreader(conn.sock, self.body_timeout)
             unreader.unread(ahead)
         unreader.load(buffered)
         del buffered  # (the unreader's view is all that keeps it, until it is read)
@@ -393,6 +431,8 @@ class BufferingThreadWorker(ThreadWorker):
                 conn.continue_sent = True
                 self._send(conn, CONTINUE)
             return READ_ON
+        if outcome == HAND_OVER and framing.over_limit:
+            return False  # answered 413 here: nothing past what is buffered is read
         if outcome in (COMPLETE, HAND_OVER):
             conn.buffered = framing.data  # (no longer fed: a view of it is safe)
             conn.close_after = framing.over_limit or outcome == HAND_OVER
@@ -401,6 +441,8 @@ class BufferingThreadWorker(ThreadWorker):
         return False
 
     def _refusal(self, outcome: str) -> bytes:
+        if outcome == HAND_OVER:  # (over the body limit: the only hand-over refused here)
+            return too_large(self.messages[413])
         if outcome in FRAMING_REFUSALS:
             return json_error(*FRAMING_REFUSALS[outcome])
         status = 431 if outcome == HEAD_TOO_LARGE else 400
@@ -425,6 +467,9 @@ class BufferingThreadWorker(ThreadWorker):
         # A request handed over unfinished (over the body limit, or malformed) is not read to
         # its end: close rather than drain what the client may still be sending.
         if getattr(conn, "close_after", False):
+            return False
+        # A body the app left unread is not drained (parsing it may take many chunks): close.
+        if keepalive and body_left_unread(getattr(conn.parser, "mesg", None)):
             return False
         return super()._keepalive_after(conn, keepalive)
 

@@ -2,6 +2,7 @@
 its limits is a JSON 400 and a closed connection, a flood of it leaves the process small, and
 idle connections past the per-process limit do not keep a normal request out."""
 
+import contextlib
 import json
 import os
 import selectors
@@ -364,3 +365,64 @@ def test_keep_alive_connections_shed_as_their_next_request_arrives_cost_no_proce
     assert sorted(worker_pids(web)) == pids  # no web process died (and was replaced)
     with fresh_session(web) as http:
         assert http.get(web.url("/healthz"), timeout=10).status_code == 200
+
+
+THREADS = 4  # per process (ASYNCQUEUE_WEB_THREADS' default)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # One chunk past the limit, or the limit in one chunk and then one byte more: sent up to
+        # where the old hand-over point was (one byte past the limit), then the client stalls.
+        b"%x\r\n" % (2 * 1024 * 1024) + b" " * (1024 * 1024 + 1),
+        b"%x\r\n" % (1024 * 1024) + b" " * (1024 * 1024) + b"\r\n1\r\n ",
+    ],
+    ids=["one-big-chunk", "limit-then-one-byte"],
+)
+def test_a_chunked_body_over_the_limit_stalled_holds_no_thread(web, body):
+    head = CHUNKED_HEAD + b"Authorization: Bearer %s\r\n\r\n" % web.key.encode()
+    stalled = []
+    try:
+        for _ in range(PROCESSES * THREADS + 1):
+            s = socket.create_connection(("127.0.0.1", web.port), timeout=30)
+            s.sendall(head + body)
+            stalled.append(s)
+        payload = json.dumps({"callbackUrl": "http://127.0.0.1:9/x"})
+        created = requests.post(
+            web.url("/v1/tasks"),
+            data=payload,
+            headers={"Authorization": f"Bearer {web.key}", "Content-Type": "application/json"},
+            timeout=20,
+        )
+        assert created.status_code == 201, created.text
+        for s in stalled:
+            s.settimeout(20)
+            raw = b""
+            with contextlib.suppress(ConnectionResetError):
+                while chunk := s.recv(65536):
+                    raw += chunk
+            status, error = status_and_json(raw)
+            assert (status, error) == (
+                413,
+                {"error": "Request body too large (limit 1048576 bytes)"},
+            )
+    finally:
+        for s in stalled:
+            s.close()
+
+
+UNREAD_BODY_CPU = 0.3  # web CPU seconds a body the app does not read may cost
+
+
+def test_an_unread_body_in_one_byte_chunks_is_not_parsed(web):
+    # As many 1-byte chunks as the framing limit lets through; refused 401 without a key, the
+    # body unread: the connection is closed rather than the body parsed to find its end.
+    chunks = b"1\r\n \r\n" * 50_000
+    request = CHUNKED_HEAD + b"\r\n" + chunks + b"0\r\n\r\n"
+    pids = worker_pids(web)
+    before = cpu_seconds(pids)
+    raw, closed = exchange(web, request, wait=60)
+    spent = cpu_seconds(pids) - before
+    assert raw.startswith(b"HTTP/1.1 401 "), raw[:300]
+    assert closed and spent < UNREAD_BODY_CPU, spent

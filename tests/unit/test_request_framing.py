@@ -62,12 +62,55 @@ def test_a_declared_body_over_the_limit_is_handed_over_at_once():
     assert outcomes == [HAND_OVER] and framing.over_limit
 
 
-def test_a_chunked_body_over_the_limit_is_handed_over_once_one_byte_past_it_is_buffered():
+def test_a_chunked_body_over_the_limit_is_handed_over_as_soon_as_a_size_says_so():
     big = b"%x\r\n" % 300
-    outcomes, framing = feed_all([CHUNKED + big + b"x" * 100, b"x", b"x" * 199])
-    assert outcomes == [MORE, HAND_OVER, HAND_OVER] and framing.over_limit
+    outcomes, framing = feed_all([CHUNKED + big[:-1], big[-1:]])
+    assert outcomes == [MORE, HAND_OVER] and framing.over_limit
     outcomes, framing = feed_all([CHUNKED] + [b"a\r\n" + b"y" * 10 + b"\r\n"] * 11)
-    assert outcomes[-1] == HAND_OVER and outcomes[:-1] == [MORE] * 11
+    assert outcomes == [MORE] * 11 + [HAND_OVER] and framing.over_limit
+
+
+@pytest.mark.parametrize(
+    "length, outcome, over_limit",
+    [
+        (b"00000000000000000001", MORE, False),  # leading zeros do not count (gunicorn's int)
+        (b"0000000000000000000000000000100", MORE, False),
+        (b"00000000000000000000", COMPLETE, False),
+        (b"0000000000000000000101", HAND_OVER, True),
+        (b"1000000000000000000", HAND_OVER, True),  # 19 digits: valid, and over the limit
+        (b"99999999999999999999999", HAND_OVER, True),
+        (b"+1", HAND_OVER, False),  # gunicorn refuses these
+        (b"1_0", HAND_OVER, False),
+        (b"\xb2", HAND_OVER, False),
+    ],
+)
+def test_content_length_is_read_as_gunicorn_reads_it(length, outcome, over_limit):
+    outcomes, framing = feed_all([b"POST / HTTP/1.1\r\nContent-Length: " + length + b"\r\n\r\n"])
+    assert (outcomes, framing.over_limit) == ([outcome], over_limit)
+
+
+@pytest.mark.parametrize(
+    "size_line, outcome, over_limit",
+    [
+        (b"00000000000000000000003", MORE, False),  # over 16 digits, zeros first: gunicorn's 3
+        (b"0000000000000000000000000", MORE, False),  # (the last chunk: trailers follow)
+        (b"00000000000000000000065", HAND_OVER, True),
+        (b"10000000000000000", HAND_OVER, True),  # 17 digits: over any limit
+        (b"aB", HAND_OVER, True),
+        (b"3 ;e=1", MORE, False),  # blanks before extensions
+        (b"0x3", UNREADABLE, False),  # int(..., 16) reads these; gunicorn does not
+        (b"+3", UNREADABLE, False),
+        (b"-3", UNREADABLE, False),
+        (b"1_0", UNREADABLE, False),
+        (b" 3", UNREADABLE, False),
+        (b"3 ", UNREADABLE, False),
+        (b"", UNREADABLE, False),
+        (b"g", UNREADABLE, False),
+    ],
+)
+def test_chunk_sizes_are_read_as_gunicorn_reads_them(size_line, outcome, over_limit):
+    outcomes, framing = feed_all([CHUNKED + size_line + b"\r\n"])
+    assert (outcomes, framing.over_limit) == ([outcome], over_limit)
 
 
 def test_expect_100_continue_is_noticed_for_http_1_1_only():

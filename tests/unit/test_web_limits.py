@@ -597,7 +597,7 @@ def test_gunicorn_parses_a_buffered_request_of_small_chunks_in_linear_time():
     ours, theirs = socket.socketpair()
     try:
         parser = RequestParser(Config(), ours, ("127.0.0.1", 1))
-        unreader = parser.unreader = web_worker.BufferedUnreader(ours)
+        unreader = parser.unreader = web_worker.BufferedUnreader(ours, 5.0)
         unreader.load(bytearray(_chunked_request(body, 32, b"X-T: 1\r\n") + pipelined))
         started = time.process_time()
         request = next(parser)
@@ -620,7 +620,7 @@ def test_an_unread_body_of_small_chunks_is_drained_cheaply_and_the_connection_cl
     ours, theirs = socket.socketpair()
     try:
         parser = RequestParser(Config(), ours, ("127.0.0.1", 1))
-        unreader = parser.unreader = web_worker.BufferedUnreader(ours)
+        unreader = parser.unreader = web_worker.BufferedUnreader(ours, 5.0)
         unreader.load(bytearray(_chunked_request(b" " * (1024 * 1024), 32)))
         next(parser)
         started = time.process_time()
