@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections import defaultdict
@@ -178,3 +179,20 @@ REPORT: list[str] = []
 
 def report(line: str) -> None:
     REPORT.append(line)
+
+
+def exchange(port: int, data: bytes, wait: float = 10.0) -> tuple[bytes, bool]:
+    """Send raw bytes to 127.0.0.1:`port`; read until the server closes (True) or `wait`
+    passes (False)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(data)
+        s.settimeout(wait)
+        received = b""
+        try:
+            while chunk := s.recv(65536):
+                received += chunk
+        except TimeoutError:
+            return received, False
+        except ConnectionResetError:  # closed with our bytes unread: it still answered first
+            pass
+    return received, True

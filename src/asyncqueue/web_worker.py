@@ -229,9 +229,9 @@ def too_large(message: str) -> bytes:
     ).encode("latin-1") + body
 
 
-def body_left_unread(request) -> bool:
-    """Whether a request's body has bytes the app did not read (unknown readers count so)."""
-    body = getattr(request, "body", None)
+def body_left_unread(body) -> bool:
+    """Whether a request's body (gunicorn's Body, the app's wsgi.input) has bytes the app did
+    not read (unknown readers count so)."""
     if body is None:
         return False
     if body.buf.tell():
@@ -242,6 +242,22 @@ def body_left_unread(request) -> bool:
     if isinstance(reader, ChunkedReader):
         return reader.parser is not None
     return True
+
+
+def closing_when_body_unread(app):
+    """The app, its answer saying `Connection: close` when it left the request's body unread: the
+    connection is then closed rather than the body drained (_keepalive_after), and a keep-alive
+    client must know before it sends its next request on it."""
+
+    def wrapped(environ, start_response):
+        def start(status, headers, exc_info=None):
+            if body_left_unread(environ.get("wsgi.input")):
+                start_response.__self__.must_close = True  # gunicorn's Response
+            return start_response(status, headers, exc_info)
+
+        return app(environ, start)
+
+    return wrapped
 
 
 def _recv_nonblocking(sock) -> bytes | None:
@@ -325,6 +341,10 @@ class _Captured:
 
 
 class BufferingThreadWorker(ThreadWorker):
+    def load_wsgi(self):
+        super().load_wsgi()
+        self.wsgi = closing_when_body_unread(self.wsgi)
+
     def init_process(self):
         settings = settings_or_exit()  # checked already by the master: the same values
         self.header_timeout = settings.header_timeout
@@ -469,7 +489,9 @@ class BufferingThreadWorker(ThreadWorker):
         if getattr(conn, "close_after", False):
             return False
         # A body the app left unread is not drained (parsing it may take many chunks): close.
-        if keepalive and body_left_unread(getattr(conn.parser, "mesg", None)):
+        if keepalive and body_left_unread(
+            getattr(getattr(conn.parser, "mesg", None), "body", None)
+        ):
             return False
         return super()._keepalive_after(conn, keepalive)
 

@@ -12,6 +12,7 @@ import requests
 from asyncqueue import limits
 from asyncqueue.keys import generate_key
 from tests.conftest import stack_on_a_clone
+from tests.support import exchange
 
 HEADER_TIMEOUT = 3
 
@@ -33,20 +34,6 @@ def web(pg_admin_url, template_db):
 
 def connect(web) -> socket.socket:
     return socket.create_connection(("127.0.0.1", web.port), timeout=10)
-
-
-def exchange(web, data: bytes, wait: float = 10.0) -> bytes:
-    """Send raw bytes; read until the server closes (or `wait` passes)."""
-    with connect(web) as s:
-        s.sendall(data)
-        s.settimeout(wait)
-        received = b""
-        try:
-            while chunk := s.recv(65536):
-                received += chunk
-        except TimeoutError:
-            pass
-    return received
 
 
 def status_and_json(raw: bytes) -> tuple[int, dict]:
@@ -87,15 +74,15 @@ def test_fifty_stalled_requests_do_not_hold_up_a_normal_one(web):
 
 def test_a_stalled_request_gets_a_json_408_after_the_header_timeout(web):
     started = time.monotonic()
-    raw = exchange(web, b"GET /healthz HTTP/1.1\r\nHost: x\r\n", wait=HEADER_TIMEOUT + 5)
+    raw, _ = exchange(web.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n", wait=HEADER_TIMEOUT + 5)
     assert time.monotonic() - started >= HEADER_TIMEOUT - 0.5
     status, body = status_and_json(raw)
     assert status == 408 and body["error"].startswith("Request not received in time")
 
 
 def test_a_body_that_stops_gets_a_json_408(web):
-    raw = exchange(
-        web,
+    raw, _ = exchange(
+        web.port,
         b"POST /v1/tasks HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n{",
         wait=2 * HEADER_TIMEOUT + 5,
     )
@@ -123,7 +110,7 @@ def test_a_body_that_stops_gets_a_json_408(web):
     ids=["uri-5000", "header-9000", "garbage-line", "bad-version", "bad-chunk", "endless-head"],
 )
 def test_requests_gunicorn_refuses_are_answered_in_json(web, request_bytes, status, starts):
-    raw = exchange(web, request_bytes)
+    raw, _ = exchange(web.port, request_bytes)
     got, body = status_and_json(raw)
     assert got == status and body["error"].startswith(starts)
     # Like every response, these carry a request id (an attack found them without one).
@@ -169,7 +156,7 @@ def test_expect_100_continue_is_answered_before_the_body(web):
 def test_keep_alive_and_pipelined_requests_still_work(web):
     one = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
     last = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    raw = exchange(web, one + one + last)
+    raw, _ = exchange(web.port, one + one + last)
     assert raw.count(b"HTTP/1.1 200 OK") == 3
 
 
@@ -177,8 +164,8 @@ def test_keep_alive_and_pipelined_requests_still_work(web):
 def test_a_declared_body_over_the_limit_is_413_at_once_and_says_connection_close(web, expect):
     # The body is never read (refused from its declared length), so the connection is closed
     # after the answer: the answer must say so, and must not invite the body with a 100.
-    raw = exchange(
-        web,
+    raw, _ = exchange(
+        web.port,
         b"POST /v1/tasks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
         b"Authorization: Bearer %s\r\n%sContent-Length: 2000000\r\n\r\n"
         % (web.key.encode(), expect),

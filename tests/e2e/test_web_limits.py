@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from tests.conftest import stack_on_a_clone
+from tests.support import exchange
 
 CONNECTIONS = 20  # per process (ASYNCQUEUE_WEB_CONNECTIONS), scaled down from 1,000
 PROCESSES = 2
@@ -45,22 +46,6 @@ def web(pg_admin_url, template_db):
         yield s
 
 
-def exchange(web, data: bytes, wait: float = 10.0) -> tuple[bytes, bool]:
-    """Send raw bytes; read until the server closes (True) or `wait` passes (False)."""
-    with socket.create_connection(("127.0.0.1", web.port), timeout=10) as s:
-        s.sendall(data)
-        s.settimeout(wait)
-        received = b""
-        try:
-            while chunk := s.recv(65536):
-                received += chunk
-        except TimeoutError:
-            return received, False
-        except ConnectionResetError:  # closed with our bytes unread: it still answered first
-            pass
-    return received, True
-
-
 def status_and_json(raw: bytes) -> tuple[int, dict]:
     head, _, body = raw.partition(b"\r\n\r\n")
     assert b"content-type: application/json" in head.lower(), raw[:300]
@@ -68,7 +53,7 @@ def status_and_json(raw: bytes) -> tuple[int, dict]:
 
 
 def test_a_chunk_extension_past_its_limit_is_a_json_400_and_the_connection_closed(web):
-    raw, closed = exchange(web, CHUNKED_HEAD + b"\r\n" + EXTENSION_PIECE)
+    raw, closed = exchange(web.port, CHUNKED_HEAD + b"\r\n" + EXTENSION_PIECE)
     status, body = status_and_json(raw)
     assert status == 400 and body["error"].startswith("Chunk extensions too large (limit 4096")
     assert closed and b"\r\nConnection: close\r\n" in raw
@@ -83,7 +68,7 @@ def test_trailers_past_their_limit_are_a_json_400_and_the_connection_closed(web)
         + b"X-Trailer: 1\r\n" * 33
         + b"\r\n"
     )
-    raw, closed = exchange(web, request)
+    raw, closed = exchange(web.port, request)
     status, body = status_and_json(raw)
     assert status == 400 and body["error"].startswith("Trailers too large (limit 32 fields")
     assert closed
@@ -188,20 +173,17 @@ def test_a_body_in_small_chunks_costs_the_web_little_cpu(web, chunk, total, auth
     request = CHUNKED_HEAD + (extra if authenticated else b"") + b"\r\n" + chunks + b"0\r\n\r\n"
     pids = worker_pids(web)
     before = cpu_seconds(pids)
-    raw, closed = exchange(web, request, wait=60)
+    raw, closed = exchange(web.port, request, wait=60)
     spent = cpu_seconds(pids) - before
     assert raw.startswith(b"HTTP/1.1 201 " if authenticated else b"HTTP/1.1 401 "), raw[:300]
     assert closed and spent < SMALL_CHUNK_CPU, spent
 
 
-class IdleConnections:
-    """`count` connections that each send one byte, each one the server closes opened again
-    (at most `per_second` of those a second), on a thread of its own until stopped."""
+class _OnAThread:
+    """Runs `_run` on a thread of its own from `with` until the block ends (it polls
+    `self.stopping`)."""
 
-    def __init__(self, port: int, count: int, per_second: float):
-        self.address, self.count, self.per_second = ("127.0.0.1", port), count, per_second
-        self.opened = self.closed_by_server = self.held = 0
-        self.answers: list[bytes] = []
+    def __init__(self):
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run)
 
@@ -212,6 +194,20 @@ class IdleConnections:
     def __exit__(self, *exc):
         self.stopping.set()
         self.thread.join(timeout=30)
+
+    def _run(self):
+        raise NotImplementedError
+
+
+class IdleConnections(_OnAThread):
+    """`count` connections that each send one byte, each one the server closes opened again
+    (at most `per_second` of those a second), on a thread of its own until stopped."""
+
+    def __init__(self, port: int, count: int, per_second: float):
+        self.address, self.count, self.per_second = ("127.0.0.1", port), count, per_second
+        self.opened = self.closed_by_server = self.held = 0
+        self.answers: list[bytes] = []
+        super().__init__()
 
     def _run(self):
         sel = selectors.DefaultSelector()
@@ -287,7 +283,7 @@ def test_idle_connections_past_the_limit_do_not_keep_requests_out(web):
     assert any(a.startswith(b"HTTP/1.1 503 ") for a in idle.answers)
 
 
-class KeepAliveClients:
+class KeepAliveClients(_OnAThread):
     """`count` keep-alive connections, each sending its next request as soon as the last is
     answered, so that the one a full process sheds (its longest idle) is often just becoming
     readable; one the server closes is opened again. Until stopped, or `budget` requests."""
@@ -297,16 +293,7 @@ class KeepAliveClients:
     def __init__(self, port: int, count: int, budget: int):
         self.address, self.count, self.budget = ("127.0.0.1", port), count, budget
         self.sent = self.answered = self.closed_by_server = 0
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._run)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stopping.set()
-        self.thread.join(timeout=30)
+        super().__init__()
 
     def _run(self):
         sel = selectors.DefaultSelector()
@@ -422,7 +409,19 @@ def test_an_unread_body_in_one_byte_chunks_is_not_parsed(web):
     request = CHUNKED_HEAD + b"\r\n" + chunks + b"0\r\n\r\n"
     pids = worker_pids(web)
     before = cpu_seconds(pids)
-    raw, closed = exchange(web, request, wait=60)
+    raw, closed = exchange(web.port, request, wait=60)
     spent = cpu_seconds(pids) - before
     assert raw.startswith(b"HTTP/1.1 401 "), raw[:300]
+    assert b"\r\nConnection: close\r\n" in raw.split(b"\r\n\r\n", 1)[0] + b"\r\n", raw[:300]
     assert closed and spent < UNREAD_BODY_CPU, spent
+
+
+def test_a_keep_alive_client_whose_body_went_unread_is_told_the_connection_closes(web):
+    """Refused before its body is read (401, no key), a keep-alive client's next request on the
+    same session goes through: the answer said the connection closes, so it opens another."""
+    http = requests.Session()
+    http.trust_env = False
+    for _ in range(20):
+        refused = http.post(web.url("/v1/tasks"), data=b"x" * 100_000, timeout=10)
+        assert refused.status_code == 401 and refused.headers["Connection"] == "close"
+        assert http.get(web.url("/healthz"), timeout=10).status_code == 200
