@@ -261,14 +261,17 @@ class CreateLimiter:
             if not asked:
                 window.wanted[tenth] = window.wanted.get(tenth, 0) + 1
             alone = now >= self.stale_at()  # the database is away: our counts only
-            scale, others = (self.processes, {}) if alone else (1, window.others)
-            if room(window.mine, others, tenth, rate, scale) < 1:
-                return seconds_until_room(window.mine, others, t, rate, scale)
-            if not alone and window.used + 1 > window.share:
-                if may_ask:
-                    window.asking += 1
-                    return ASK
-                return max(self.synced_at + SYNC_INTERVAL - now, 0.001)
+            # Within this process's allowance the rule holds by construction (a sync never
+            # grants more than the room left): the windows' sums are needed only past it.
+            if alone or window.used + 1 > window.share:
+                scale, others = (self.processes, {}) if alone else (1, window.others)
+                if room(window.mine, others, tenth, rate, scale) < 1:
+                    return seconds_until_room(window.mine, others, t, rate, scale)
+                if not alone:
+                    if may_ask:
+                        window.asking += 1
+                        return ASK
+                    return max(self.synced_at + SYNC_INTERVAL - now, 0.001)
         window.mine[tenth] = window.mine.get(tenth, 0) + 1
         window.used += 1
         window.admitted += 1
