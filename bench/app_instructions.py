@@ -25,7 +25,7 @@ from pathlib import Path
 
 import psycopg
 
-from asyncqueue import embedded_pg
+from asyncqueue.dev import embedded_pg
 
 ROOT = Path(__file__).resolve().parents[1]
 WARM = 100  # creates in both runs: imports, first connections and caches cost the same in each

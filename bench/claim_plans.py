@@ -20,7 +20,8 @@ from pathlib import Path
 import psycopg
 from psycopg.rows import dict_row
 
-from asyncqueue import db, embedded_pg
+from asyncqueue import db
+from asyncqueue.dev import embedded_pg
 from asyncqueue.worker.dispatcher import claim_rows
 from asyncqueue.worker.fairness import ClaimPlan
 from asyncqueue.worker.process import pool_connect_kwargs, prepare_only_when_asked

@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from asyncqueue import embedded_pg
+from asyncqueue.dev import embedded_pg
 from bench.harness import FULL, QUICK, ROOT, TINY, Bench, log
 
 # (phase, name, how to read it off the phase's result, True where higher is better)

@@ -24,7 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import psycopg
 
 from asyncqueue import db
-from asyncqueue.cli import create_key
+from asyncqueue.teams import create_key
 from bench.loadgen import RawClient
 
 # Per mode: (B's tasks, B's receiver hang in s, A's tasks, due rows for EXPLAIN)
@@ -130,7 +130,7 @@ class _worker_env:
 
 
 def _spawn_web(bench, extra: dict):
-    from asyncqueue import embedded_pg
+    from asyncqueue.dev import embedded_pg
     from bench.harness import BIN
 
     port = embedded_pg._free_port()

@@ -26,7 +26,8 @@ from pathlib import Path
 import psycopg
 import requests
 
-from asyncqueue import db, embedded_pg
+from asyncqueue import db
+from asyncqueue.dev import embedded_pg
 from bench import fairness
 from bench import prune as prune_phase
 from bench.loadgen import RawClient, post_load
@@ -40,7 +41,7 @@ WORKER_THREADS = 16
 MAKE_TEAM = """
 import json, sys
 from asyncqueue import db
-from asyncqueue.cli import create_key
+from asyncqueue.teams import create_key
 db.migrate(sys.argv[1])
 with db.connect(sys.argv[1], autocommit=True) as conn:
     team = conn.execute(db.query("team_create"), {"name": "bench", "plan": "pro"}).fetchone()

@@ -30,7 +30,7 @@ def pg_admin_url():
     if given:
         yield given
         return
-    from asyncqueue import embedded_pg
+    from asyncqueue.dev import embedded_pg
 
     data_dir = Path(tempfile.mkdtemp(prefix="asyncqueue-test-")) / "pgdata"
     server = embedded_pg.ensure_running(data_dir, fast_unsafe=True)

@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote
 
 from asyncqueue import db
-from asyncqueue.cli import create_key
+from asyncqueue.teams import create_key
 
 
 def make_team(conn, name: str = "acme", plan: str = "free") -> tuple[dict, str]:

@@ -14,7 +14,8 @@ import sys
 import click
 import psycopg
 
-from asyncqueue import __version__, db, installed, keys, limits
+from asyncqueue import __version__, db, domain, installed
+from asyncqueue import teams as team_rules
 from asyncqueue.config import ConfigError, Settings
 from asyncqueue.task_json import format_time
 
@@ -35,7 +36,7 @@ class Group(click.Group):
             raise Refused(problem)
         try:
             return super().invoke(ctx)
-        except ConfigError as exc:
+        except (ConfigError, team_rules.PlanLimitReached) as exc:
             raise Refused(str(exc)) from None
         except psycopg.OperationalError as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -96,24 +97,6 @@ def _find_team(conn, ref: str) -> dict:
     return row
 
 
-def _lock_team(conn, team: dict) -> None:
-    """Serialise limit checks for one team: two `keys create` at once cannot both pass."""
-    conn.execute(db.query("team_lock"), {"team_id": team["id"]})
-
-
-def _refuse_over_plan_limit(conn, team: dict, count_query: str, plan_limits: dict, what: str):
-    """Refuse adding one more of something the team's plan caps (members, keys). Call inside
-    a transaction: the team row is locked so two concurrent adds cannot both pass."""
-    _lock_team(conn, team)
-    count = conn.execute(db.query(count_query), {"team_id": team["id"]}).fetchone()["n"]
-    allowed = plan_limits[team["plan"]]
-    if allowed is not None and count >= allowed:
-        raise Refused(
-            f"team {team['name']} is on the {team['plan']} plan, which allows "
-            + what.format(n=allowed)
-        )
-
-
 @click.group(cls=Group)
 @click.version_option(__version__, prog_name="asyncqueue")
 def main():
@@ -147,7 +130,7 @@ def teams():
 
 @teams.command("create")
 @click.argument("name")
-@click.option("--plan", type=click.Choice(limits.PLANS), default="free", show_default=True)
+@click.option("--plan", type=click.Choice(domain.PLANS), default="free", show_default=True)
 @json_option
 def teams_create(name, plan, as_json):
     """Create a team."""
@@ -176,18 +159,18 @@ def teams_list(as_json):
 
 @teams.command("set-plan")
 @click.argument("team")
-@click.argument("plan", type=click.Choice(limits.PLANS))
+@click.argument("plan", type=click.Choice(domain.PLANS))
 @json_option
 def teams_set_plan(team, plan, as_json):
     """Move TEAM to PLAN (refused if the team is over the new plan's limits)."""
     with _connect() as conn, conn.transaction():
         found = _find_team(conn, team)
-        _lock_team(conn, found)
+        team_rules.lock_team(conn, found)
         members = conn.execute(db.query("member_count"), {"team_id": found["id"]}).fetchone()["n"]
         active = conn.execute(db.query("key_active_count"), {"team_id": found["id"]}).fetchone()[
             "n"
         ]
-        max_members, max_keys = limits.PLAN_MAX_MEMBERS[plan], limits.PLAN_MAX_API_KEYS[plan]
+        max_members, max_keys = domain.PLAN_MAX_MEMBERS[plan], domain.PLAN_MAX_API_KEYS[plan]
         if max_members is not None and members > max_members:
             raise Refused(
                 f"team {found['name']} has {members} members; the {plan} plan allows "
@@ -223,11 +206,11 @@ def members_add(team, email, as_json):
         raise Refused(f"{email!r} is not an email address")
     with _connect() as conn, conn.transaction():
         found = _find_team(conn, team)
-        _refuse_over_plan_limit(
+        team_rules.refuse_over_plan_limit(
             conn,
             found,
             "member_count",
-            limits.PLAN_MAX_MEMBERS,
+            domain.PLAN_MAX_MEMBERS,
             "{n} members; remove one or move to pro",
         )
         row = conn.execute(
@@ -278,29 +261,6 @@ def keys_group():
     """API keys (stored only as a hash; shown once, at creation)."""
 
 
-def create_key(conn, team: dict, name: str | None) -> tuple[str, dict]:
-    """A new key for `team`, within its plan's limit. Returns the key and its row."""
-    with conn.transaction():
-        _refuse_over_plan_limit(
-            conn,
-            team,
-            "key_active_count",
-            limits.PLAN_MAX_API_KEYS,
-            "{n} active API key; revoke it or move to pro",
-        )
-        key = keys.generate_key()
-        row = conn.execute(
-            db.query("key_create"),
-            {
-                "team_id": team["id"],
-                "name": name,
-                "prefix": keys.display_prefix(key),
-                "key_hash": keys.hash_key(key),
-            },
-        ).fetchone()
-    return key, row
-
-
 @keys_group.command("create")
 @click.argument("team")
 @click.option("--name", "label", help="A label to recognise the key by.")
@@ -309,7 +269,7 @@ def keys_create(team, label, as_json):
     """Create an API key for TEAM and print it (the only time it is shown)."""
     with _connect() as conn:
         found = _find_team(conn, team)
-        key, row = create_key(conn, found, label)
+        key, row = team_rules.create_key(conn, found, label)
     _emit(
         as_json,
         {**_key_json(row), "key": key},
@@ -390,9 +350,9 @@ def tasks_group():
 
 
 def _retention_days(days: float | None) -> float | None:
-    if days is not None and not 0 < days <= limits.MAX_RETENTION_DAYS:  # NaN fails this too
+    if days is not None and not 0 < days <= domain.MAX_RETENTION_DAYS:  # NaN fails this too
         raise click.BadParameter(
-            f"a number of days above 0 and at most {limits.MAX_RETENTION_DAYS:,}, got {days!r}"
+            f"a number of days above 0 and at most {domain.MAX_RETENTION_DAYS:,}, got {days!r}"
         )
     return days
 
@@ -461,7 +421,7 @@ def web(gunicorn_args):
     Settings.from_env(
         dict(os.environ)
     )  # no unknown-variable warnings: gunicorn's config gives them
-    from asyncqueue.gunicorn_app import serve
+    from asyncqueue.web.server import serve
 
     # In this process, so the platform's signals reach gunicorn's master and it serves the
     # package checked above.

@@ -23,8 +23,8 @@ from dataclasses import MISSING, dataclass, field, fields
 
 import psycopg.conninfo
 
-from asyncqueue import limits
-from asyncqueue.destinations import LOOPBACK_ONLY
+from asyncqueue import domain
+from asyncqueue.outbound.destinations import LOOPBACK_ONLY
 
 PREFIX = "ASYNCQUEUE_"
 # Read by the test suite only (tests/), never by the service; not typos.
@@ -144,14 +144,14 @@ def zero_or_at_least(minimum: float, maximum: float = math.inf) -> Callable[[str
 def create_rates(raw: str) -> dict:
     """`plan=per-second` pairs (`free=20,pro=500`; a plan left out keeps its default, 0 means
     unlimited), or `off` for no create limits."""
-    rates = dict(limits.PLAN_CREATE_RATE)
+    rates = dict(domain.PLAN_CREATE_RATE)
     if raw.strip().lower() == "off":
         return dict.fromkeys(rates, None)
     for part in filter(None, (p.strip() for p in raw.split(","))):
         plan, _, value = part.partition("=")
         plan = plan.strip()
-        if plan not in limits.PLANS:
-            raise ValueError(f"plan=rate pairs for the plans {', '.join(limits.PLANS)}, or off")
+        if plan not in domain.PLANS:
+            raise ValueError(f"plan=rate pairs for the plans {', '.join(domain.PLANS)}, or off")
         # Whole creates are counted per second: a rate below 1 would refuse every create.
         try:
             rate = zero_or_at_least(1)(value.strip() or "nothing")
@@ -200,7 +200,7 @@ class Settings:
     max_response_body: int = setting("ASYNCQUEUE_MAX_RESPONSE_BODY", whole(0), 65536)
     max_delay_days: float = setting("ASYNCQUEUE_MAX_DELAY_DAYS", number(0), 365.0)
     log_level: str = setting("ASYNCQUEUE_LOG_LEVEL", one_of(*LOG_LEVELS), "INFO")
-    retention_days: float = setting("ASYNCQUEUE_RETENTION_DAYS", zero_or_at_least(1, limits.MAX_RETENTION_DAYS), 30.0)  # 0 keeps all
+    retention_days: float = setting("ASYNCQUEUE_RETENTION_DAYS", zero_or_at_least(1, domain.MAX_RETENTION_DAYS), 30.0)  # 0 keeps all
     worker_metrics_port: int | None = setting("ASYNCQUEUE_WORKER_METRICS_PORT", whole(1, 65535), None)
     worker_metrics_host: str = setting("ASYNCQUEUE_WORKER_METRICS_HOST", ip_address, "0.0.0.0")  # fmt: skip
     metrics_token: str | None = setting("ASYNCQUEUE_METRICS_TOKEN", text, None, secret=True)
@@ -209,7 +209,7 @@ class Settings:
     body_timeout: float = setting("ASYNCQUEUE_BODY_TIMEOUT", number(0.001), 30.0)  # web: body after headers
     web_connections: int = setting("ASYNCQUEUE_WEB_CONNECTIONS", whole(1, 100000), 1000)  # web: per process; when full the longest-waiting is shed
     fairness_reserve: int | None = setting("ASYNCQUEUE_FAIRNESS_RESERVE", whole(0), None)  # worker: None is a quarter of the concurrency
-    create_rates: dict = setting("ASYNCQUEUE_CREATE_RATE", create_rates, factory=lambda: dict(limits.PLAN_CREATE_RATE))  # API: per plan, per second
+    create_rates: dict = setting("ASYNCQUEUE_CREATE_RATE", create_rates, factory=lambda: dict(domain.PLAN_CREATE_RATE))  # API: per plan, per second
     # fmt: on
 
     def __post_init__(self):

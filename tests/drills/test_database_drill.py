@@ -30,7 +30,7 @@ def private_server():
     if os.environ.get("TEST_DATABASE_URL"):
         yield None
         return
-    from asyncqueue import embedded_pg
+    from asyncqueue.dev import embedded_pg
 
     server = embedded_pg.ensure_running(
         Path(tempfile.mkdtemp(prefix="asyncqueue-drill-")) / "pgdata", fast_unsafe=True

@@ -16,7 +16,7 @@ BIN = Path(sys.executable).parent
 GUNICORN = [
     str(BIN / "gunicorn"),
     "-c",
-    "python:asyncqueue.gunicorn_config",
+    "python:asyncqueue.web.gunicorn_config",
     "asyncqueue.api:create_app()",
 ]
 ENTRY_POINTS = {

@@ -9,7 +9,7 @@ import time
 import pytest
 import requests
 
-from asyncqueue import limits
+from asyncqueue import domain
 from asyncqueue.keys import generate_key
 from tests.conftest import stack_on_a_clone
 from tests.support import exchange
@@ -120,7 +120,7 @@ def test_requests_gunicorn_refuses_are_answered_in_json(web, request_bytes, stat
 
 def test_a_chunked_body_over_the_limit_is_413_through_gunicorn(web):
     valid = json.dumps({"callbackUrl": "https://example.com/x"}).encode()
-    padded = valid + b" " * (limits.MAX_REQUEST_BODY - len(valid)) + b" " * (2 * limits.MIB)
+    padded = valid + b" " * (domain.MAX_REQUEST_BODY - len(valid)) + b" " * (2 * domain.MIB)
 
     def chunks():
         for i in range(0, len(padded), 65536):

@@ -77,7 +77,7 @@ def installed(tmp_path_factory):
     sdist = dist / _run([py, "-c", build_sdist], source, env).strip().splitlines()[-1]
     _run([*pip, "wheel", "--no-deps", "-w", str(dist), str(sdist)], base, env)
     (wheel,) = dist.glob("asyncqueue-*.whl")
-    _run([*pip, "install", str(wheel)], base, env)
+    _run([*pip, "install", "-c", str(ROOT / "constraints.txt"), str(wheel)], base, env)
     return venv, sdist, wheel, time.monotonic() - started, source
 
 

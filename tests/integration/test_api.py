@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 
-from asyncqueue import db, limits
+from asyncqueue import db, domain
 from tests.support import make_team
 
 EXAMPLE = {
@@ -196,7 +196,7 @@ def test_auth_is_checked_before_the_body(client):
 
 
 def test_request_body_over_one_mib_is_413(client, auth):
-    body = json.dumps({"callbackUrl": "https://e.com/", "body": "x" * limits.MAX_REQUEST_BODY})
+    body = json.dumps({"callbackUrl": "https://e.com/", "body": "x" * domain.MAX_REQUEST_BODY})
     response = client.post(
         "/v1/tasks", data=body, headers={**auth, "Content-Type": "application/json"}
     )
@@ -515,7 +515,7 @@ def _chunked_post(client, auth, body: bytes):
 def test_chunked_body_over_the_limit_is_413_not_cut(client, auth, conn):
     valid = json.dumps({"callbackUrl": "https://e.com/", "body": "x" * 1000}).encode()
     body = (
-        valid + b" " * (limits.MAX_REQUEST_BODY - len(valid)) + b"y" * (2 * limits.MAX_REQUEST_BODY)
+        valid + b" " * (domain.MAX_REQUEST_BODY - len(valid)) + b"y" * (2 * domain.MAX_REQUEST_BODY)
     )
     response = _chunked_post(client, auth, body)
     assert response.status_code == 413
@@ -525,7 +525,7 @@ def test_chunked_body_over_the_limit_is_413_not_cut(client, auth, conn):
 
 def test_chunked_body_at_the_limit_is_accepted(client, auth):
     valid = json.dumps({"callbackUrl": "https://e.com/"}).encode()
-    body = valid + b" " * (limits.MAX_REQUEST_BODY - len(valid))
+    body = valid + b" " * (domain.MAX_REQUEST_BODY - len(valid))
     assert _chunked_post(client, auth, body).status_code == 201
 
 

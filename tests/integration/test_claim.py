@@ -9,9 +9,10 @@ import pytest
 
 from asyncqueue import db
 from asyncqueue.worker.completer import Completer, finish_params, retry_params
-from asyncqueue.worker.dispatcher import SlotTable, claim_rows
+from asyncqueue.worker.dispatcher import claim_rows
 from asyncqueue.worker.fairness import ClaimPlan
 from asyncqueue.worker.runner import Finished
+from asyncqueue.worker.slots import SlotTable
 from tests.support import make_team
 
 

@@ -7,9 +7,10 @@ import threading
 from asyncqueue import db
 from asyncqueue.worker.claim_plans import KeptPlans, plain_claim_text
 from asyncqueue.worker.completer import finish_params
-from asyncqueue.worker.dispatcher import Dispatcher, SlotTable
+from asyncqueue.worker.dispatcher import Dispatcher
 from asyncqueue.worker.fairness import ClaimPlan
 from asyncqueue.worker.process import pool_connect_kwargs, prepare_only_when_asked
+from asyncqueue.worker.slots import SlotTable
 from tests.integration.test_claim import insert_tasks
 from tests.support import make_team
 

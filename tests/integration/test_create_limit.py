@@ -9,10 +9,11 @@ import time
 import psycopg
 import pytest
 
-from asyncqueue import create_limit, db, keys
-from asyncqueue.cli import create_key
-from asyncqueue.create_limit import CreateLimits, for_app
-from asyncqueue.ratelimit import CreateLimiter
+from asyncqueue import db, keys
+from asyncqueue.api import create_limits
+from asyncqueue.api.create_limiter import CreateLimiter
+from asyncqueue.api.create_limits import CreateLimits, for_app
+from asyncqueue.teams import create_key
 from tests.support import make_team, wait_for
 
 
@@ -144,7 +145,7 @@ def test_syncs_take_turns_under_the_lock(database_url, team):
     ):
         with holder.transaction():
             holder.execute(
-                db.query("create_limits_lock"), {"lock": create_limit.CREATE_LIMITS_LOCK_ID}
+                db.query("create_limits_lock"), {"lock": create_limits.CREATE_LIMITS_LOCK_ID}
             )
             done = threading.Event()
             thread = threading.Thread(target=lambda: (limits.sync(sync_conn), done.set()))
@@ -243,7 +244,7 @@ def test_a_key_refused_with_401_is_forgotten_and_401_wins_over_429(app, client, 
 
 
 def test_the_oldest_keys_are_forgotten_first_when_the_table_is_full(app, monkeypatch):
-    monkeypatch.setattr(create_limit, "KEYS_REMEMBERED", 3)
+    monkeypatch.setattr(create_limits, "KEYS_REMEMBERED", 3)
     limits = for_app(app)
     monkeypatch.setattr(limits, "_ensure_syncing", lambda: None)
     for n in range(5):
@@ -254,7 +255,7 @@ def test_the_oldest_keys_are_forgotten_first_when_the_table_is_full(app, monkeyp
 def test_a_sync_whose_backend_stops_answering_is_abandoned(database_url, team, monkeypatch):
     """A stopped backend (or a hung host) must not hold the sync thread, and the lock, for
     ever: the sync fails after SYNC_DEADLINE and the thread goes on (with a new connection)."""
-    monkeypatch.setattr(create_limit, "SYNC_DEADLINE", 0.5)
+    monkeypatch.setattr(create_limits, "SYNC_DEADLINE", 0.5)
     limits = CreateLimits(database_url, {"free": 20, "pro": 500})
     limits.limiter.track(team[0]["id"], time.monotonic())
     with db.connect(database_url, autocommit=True) as sync_conn:

@@ -6,9 +6,10 @@ import threading
 import time
 from collections import Counter
 
-from asyncqueue import create_limit, keys, ratelimit
-from asyncqueue.create_limit import CreateLimits
-from asyncqueue.ratelimit import KEPT_TENTHS, window_tenths
+from asyncqueue import keys
+from asyncqueue.api import create_limiter, create_limits
+from asyncqueue.api.create_limiter import KEPT_TENTHS, window_tenths
+from asyncqueue.api.create_limits import CreateLimits
 from tests.support import wait_for
 
 RATES = {"free": 20, "pro": 500}
@@ -122,7 +123,7 @@ def test_a_create_past_its_allowance_waits_out_a_failed_sync(
     """One failed sync (a lock wait that timed out, a dropped connection) is no reason to refuse
     a team within its rate: a create past its allowance waits for the next sync that answers,
     which admits it."""
-    monkeypatch.setattr(ratelimit, "STALE_AFTER", 60.0)  # however slow the retries
+    monkeypatch.setattr(create_limiter, "STALE_AFTER", 60.0)  # however slow the retries
     team_row, key = team
     team_id = team_row["id"]
     limits = started(database_url, key, team_row)
@@ -161,7 +162,7 @@ def test_creates_waiting_for_syncs_that_keep_failing_are_decided_once_syncs_are_
 ):
     """A create that asked does not hang on syncs that fail: once none has answered for
     STALE_AFTER it is decided on this process's counts, as when the database is away."""
-    monkeypatch.setattr(create_limit, "ASK_TIMEOUT", 30.0)
+    monkeypatch.setattr(create_limits, "ASK_TIMEOUT", 30.0)
     team_row, key = team
     limits = started(database_url, key, team_row)
     try:

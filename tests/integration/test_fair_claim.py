@@ -137,7 +137,7 @@ def test_worker_pool_keeps_the_database_urls_own_options(database_url):
 
 
 def test_migration_0006_keeps_a_tasks_team_due_built_by_hand_first(database_url):
-    # As README says for large tables: build the index CONCURRENTLY, then migrate.
+    # As docs/operations.md says for large tables: build the index CONCURRENTLY, then migrate.
     with db.connect(database_url, autocommit=True) as conn:
         conn.execute("DROP INDEX tasks_team_due")
         conn.execute("DROP TABLE create_counts, web_processes")

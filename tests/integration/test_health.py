@@ -134,7 +134,7 @@ def test_readiness_does_not_hang_on_a_server_that_never_answers():
             ready = client.get("/readyz")
             assert ready.status_code == 503
             assert ready.get_json()["error"] == "database unreachable"
-            # README: within the pool's 2 s timeout (plus this loaded machine's scheduling slack)
+            # docs/operations.md: within the pool's 2 s timeout (plus this loaded machine's scheduling slack)
             assert time.monotonic() - started < 2.5
         finally:
             app.extensions["asyncqueue"].database.close()
@@ -145,7 +145,7 @@ def test_readiness_follows_a_database_stop_and_restart(tmp_path):
     and /readyz is 200 again after the restart, without restarting the app."""
     if os.environ.get("TEST_DATABASE_URL"):
         pytest.skip("needs a PostgreSQL of its own to stop")
-    from asyncqueue import embedded_pg
+    from asyncqueue.dev import embedded_pg
 
     server = embedded_pg.ensure_running(tmp_path / "pgdata", fast_unsafe=True)
     app = None
@@ -200,7 +200,7 @@ def test_readiness_and_metrics_answer_in_bound_when_the_backend_stops_answering(
         stopped.append(_stopped(pool))
         started = time.monotonic()
         ready = client.get("/readyz")
-        assert time.monotonic() - started < 2.0  # README: within 2 s, never a hang
+        assert time.monotonic() - started < 2.0  # docs/operations.md: within 2 s, never a hang
         assert (ready.status_code, ready.get_json()["error"]) == (503, "database unreachable")
         wait_for(lambda: client.get("/readyz").status_code == 200, timeout=10)  # a new connection
         stopped.append(_stopped(pool))

@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 import pytest
 
-from asyncqueue import limits
+from asyncqueue import domain
 from asyncqueue.worker import execute, http_client
 from asyncqueue.worker.attempt import CallSpec
 from asyncqueue.worker.deadline import Deadline
@@ -253,7 +253,7 @@ def test_response_headers_are_capped_and_marked(scripted):
     assert result.status_code == 200, result
     assert result.headers["x-small"] == "1"
     stored = sum(len(k) + len(v.encode()) for k, v in result.headers.items())
-    assert stored <= limits.MAX_RESPONSE_HEADERS_TOTAL
+    assert stored <= domain.MAX_RESPONSE_HEADERS_TOTAL
     assert result.headers_truncated and result.result_json()["headersTruncated"] is True
 
 
@@ -261,7 +261,7 @@ def test_response_header_count_is_capped(scripted):
     many = [f"X-H-{i}: {i}" for i in range(80)]
     server = scripted(respond("HTTP/1.1 200 OK", many, b"ok"))
     result = call(server.url("/"))
-    assert len(result.headers) == limits.MAX_RESPONSE_HEADER_COUNT
+    assert len(result.headers) == domain.MAX_RESPONSE_HEADER_COUNT
     assert result.headers_truncated
 
 

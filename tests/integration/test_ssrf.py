@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 import pytest
 
-from asyncqueue import destinations
+from asyncqueue.outbound import destinations
 from asyncqueue.worker import http_client
 from asyncqueue.worker.attempt import CallSpec
 from asyncqueue.worker.deadline import Deadline

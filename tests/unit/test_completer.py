@@ -13,8 +13,8 @@ from psycopg import errors
 
 from asyncqueue.worker.completer import Completer
 from asyncqueue.worker.decide import Outcome
-from asyncqueue.worker.dispatcher import SlotTable
 from asyncqueue.worker.runner import Finished
+from asyncqueue.worker.slots import SlotTable
 from tests.unit.test_runner import claimed_row
 
 

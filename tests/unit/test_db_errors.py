@@ -5,7 +5,7 @@ import pytest
 from psycopg import errors
 from psycopg_pool import PoolTimeout
 
-from asyncqueue.db_errors import CONFLICT, CONNECTION_LOST, FAILURE, classify, worth_retrying
+from asyncqueue.db.errors import CONFLICT, CONNECTION_LOST, FAILURE, classify, worth_retrying
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from asyncqueue.devserver import bind_address, dev_environment, parse_args, web_command
+from asyncqueue.dev.server import bind_address, dev_environment, parse_args, web_command
 
 
 def test_bin_dev_listens_on_loopback_by_default():

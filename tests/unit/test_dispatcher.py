@@ -6,7 +6,8 @@ import uuid
 
 import pytest
 
-from asyncqueue.worker.dispatcher import FLOOR_MAX, MAX_IDLE_WAIT, SlotTable, idle_wait
+from asyncqueue.worker.dispatcher import FLOOR_MAX, MAX_IDLE_WAIT, idle_wait
+from asyncqueue.worker.slots import SlotTable
 
 
 def row(task_id=None, team_id=None) -> dict:

@@ -5,7 +5,7 @@ import ipaddress
 import pytest
 
 from asyncqueue import keys
-from asyncqueue.destinations import LOOPBACK_ONLY, blocked_reason, parse_ip_literal
+from asyncqueue.outbound.destinations import LOOPBACK_ONLY, blocked_reason, parse_ip_literal
 
 
 def test_generated_keys_are_well_formed_and_distinct():

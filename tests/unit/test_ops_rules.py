@@ -141,9 +141,9 @@ def test_ops_settings_refused(env):
         Settings.from_env({"DATABASE_URL": "postgresql://x", **env})
 
 
-def readme_metrics() -> dict:
-    """(name -> (type, labels)) from README's metrics table."""
-    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+def documented_metrics() -> dict:
+    """(name -> (type, labels)) from docs/operations.md's metrics table."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
     section = text.split("### Metrics", 1)[1].split("\n### ", 1)[0]
     found = {}
     for line in section.splitlines():
@@ -173,12 +173,12 @@ def code_metrics() -> dict:
     }
 
 
-def test_readme_metrics_table_matches_the_code():
-    assert readme_metrics() == code_metrics()
+def test_the_documented_metrics_table_matches_the_code():
+    assert documented_metrics() == code_metrics()
 
 
 def test_multiproc_dir_made_fresh_when_unset(monkeypatch):
-    from asyncqueue import metrics_multiprocess
+    from asyncqueue.web import metrics_multiprocess
 
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
     monkeypatch.setattr(metrics_multiprocess, "_made_here", None)
@@ -195,7 +195,7 @@ def test_multiproc_dir_made_fresh_when_unset(monkeypatch):
 def test_multiproc_dir_given_holds_one_directory_per_master(monkeypatch, tmp_path):
     # Two masters on one host with the same PROMETHEUS_MULTIPROC_DIR: the second to start
     # must not delete (or add to) the live first one's files.
-    from asyncqueue import metrics_multiprocess
+    from asyncqueue.web import metrics_multiprocess
 
     (tmp_path / "keep.txt").write_text("not ours")
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
@@ -213,7 +213,7 @@ def test_multiproc_dir_given_holds_one_directory_per_master(monkeypatch, tmp_pat
 
 
 def test_directories_of_killed_masters_are_removed(tmp_path):
-    from asyncqueue.metrics_multiprocess import PREFIX, remove_orphans
+    from asyncqueue.web.metrics_multiprocess import PREFIX, remove_orphans
 
     dead = subprocess.Popen(["true"])
     dead.wait()

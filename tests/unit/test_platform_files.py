@@ -35,7 +35,7 @@ def test_buildpack_installs_the_project_and_a_supported_python():
         for line in (ROOT / "requirements.txt").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     ]
-    assert lines == ["."]  # the project itself, from pyproject.toml (not editable)
+    assert lines == ["-c constraints.txt", "."]  # the project itself, at the tested versions
     version = (ROOT / ".python-version").read_text().strip()
     assert re.fullmatch(r"3\.\d+", version)  # major version: patch releases come by themselves
     minimum = PYPROJECT["project"]["requires-python"].removeprefix(">=")

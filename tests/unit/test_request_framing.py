@@ -6,8 +6,8 @@ from concurrent.futures import Future
 
 import pytest
 
-from asyncqueue import web_worker
-from asyncqueue.request_framing import (
+from asyncqueue.web import worker as web_worker
+from asyncqueue.web.framing import (
     COMPLETE,
     EXTENSIONS_TOO_LARGE,
     HAND_OVER,
@@ -16,7 +16,7 @@ from asyncqueue.request_framing import (
     UNREADABLE,
     RequestFraming,
 )
-from asyncqueue.web_worker import READ_ON, BufferingThreadWorker
+from asyncqueue.web.worker import READ_ON, BufferingThreadWorker
 
 GET = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
 POST = b"POST /v1/tasks HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n"

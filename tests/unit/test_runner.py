@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 from asyncqueue.worker.attempt import AttemptResult
 from asyncqueue.worker.deadline import Deadline
-from asyncqueue.worker.dispatcher import SlotTable
 from asyncqueue.worker.runner import Runner
+from asyncqueue.worker.slots import SlotTable
 from tests.support import wait_for
 
 NOW = datetime(2026, 1, 15, 10, 30, tzinfo=UTC)

@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from asyncqueue import limits
+from asyncqueue import domain
 from asyncqueue.api.schemas import validate_list_query, validate_new_task
 
 NOW = datetime(2026, 1, 15, 10, 30, tzinfo=UTC)
@@ -73,15 +73,15 @@ def check(payload, plan="free", allow_private=False):
         ),
         (
             {"callbackUrl": URL, "headers": {"X-A": "x" * 17000}},
-            f"headers must be at most {limits.MAX_HEADERS_TOTAL} bytes in total",
+            f"headers must be at most {domain.MAX_HEADERS_TOTAL} bytes in total",
         ),
         (
             {"callbackUrl": URL, "body": {"a": 1}},
             "body must be a string (JSON-stringify an object first)",
         ),
         (
-            {"callbackUrl": URL, "body": "x" * (limits.MAX_CALLBACK_BODY + 1)},
-            f"body must be at most {limits.MAX_CALLBACK_BODY} bytes",
+            {"callbackUrl": URL, "body": "x" * (domain.MAX_CALLBACK_BODY + 1)},
+            f"body must be at most {domain.MAX_CALLBACK_BODY} bytes",
         ),
         ({"callbackUrl": URL, "maxWaitTime": 0}, WAIT_MESSAGE),
         ({"callbackUrl": URL, "maxWaitTime": "30"}, WAIT_MESSAGE),

@@ -18,8 +18,8 @@ from functools import partial
 import pytest
 from gunicorn.http.message import MAX_REQUEST_LINE
 
-from asyncqueue import web_worker
-from asyncqueue.request_framing import (
+from asyncqueue.web import worker as web_worker
+from asyncqueue.web.framing import (
     COMPLETE,
     EXTENSIONS_TOO_LARGE,
     FRAMING_TOO_LARGE,
@@ -36,7 +36,7 @@ from asyncqueue.request_framing import (
     TRAILERS_TOO_LARGE,
     RequestFraming,
 )
-from asyncqueue.web_worker import (
+from asyncqueue.web.worker import (
     READ_ON,
     SPARE_FDS,
     BufferingThreadWorker,
@@ -499,7 +499,7 @@ def test_out_of_descriptors_with_none_to_shed_accepting_waits_for_a_connection_t
 
 FIT_TO_LOW_LIMIT = """
 import resource, sys
-from asyncqueue.web_worker import BufferingThreadWorker
+from asyncqueue.web.worker import BufferingThreadWorker
 resource.setrlimit(resource.RLIMIT_NOFILE, (200, 400))  # the hard limit, lowered for good
 warnings = []
 worker = BufferingThreadWorker.__new__(BufferingThreadWorker)

@@ -8,7 +8,7 @@ import threading
 
 from flask import Flask, g, jsonify
 
-from asyncqueue import db, limits
+from asyncqueue import db, domain
 from asyncqueue.api.errors import register_error_handlers
 from asyncqueue.api.health import bp as health_bp
 from asyncqueue.api.metrics import install_metrics
@@ -60,7 +60,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level)
     app = Flask("asyncqueue")
-    app.config["MAX_CONTENT_LENGTH"] = limits.MAX_REQUEST_BODY
+    app.config["MAX_CONTENT_LENGTH"] = domain.MAX_REQUEST_BODY
     app.json.sort_keys = False  # keep the document's field order
     app.extensions["asyncqueue"] = AsyncQueueExtension(settings)
 

@@ -9,7 +9,7 @@ from flask import Flask, g, jsonify
 from psycopg_pool import PoolTimeout
 from werkzeug.exceptions import HTTPException
 
-from asyncqueue import limits
+from asyncqueue import domain
 from asyncqueue.logs import new_request_id
 
 log = logging.getLogger("asyncqueue.api")
@@ -19,7 +19,7 @@ MESSAGES = {
     401: "API key required",
     404: "Not found",
     405: "Method not allowed",
-    413: f"Request body too large (limit {limits.MAX_REQUEST_BODY} bytes)",
+    413: f"Request body too large (limit {domain.MAX_REQUEST_BODY} bytes)",
 }
 
 

@@ -2,7 +2,7 @@
 read from the database at scrape time (so every web process reports the same).
 
 Under gunicorn the request metrics are kept in prometheus_client's multiprocess mode
-(PROMETHEUS_MULTIPROC_DIR, set up by asyncqueue/gunicorn_config.py), so a scrape answered by
+(PROMETHEUS_MULTIPROC_DIR, set up by asyncqueue/web/gunicorn_config.py), so a scrape answered by
 any one process counts the requests of all of them. Without that variable (the Flask test
 client, a single process) they are kept in the process. No metric has a per-team label.
 """
@@ -23,10 +23,9 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from asyncqueue import db
+from asyncqueue import db, domain
 from asyncqueue.api.errors import error_response
 from asyncqueue.metrics_auth import UNAUTHORIZED, metrics_allowed
-from asyncqueue.worker.heartbeat import SILENT_AFTER
 
 ANSWER_WITHIN = 1.5  # seconds the database gets to answer a scrape (a hung one: no hang here)
 
@@ -103,7 +102,7 @@ def queue_families(rows: list[dict]) -> list:
         ),
         GaugeMetricFamily(
             "asyncqueue_workers_live",
-            f"Workers whose heartbeat is at most {SILENT_AFTER:g} s old.",
+            f"Workers whose heartbeat is at most {domain.SILENT_AFTER:g} s old.",
             value=live,
         ),
     ]
@@ -120,7 +119,7 @@ class QueueCollector:
         try:
             with self.pool.connection() as conn, db.answered_within(conn, ANSWER_WITHIN):
                 rows = conn.execute(
-                    db.query("queue_figures"), {"silent_after": SILENT_AFTER}
+                    db.query("queue_figures"), {"silent_after": domain.SILENT_AFTER}
                 ).fetchall()
             yield from queue_families(rows)
         except Exception as exc:  # still serve the request metrics; say the queue's are missing

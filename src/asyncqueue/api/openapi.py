@@ -28,9 +28,6 @@ class ResultSchema(Schema):
 
 
 class TaskSchema(Schema):
-    class Meta:
-        ordered = True
-
     id = fields.UUID(required=True)
     teamId = fields.UUID(required=True)
     status = fields.String(required=True, metadata={"enum": list(STATUSES)})
@@ -83,7 +80,7 @@ def _ok(code: int, schema: str) -> dict:
     return {str(code): {"description": "OK", "content": {"application/json": {"schema": schema}}}}
 
 
-# What the server itself answers before the app sees a request (asyncqueue/web_worker.py): a
+# What the server itself answers before the app sees a request (asyncqueue/web/worker.py): a
 # request not received in time, a request line or headers over gunicorn's limits.
 SERVER_REFUSALS = (408, 414, 431)
 

@@ -17,9 +17,9 @@ from urllib.parse import urlsplit
 
 from marshmallow import RAISE, Schema, ValidationError, fields
 
-from asyncqueue import limits
-from asyncqueue.destinations import blocked_reason
-from asyncqueue.hosts import IPAddress, parse_host, raw_host
+from asyncqueue import domain
+from asyncqueue.outbound.destinations import blocked_reason
+from asyncqueue.outbound.hosts import IPAddress, parse_host, raw_host
 
 METHODS = ("GET", "POST", "PUT", "DELETE")
 BACKOFFS = ("linear", "exponential")
@@ -67,7 +67,7 @@ class HttpUrl(fields.String):
     def __init__(self, name: str, **kwargs):
         self.public_name = name
         super().__init__(
-            metadata={"format": "uri", "maxLength": limits.MAX_URL_LENGTH},
+            metadata={"format": "uri", "maxLength": domain.MAX_URL_LENGTH},
             error_messages={
                 "invalid": f"{name} must be a valid HTTP/HTTPS URL",
                 "required": f"{name} is required",
@@ -78,9 +78,9 @@ class HttpUrl(fields.String):
 
     def _deserialize(self, value, attr, data, **kwargs):
         value = super()._deserialize(value, attr, data, **kwargs)
-        if len(value) > limits.MAX_URL_LENGTH:
+        if len(value) > domain.MAX_URL_LENGTH:
             raise ValidationError(
-                f"{self.public_name} must be at most {limits.MAX_URL_LENGTH} characters"
+                f"{self.public_name} must be at most {domain.MAX_URL_LENGTH} characters"
             )
         if url_host(value) is None:
             raise self.make_error("invalid")
@@ -148,7 +148,7 @@ class Seconds(fields.Float):
 
     def __init__(self, name: str, high: float | None, max_documented: float = 0, **kwargs):
         self.high = high
-        low = limits.MIN_SECONDS
+        low = domain.MIN_SECONDS
         message = (
             f"{name} must be a number of seconds from {low:g} to {high:g}"
             if high is not None
@@ -165,7 +165,7 @@ class Seconds(fields.Float):
         number = _finite_number(value)
         if (
             number is None
-            or number < limits.MIN_SECONDS
+            or number < domain.MIN_SECONDS
             or (self.high is not None and number > self.high)
         ):
             raise self.make_error("invalid")
@@ -223,7 +223,7 @@ def _any_case(name: str) -> str:
 # that is not a framing header, in any case; a value the worker can send.
 HEADER_NAME_PATTERN = (
     "^(?!(?:"
-    + "|".join(_any_case(n) for n in sorted(limits.FORBIDDEN_HEADERS))
+    + "|".join(_any_case(n) for n in sorted(domain.FORBIDDEN_HEADERS))
     + ")$)[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
 )
 HEADER_VALUE_PATTERN = r"^(?:[\x21-\x7e\xa0-\xff][\t\x20-\x7e\xa0-\xff]*)?$"
@@ -238,8 +238,8 @@ class CallbackHeaders(fields.Dict):
             keys=fields.String(metadata={"pattern": HEADER_NAME_PATTERN}),
             values=fields.String(metadata={"pattern": HEADER_VALUE_PATTERN}),
             metadata={
-                "maxProperties": limits.MAX_HEADER_COUNT,
-                "description": f"At most {limits.MAX_HEADERS_TOTAL} bytes of names and values "
+                "maxProperties": domain.MAX_HEADER_COUNT,
+                "description": f"At most {domain.MAX_HEADERS_TOTAL} bytes of names and values "
                 "in all, as UTF-8.",
             },
             error_messages={
@@ -261,14 +261,14 @@ class CallbackHeaders(fields.Dict):
             problem = header_value_problem(header_value)
             if problem:
                 raise ValidationError(f"headers value for {name} {problem}")
-            if name.lower() in limits.FORBIDDEN_HEADERS:
+            if name.lower() in domain.FORBIDDEN_HEADERS:
                 raise ValidationError(f"headers must not set {name}: the HTTP client sets it")
             total += len(name.encode()) + len(header_value.encode())
-        if len(value) > limits.MAX_HEADER_COUNT:
-            raise ValidationError(f"headers must have at most {limits.MAX_HEADER_COUNT} entries")
-        if total > limits.MAX_HEADERS_TOTAL:
+        if len(value) > domain.MAX_HEADER_COUNT:
+            raise ValidationError(f"headers must have at most {domain.MAX_HEADER_COUNT} entries")
+        if total > domain.MAX_HEADERS_TOTAL:
             raise ValidationError(
-                f"headers must be at most {limits.MAX_HEADERS_TOTAL} bytes in total"
+                f"headers must be at most {domain.MAX_HEADERS_TOTAL} bytes in total"
             )
         return dict(value)
 
@@ -277,7 +277,7 @@ class CallbackBody(fields.String):
     def __init__(self, **kwargs):
         super().__init__(
             # The pattern tells the OpenAPI document what _deserialize refuses: NUL.
-            metadata={"maxLength": limits.MAX_CALLBACK_BODY, "pattern": "^[^\\u0000]*$"},
+            metadata={"maxLength": domain.MAX_CALLBACK_BODY, "pattern": "^[^\\u0000]*$"},
             error_messages={
                 "invalid": "body must be a string (JSON-stringify an object first)",
                 "null": "body must be a string (JSON-stringify an object first)",
@@ -287,8 +287,8 @@ class CallbackBody(fields.String):
 
     def _deserialize(self, value, attr, data, **kwargs):
         value = super()._deserialize(value, attr, data, **kwargs)
-        if len(value.encode()) > limits.MAX_CALLBACK_BODY:
-            raise ValidationError(f"body must be at most {limits.MAX_CALLBACK_BODY} bytes")
+        if len(value.encode()) > domain.MAX_CALLBACK_BODY:
+            raise ValidationError(f"body must be at most {domain.MAX_CALLBACK_BODY} bytes")
         if "\0" in value:  # PostgreSQL text cannot hold it, and no JSON-stringified body has one
             raise ValidationError("body must not contain NUL characters")
         return value
@@ -300,7 +300,6 @@ class NewTaskSchema(Schema):
 
     class Meta:
         unknown = RAISE
-        ordered = True
 
     callback_url = HttpUrl("callbackUrl", data_key="callbackUrl", required=True)
     # Every optional field is nullable: a JSON null means "not given" (the document says so too).
@@ -312,17 +311,17 @@ class NewTaskSchema(Schema):
     max_wait_time = Seconds(
         "maxWaitTime",
         None,
-        max(limits.PLAN_MAX_WAIT_TIME.values()),
+        max(domain.PLAN_MAX_WAIT_TIME.values()),
         data_key="maxWaitTime",
         load_default=30,
         allow_none=True,
     )
-    timeout = Seconds("timeout", limits.MAX_TIMEOUT, load_default=30, allow_none=True)
+    timeout = Seconds("timeout", domain.MAX_TIMEOUT, load_default=30, allow_none=True)
     delay_until = IsoDateTime("delayUntil", data_key="delayUntil", load_default=None)
     max_retries = WholeNumber(
         "maxRetries",
         0,
-        limits.MAX_RETRIES,
+        domain.MAX_RETRIES,
         data_key="maxRetries",
         load_default=3,
         allow_none=True,
@@ -340,14 +339,11 @@ class NewTaskSchema(Schema):
 class ListQuerySchema(Schema):
     """GET /v1/tasks query parameters."""
 
-    class Meta:
-        ordered = True
-
     # Documentation only (validate_list_query reads the query): absent means "all".
     status = Choice("status", STATUSES)
-    limit = fields.Integer(load_default=limits.LIST_DEFAULT_LIMIT, metadata={"minimum": 1})
+    limit = fields.Integer(load_default=domain.LIST_DEFAULT_LIMIT, metadata={"minimum": 1})
     offset = fields.Integer(
-        load_default=0, metadata={"minimum": 0, "maximum": limits.LIST_MAX_OFFSET}
+        load_default=0, metadata={"minimum": 0, "maximum": domain.LIST_MAX_OFFSET}
     )
     sort_order = Choice("sortOrder", ("asc", "desc"), data_key="sortOrder", load_default="desc")
 
@@ -386,7 +382,7 @@ def validate_new_task(
     except ValidationError as err:
         return None, first_error(err.messages, NEW_TASK_FIELDS)
 
-    plan_limit = limits.PLAN_MAX_WAIT_TIME[plan]
+    plan_limit = domain.PLAN_MAX_WAIT_TIME[plan]
     if task["max_wait_time"] > plan_limit:
         return None, f"maxWaitTime must be at most {plan_limit} seconds on the {plan} plan"
     if task["delay_until"] is not None and task["delay_until"] > now + max_delay:
@@ -413,7 +409,7 @@ def validate_list_query(args: dict) -> tuple[dict | None, str | None]:
     if status is not None and status not in STATUSES:
         return None, f"status must be one of: {', '.join(STATUSES)}"
     clean["status"] = status
-    for name, default, low in (("limit", limits.LIST_DEFAULT_LIMIT, 1), ("offset", 0, 0)):
+    for name, default, low in (("limit", domain.LIST_DEFAULT_LIMIT, 1), ("offset", 0, 0)):
         raw = args.get(name)
         if raw is None:
             clean[name] = default
@@ -425,9 +421,9 @@ def validate_list_query(args: dict) -> tuple[dict | None, str | None]:
         if number < low:
             return None, f"{name} must be a whole number of at least {low}"
         clean[name] = number
-    clean["limit"] = min(clean["limit"], limits.LIST_MAX_LIMIT)
-    if clean["offset"] > limits.LIST_MAX_OFFSET:
-        return None, f"offset must be at most {limits.LIST_MAX_OFFSET}"
+    clean["limit"] = min(clean["limit"], domain.LIST_MAX_LIMIT)
+    if clean["offset"] > domain.LIST_MAX_OFFSET:
+        return None, f"offset must be at most {domain.LIST_MAX_OFFSET}"
     sort_order = args.get("sortOrder", "desc")
     if sort_order not in ("asc", "desc"):
         return None, "sortOrder must be one of: asc, desc"

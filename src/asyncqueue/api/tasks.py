@@ -12,11 +12,11 @@ from flask import Blueprint, current_app, jsonify, request
 from psycopg.types.json import Jsonb
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from asyncqueue import db, keys, limits
+from asyncqueue import db, domain, keys
 from asyncqueue.api.auth import Caller, authenticate, presented_key
+from asyncqueue.api.create_limits import create_limits
 from asyncqueue.api.errors import ApiError
 from asyncqueue.api.schemas import validate_list_query, validate_new_task
-from asyncqueue.create_limit import create_limits
 from asyncqueue.task_json import task_to_json
 
 bp = Blueprint("tasks", __name__, url_prefix="/v1/tasks")
@@ -57,8 +57,8 @@ def _request_bytes() -> bytes:
     # read one byte past it ourselves. The server ends the stream ("input_terminated").
     if not request.environ.get("wsgi.input_terminated"):
         return b""
-    data = request.environ["wsgi.input"].read(limits.MAX_REQUEST_BODY + 1)
-    if len(data) > limits.MAX_REQUEST_BODY:
+    data = request.environ["wsgi.input"].read(domain.MAX_REQUEST_BODY + 1)
+    if len(data) > domain.MAX_REQUEST_BODY:
         raise RequestEntityTooLarge()
     return data
 
@@ -166,9 +166,9 @@ def _create(settings, key_hash: bytes):
     return jsonify(task=task_to_json(row)), 201
 
 
-MOST_GENEROUS_PLAN = max(limits.PLAN_MAX_WAIT_TIME, key=limits.PLAN_MAX_WAIT_TIME.get)
+MOST_GENEROUS_PLAN = max(domain.PLAN_MAX_WAIT_TIME, key=domain.PLAN_MAX_WAIT_TIME.get)
 # The plans' limits as the insert takes them: the same JSON for every request, encoded once.
-PLAN_MAX_WAIT_JSON = json.dumps(limits.PLAN_MAX_WAIT_TIME)
+PLAN_MAX_WAIT_JSON = json.dumps(domain.PLAN_MAX_WAIT_TIME)
 
 
 def _insert_for_key(task: dict, key_hash: bytes) -> dict | None:

@@ -4,7 +4,7 @@ that have piled up, then hands finished tasks with an onCompleteUrl to the notif
 * Idempotent for the claim that made it: a write repeated after a lost reply returns the rows
   its first run wrote (task_finish_many, task_schedule_retry), so no onComplete is lost.
 * A lost connection is retried for as long as the process runs, a deadlock a few times
-  (db_errors.py); data the database refuses is written again without the result; anything else
+  (db/errors.py); data the database refuses is written again without the result; anything else
   is a failure. While a write is being retried the dispatcher claims nothing, so the outcomes
   held here are written before any of their tasks could be claimed again.
 * Supervised: a batch that fails unexpectedly is logged and its claims left to their leases;
@@ -23,13 +23,14 @@ from dataclasses import replace
 import psycopg
 from psycopg.types.json import Jsonb
 
-from asyncqueue import db, db_errors
+from asyncqueue import db
+from asyncqueue.db import errors as db_errors
 from asyncqueue.logs import log_event
 from asyncqueue.worker import metrics
 from asyncqueue.worker.decide import RETRY
-from asyncqueue.worker.dispatcher import SlotTable
 from asyncqueue.worker.runner import Finished
 from asyncqueue.worker.service import ThreadService
+from asyncqueue.worker.slots import SlotTable
 
 log = logging.getLogger("asyncqueue.worker")
 

@@ -2,7 +2,7 @@
 
 `perform_attempt` never raises: every attempt ends in an AttemptResult that decide.py rules on.
 Redirects are followed here, hop by hop (see redirects.py for the rules): a redirect's body is
-never decoded, and never read beyond limits.MAX_REDIRECT_BODY_DRAINED bytes.
+never decoded, and never read beyond domain.MAX_REDIRECT_BODY_DRAINED bytes.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import time
 import requests
 import urllib3.exceptions
 
-from asyncqueue import limits
+from asyncqueue import domain
 from asyncqueue.worker import redirects
 from asyncqueue.worker.attempt import AttemptResult, CallSpec
 from asyncqueue.worker.deadline import Deadline
@@ -112,12 +112,12 @@ def _follow(client, spec, request, headers, attempt: Attempt, body_cap, started)
     3xx responses complete the task, as the API document says; one toward a refused
     destination fails it."""
     method, url, body = spec.method, spec.url, request.body
-    for followed in range(limits.MAX_REDIRECTS + 1):
+    for followed in range(domain.MAX_REDIRECTS + 1):
         response = client.send(request, attempt)
         location = response.headers.get("location")
         if not redirects.is_redirect(response.status, location):
             return _read_final(response, attempt, body_cap, started)
-        if followed == limits.MAX_REDIRECTS:
+        if followed == domain.MAX_REDIRECTS:
             return _read_final(response, attempt, body_cap, started)  # too many to follow
         try:
             hop = redirects.next_hop(response.status, method, url, location)
@@ -178,7 +178,7 @@ def _discard(response) -> None:
     connection closed."""
     length = response.length_remaining
     try:
-        if length is None or length > limits.MAX_REDIRECT_BODY_DRAINED:
+        if length is None or length > domain.MAX_REDIRECT_BODY_DRAINED:
             response.close()
         else:  # (even an empty body is read: that is what frees the connection for reuse)
             response.read(decode_content=False)

@@ -16,13 +16,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib import metadata
 
-from asyncqueue import db
+from asyncqueue import db, domain
 from asyncqueue.logs import log_event
 
 log = logging.getLogger("asyncqueue.heartbeat")
 
-HEARTBEAT_INTERVAL = 5.0
-SILENT_AFTER = 3 * HEARTBEAT_INTERVAL
+HEARTBEAT_INTERVAL = domain.HEARTBEAT_INTERVAL
+SILENT_AFTER = domain.SILENT_AFTER
 FORGET_AFTER = 3600.0
 
 

@@ -35,7 +35,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 from urllib3.util import Timeout
 
-from asyncqueue.destinations import blocked_reason, parse_ip_literal
+from asyncqueue.outbound.destinations import blocked_reason, parse_ip_literal
 from asyncqueue.worker.deadline import Deadline
 from asyncqueue.worker.resolver import Lookup, LookupBook
 

@@ -22,7 +22,7 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from asyncqueue import limits
+from asyncqueue import domain
 from asyncqueue.logs import log_event
 from asyncqueue.task_json import completion_event
 from asyncqueue.worker.attempt import CallSpec
@@ -65,7 +65,7 @@ def deliver_completion(session, delivery: Delivery) -> None:
         headers={"Content-Type": "application/json", "X-AsyncQueue-Task-Id": task_id},
         body=delivery.body,
     )
-    deadline = Deadline.after(limits.ON_COMPLETE_TIMEOUT)
+    deadline = Deadline.after(domain.ON_COMPLETE_TIMEOUT)
     attempt = perform_attempt(session, spec, deadline, 4096, team=delivery.team_id)
     if attempt.status_code is not None and attempt.status_code < 300:
         log_event(

@@ -29,13 +29,14 @@ from asyncqueue.logs import log_event
 from asyncqueue.worker import execute, metrics
 from asyncqueue.worker.claim_plans import KeptPlans
 from asyncqueue.worker.completer import Completer
-from asyncqueue.worker.dispatcher import Dispatcher, SlotTable
+from asyncqueue.worker.dispatcher import Dispatcher
 from asyncqueue.worker.fairness import NotifyingEvent, TeamSlots
 from asyncqueue.worker.heartbeat import Heartbeat
 from asyncqueue.worker.http_client import make_session
 from asyncqueue.worker.notifier import Notifier
 from asyncqueue.worker.pruner import Pruner
 from asyncqueue.worker.runner import Runner
+from asyncqueue.worker.slots import SlotTable
 from asyncqueue.worker.wakeup import Listener
 
 log = logging.getLogger("asyncqueue.worker")

@@ -1,6 +1,6 @@
 """How the worker follows a redirect: pure rules, no I/O.
 
-* 301, 302, 303, 307 and 308 with a Location are followed, at most limits.MAX_REDIRECTS times.
+* 301, 302, 303, 307 and 308 with a Location are followed, at most domain.MAX_REDIRECTS times.
   One that cannot be followed (one hop too many, a non-HTTP or unparseable Location) is the
   call's final response; one toward a refused destination (user name or password in the URL, or
   an address the policy blocks) fails the task.

@@ -5,8 +5,8 @@
   charsets are used (charsets.py); any other (`bogus`, `base64`, `idna`, `punycode`, `utf-7`,
   which can cost seconds of CPU on a small body) falls back to UTF-8. Bytes that do not decode
   stay visible as U+FFFD.
-* Headers are kept up to limits.MAX_RESPONSE_HEADERS_TOTAL bytes and
-  limits.MAX_RESPONSE_HEADER_COUNT entries; the rest are left out and the result says so.
+* Headers are kept up to domain.MAX_RESPONSE_HEADERS_TOTAL bytes and
+  domain.MAX_RESPONSE_HEADER_COUNT entries; the rest are left out and the result says so.
 * PostgreSQL's text and jsonb cannot hold U+0000 nor a lone surrogate: each becomes U+FFFD.
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 
-from asyncqueue import limits
+from asyncqueue import domain
 from asyncqueue.worker.charsets import codec_for
 
 # (A str holds a surrogate only as a lone one: decoders join pairs into one character.)
@@ -63,8 +63,8 @@ def header_text(value: str) -> str:
 def stored_headers(
     items,
     *,
-    max_total: int = limits.MAX_RESPONSE_HEADERS_TOTAL,
-    max_count: int = limits.MAX_RESPONSE_HEADER_COUNT,
+    max_total: int = domain.MAX_RESPONSE_HEADERS_TOTAL,
+    max_count: int = domain.MAX_RESPONSE_HEADER_COUNT,
 ) -> tuple[dict, bool]:
     """(headers to store, names lowercased, whether any were left out). `items` are (name,
     value) pairs, repeated names already joined. A header that would take the total over

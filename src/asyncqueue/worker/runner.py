@@ -24,8 +24,8 @@ from asyncqueue.worker.decide import (
     decide_outcome,
     max_wait_exceeded,
 )
-from asyncqueue.worker.dispatcher import Claim, SlotTable
 from asyncqueue.worker.execute import perform_attempt
+from asyncqueue.worker.slots import Claim, SlotTable
 
 log = logging.getLogger("asyncqueue.worker")
 

@@ -1,7 +1,7 @@
 """prometheus_client's multiprocess mode for gunicorn: each process writes its request metrics
 to files in PROMETHEUS_MULTIPROC_DIR, and /metrics, in whichever process answers, sums them.
 
-Used from asyncqueue/gunicorn_config.py, which the master reads before it forks any worker.
+Used from asyncqueue/web/gunicorn_config.py, which the master reads before it forks any worker.
 prometheus_client is imported only inside the hooks, after the variable is set.
 """
 

@@ -1,7 +1,7 @@
 """Where an HTTP/1.1 request ends, found incrementally as its bytes arrive: pure, no I/O.
 
 The web worker reads each request whole in its event loop before a thread takes it (see
-`web_worker`), so it must know when a request is complete: the head ends at the first blank
+`web.worker`), so it must know when a request is complete: the head ends at the first blank
 line; a body then has the declared Content-Length or runs to the chunked terminator. The parsing
 proper (and every refusal of a malformed request) stays gunicorn's: anything this scanner cannot
 follow is handed over as it is, to be refused there.
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 
-from asyncqueue import limits
+from asyncqueue import domain
 
 MORE = "more"  # keep reading
 COMPLETE = "complete"  # a whole request is buffered (perhaps more after it)
@@ -43,7 +43,7 @@ MAX_TRAILER_FIELDS = 32
 # Chunks of 32 bytes or more carry a 1 MiB body within it; 1-byte chunks would take 5 MiB.
 MAX_CHUNK_OVERHEAD = 256 * KIB
 # One request buffered at most (a recv's worth past a body over the limit may be in it).
-MAX_REQUEST_BYTES = MAX_HEAD + limits.MAX_REQUEST_BODY + 1 + MAX_CHUNK_OVERHEAD
+MAX_REQUEST_BYTES = MAX_HEAD + domain.MAX_REQUEST_BODY + 1 + MAX_CHUNK_OVERHEAD
 
 
 _EMPTY_BYTEARRAY = bytearray().__sizeof__()
@@ -60,7 +60,7 @@ class RequestFraming:
     over (`over_limit`) as soon as that is known, from its declared length or a chunk's size:
     the worker answers 413 without waiting for it."""
 
-    def __init__(self, max_head: int = MAX_HEAD, max_body: int = limits.MAX_REQUEST_BODY):
+    def __init__(self, max_head: int = MAX_HEAD, max_body: int = domain.MAX_REQUEST_BODY):
         self.max_head = max_head
         self.max_body = max_body
         self.data = bytearray()

@@ -1,5 +1,5 @@
 """Per-team create limits in a web process: the check on the create path, and the thread that
-syncs this process's counts with the others' (the maths is asyncqueue/ratelimit.py).
+syncs this process's counts with the others' (the maths is asyncqueue/api/create_limiter.py).
 
 An admission makes no database call: a request's key is mapped to its team from memory (learnt
 by one read at the key's first create in this process) and the decision is CreateLimiter's; a
@@ -25,9 +25,7 @@ from flask import Flask, current_app
 from psycopg.types.json import Jsonb
 
 from asyncqueue import db
-from asyncqueue.api.errors import error_response
-from asyncqueue.logs import log_event
-from asyncqueue.ratelimit import (
+from asyncqueue.api.create_limiter import (
     ADMITTED,
     ASK,
     KEPT_TENTHS,
@@ -37,6 +35,8 @@ from asyncqueue.ratelimit import (
     TeamSync,
     retry_after_header,
 )
+from asyncqueue.api.errors import error_response
+from asyncqueue.logs import log_event
 
 log = logging.getLogger("asyncqueue.api")
 

@@ -10,7 +10,7 @@ to answer its own refusals in JSON.
 * Time limits. A partial request's head must be complete within ASYNCQUEUE_HEADER_TIMEOUT
   seconds, its body within ASYNCQUEUE_BODY_TIMEOUT seconds after the head; otherwise the
   answer is a JSON 408 and the connection is closed.
-* Byte limits. One request buffers at most request_framing.MAX_REQUEST_BYTES (its head, body
+* Byte limits. One request buffers at most framing.MAX_REQUEST_BYTES (its head, body
   and chunked framing each bounded there; past a limit, a JSON 400 or 431 and the connection is
   closed). The requests one process holds before its threads are done with them take at most
   MAX_BUFFERED_BYTES together (as allocated); a request that needs room past it gets it by
@@ -34,7 +34,7 @@ to answer its own refusals in JSON.
   over its size limit, a URI over its length limit) is answered `{"error": "..."}` with the
   status gunicorn chose, instead of its HTML page.
 
-Used by asyncqueue/gunicorn_config.py (`worker_class`), so the Procfile's web command is the
+Used by asyncqueue/web/gunicorn_config.py (`worker_class`), so the Procfile's web command is the
 same as before. TLS and HTTP/2 connections (not used by our deployment) keep gthread's
 behaviour.
 """
@@ -44,6 +44,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import functools
 import io
 import json
 import resource
@@ -58,10 +59,10 @@ from gunicorn.http2 import negotiation
 from gunicorn.workers.gthread import ThreadWorker
 from werkzeug.exceptions import ClientDisconnected
 
-from asyncqueue import limits
+from asyncqueue import domain
 from asyncqueue.config import settings_or_exit
 from asyncqueue.logs import new_request_id
-from asyncqueue.request_framing import (
+from asyncqueue.web.framing import (
     COMPLETE,
     EXTENSIONS_TOO_LARGE,
     FRAMING_TOO_LARGE,
@@ -119,7 +120,7 @@ def error_messages(cfg, header_timeout: float, body_timeout: float) -> dict[int,
         403: "Request forbidden",
         408: f"Request not received in time (headers within {header_timeout:g} s, "
         f"the body within {body_timeout:g} s after them)",
-        413: f"Request body too large (limit {limits.MAX_REQUEST_BODY} bytes)",
+        413: f"Request body too large (limit {domain.MAX_REQUEST_BODY} bytes)",
         414: f"Request line too long (limit {cfg.limit_request_line} bytes)",
         417: "Unsupported Expect header (only 100-continue is understood)",
         431: f"Request headers too large (limit {cfg.limit_request_fields} headers of at most "
@@ -208,7 +209,7 @@ def json_error(status: int, message: str) -> bytes:
     body = json.dumps({"error": message}).encode()
     reason = REASONS.get(status, "Error")
     retry = "Retry-After: 1\r\n" if status == 503 else ""
-    # A request id as the app's responses carry (every response has one, the README says),
+    # A request id as the app's responses carry (every response has one, docs/api.md says),
     # though no app code saw this request.
     return (
         f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\n{retry}"
@@ -247,8 +248,10 @@ def body_left_unread(body) -> bool:
 def closing_when_body_unread(app):
     """The app, its answer saying `Connection: close` when it left the request's body unread: the
     connection is then closed rather than the body drained (_keepalive_after), and a keep-alive
-    client must know before it sends its next request on it."""
+    client must know before it sends its next request on it. The app stays reachable as
+    `__wrapped__` (inspect.unwrap), for the hooks that need the Flask app itself."""
 
+    @functools.wraps(app, assigned=(), updated=())
     def wrapped(environ, start_response):
         def start(status, headers, exc_info=None):
             if body_left_unread(environ.get("wsgi.input")):

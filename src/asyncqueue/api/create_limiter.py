@@ -13,7 +13,7 @@ one-second span (a burst at its start and one 0.8 s later), 1.11 x rate sustaine
 
 How the processes agree without a database write per admitted create. Each web process counts,
 per team and tenth, the creates it admits and the creates it is asked for (refused ones too),
-and every `SYNC_INTERVAL` syncs (`asyncqueue/create_limit.py` does that I/O), one process at a
+and every `SYNC_INTERVAL` syncs (`asyncqueue/api/create_limits.py` does that I/O), one process at a
 time under an advisory lock: it writes its counts to an UNLOGGED table, reads back the other
 processes' counts, the allowances they took at their last syncs and the number of live web
 processes, and takes an allowance of its own, which it writes in the same transaction. A request
@@ -47,8 +47,8 @@ A sync decides every team whose counts, asks or answer changed since its last de
 team's (none of its counts in the window, the same answer and process count) is the last one
 again, so a sync under the caller's lock costs what the active teams cost.
 
-README ("Create limits") states the bounds this gives, from the simulation in
-tests/unit/test_ratelimit.py and from real web processes.
+docs/guarantees.md ("Create limits") states the bounds this gives, from the simulation in
+tests/unit/test_create_limiter.py and from real web processes.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Every limit the service enforces, in one place; the README's "Guarantees and limits" lists them."""
+"""Every limit the service enforces, in one place; docs/guarantees.md lists them."""
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -54,3 +54,8 @@ FORBIDDEN_HEADERS = frozenset(
         "expect",
     }
 )
+
+# Workers write a heartbeat this often; one whose last is older than SILENT_AFTER is "silent"
+# (the CLI's `workers list` and /metrics both judge by it).
+HEARTBEAT_INTERVAL = 5.0
+SILENT_AFTER = 3 * HEARTBEAT_INTERVAL

@@ -1,4 +1,4 @@
-"""Create limits (asyncqueue/ratelimit.py): the window maths in tables, and several web
+"""Create limits (asyncqueue/api/create_limiter.py): the window maths in tables, and several web
 processes simulated syncing through a shared table, to measure how far over the rate a team
 can get."""
 
@@ -6,8 +6,7 @@ import random
 
 import pytest
 
-from asyncqueue.config import ConfigError, Settings
-from asyncqueue.ratelimit import (
+from asyncqueue.api.create_limiter import (
     ADMITTED,
     ASK,
     KEPT_TENTHS,
@@ -19,6 +18,7 @@ from asyncqueue.ratelimit import (
     seconds_until_room,
     window_tenths,
 )
+from asyncqueue.config import ConfigError, Settings
 
 
 def test_the_windows_count_whole_tenths_less_the_clients_jitter():
@@ -388,7 +388,7 @@ def test_simulated_floods_are_held_near_the_rate(processes, skew, rate, overload
         for overload in overloads:  # the team sends that many times its rate
             worst, mean = simulate(processes, rate, rate * overload, 6, seed, skew)
             worst_window, means = max(worst_window, worst), [*means, mean]
-    # The README's bound: at most 2 x the rate in any one-second span
+    # docs/guarantees.md's bound: at most 2 x the rate in any one-second span
     # through one process (the rule's tolerance for a client's delayed creates: a burst may
     # follow another 0.8 s later), 2.5 x through several (allowances spent unseen while a sync
     # admits on the counts it sees); over a 6 s flood, its first burst included, 1.5 x ...

@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 
-from asyncqueue.hosts import parse_host
+from asyncqueue.outbound.hosts import parse_host
 
 IPAddress = IPv4Address | IPv6Address
 

@@ -12,7 +12,7 @@ import sys
 
 from gunicorn.app.wsgiapp import WSGIApplication
 
-CONFIG = "python:asyncqueue.gunicorn_config"
+CONFIG = "python:asyncqueue.web.gunicorn_config"
 APP = "asyncqueue.api:create_app()"
 
 

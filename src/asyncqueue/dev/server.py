@@ -19,7 +19,7 @@ from pathlib import Path
 
 from asyncqueue import db
 
-ROOT = Path(__file__).resolve().parents[2]  # the clone (this file is src/asyncqueue/devserver.py)
+ROOT = Path(__file__).resolve().parents[3]  # the clone (this file is src/asyncqueue/dev/server.py)
 STATE_DIR = ROOT / ".asyncqueue"
 DEV_TEAM = "local"
 
@@ -27,7 +27,7 @@ DEV_TEAM = "local"
 def _ensure_database(env: dict) -> object | None:
     if env.get("DATABASE_URL"):
         return None
-    from asyncqueue import embedded_pg
+    from asyncqueue.dev import embedded_pg
 
     STATE_DIR.mkdir(exist_ok=True)
     server = embedded_pg.ensure_running(STATE_DIR / "pgdata")
@@ -38,7 +38,7 @@ def _ensure_database(env: dict) -> object | None:
 
 def _ensure_dev_key(url: str) -> str:
     """The local team's key, kept in .asyncqueue/dev-key so it can be shown on every start."""
-    from asyncqueue.cli import create_key
+    from asyncqueue.teams import create_key
 
     key_file = STATE_DIR / "dev-key"
     with db.connect(url, autocommit=True) as conn:

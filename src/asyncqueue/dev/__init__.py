@@ -1,0 +1,1 @@
+"""Development only: the dev server (bin/dev) and an embedded PostgreSQL."""

@@ -1,0 +1,1 @@
+"""The web server: gunicorn, its worker class, request framing and settings."""
