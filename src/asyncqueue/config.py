@@ -198,7 +198,7 @@ class Settings:
         "ASYNCQUEUE_ALLOW_PRIVATE_NETWORKS", private_networks, False
     )
     max_response_body: int = setting("ASYNCQUEUE_MAX_RESPONSE_BODY", whole(0), 65536)
-    max_delay_days: float = setting("ASYNCQUEUE_MAX_DELAY_DAYS", number(0), 365.0)
+    max_delay_days: float = setting("ASYNCQUEUE_MAX_DELAY_DAYS", number(0, domain.MAX_DELAY_DAYS), 365.0)
     log_level: str = setting("ASYNCQUEUE_LOG_LEVEL", one_of(*LOG_LEVELS), "INFO")
     retention_days: float = setting("ASYNCQUEUE_RETENTION_DAYS", zero_or_at_least(1, domain.MAX_RETENTION_DAYS), 30.0)  # 0 keeps all
     worker_metrics_port: int | None = setting("ASYNCQUEUE_WORKER_METRICS_PORT", whole(1, 65535), None)

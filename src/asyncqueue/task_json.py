@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from asyncqueue.db.rows import TaskRow
+
 
 def format_time(value: datetime | None) -> str | None:
     if value is None:
@@ -32,37 +34,38 @@ def _result(result: dict | None) -> dict | None:
     return {k: result[k] for k in RESULT_KEYS if k in result}
 
 
-def task_to_json(row: dict[str, Any]) -> dict[str, Any]:
+def task_to_json(row: TaskRow) -> dict[str, Any]:
     """The task as the API document shows it. Fields not known yet (result, error, startedAt,
     completedAt) and optional fields the client did not give (body, onCompleteUrl, delayUntil)
     are left out rather than sent as null."""
     task: dict[str, Any] = {
-        "id": str(row["id"]),
-        "teamId": str(row["team_id"]),
-        "status": row["status"],
-        "callbackUrl": row["callback_url"],
-        "method": row["method"],
-        "headers": row["headers"],
+        "id": str(row.id),
+        "teamId": str(row.team_id),
+        "status": row.status,
+        "callbackUrl": row.callback_url,
+        "method": row.method,
+        "headers": row.headers,
     }
-    if row["body"] is not None:
-        task["body"] = row["body"]
-    task["maxWaitTime"] = _number(row["max_wait_time"])
-    task["timeout"] = _number(row["timeout"])
-    task["maxRetries"] = row["max_retries"]
-    task["retryCount"] = row["retry_count"]
-    task["retryBackoff"] = row["retry_backoff"]
-    if row["on_complete_url"] is not None:
-        task["onCompleteUrl"] = row["on_complete_url"]
-    if row["delay_until"] is not None:
-        task["delayUntil"] = format_time(row["delay_until"])
-    if row["result"] is not None:
-        task["result"] = _result(row["result"])
-    if row["error"] is not None:
-        task["error"] = row["error"]
-    task["createdAt"] = format_time(row["created_at"])
-    for key, column in (("startedAt", "started_at"), ("completedAt", "completed_at")):
-        if row[column] is not None:
-            task[key] = format_time(row[column])
+    if row.body is not None:
+        task["body"] = row.body
+    task["maxWaitTime"] = _number(row.max_wait_time)
+    task["timeout"] = _number(row.timeout)
+    task["maxRetries"] = row.max_retries
+    task["retryCount"] = row.retry_count
+    task["retryBackoff"] = row.retry_backoff
+    if row.on_complete_url is not None:
+        task["onCompleteUrl"] = row.on_complete_url
+    if row.delay_until is not None:
+        task["delayUntil"] = format_time(row.delay_until)
+    if row.result is not None:
+        task["result"] = _result(row.result)
+    if row.error is not None:
+        task["error"] = row.error
+    task["createdAt"] = format_time(row.created_at)
+    if row.started_at is not None:
+        task["startedAt"] = format_time(row.started_at)
+    if row.completed_at is not None:
+        task["completedAt"] = format_time(row.completed_at)
     return task
 
 

@@ -21,7 +21,7 @@ def refuse_over_plan_limit(conn, team: dict, count_query: str, plan_limits: dict
     lock_team(conn, team)
     count = conn.execute(db.query(count_query), {"team_id": team["id"]}).fetchone()["n"]
     allowed = plan_limits[team["plan"]]
-    if allowed is not None and count >= allowed:
+    if not domain.room_for_one_more(count, allowed):
         raise PlanLimitReached(
             f"team {team['name']} is on the {team['plan']} plan, which allows "
             + what.format(n=allowed)
@@ -36,7 +36,7 @@ def create_key(conn, team: dict, name: str | None) -> tuple[str, dict]:
             team,
             "key_active_count",
             domain.PLAN_MAX_API_KEYS,
-            "{n} active API key; revoke it or move to pro",
+            f"{{n}} active API key; revoke it or move to {domain.UPGRADE_PLAN}",
         )
         key = keys.generate_key()
         row = conn.execute(

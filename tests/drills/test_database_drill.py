@@ -80,14 +80,14 @@ def test_database_drill(private_server, pg_admin_url, template_db, receiver, tmp
                     created.append(body["task"]["id"])
             except (requests.RequestException, ValueError) as exc:
                 responses.append((time.monotonic(), -1, repr(exc)))
-            time.sleep(0.05)
+            stop_creating.wait(0.05)  # the client's steady rate
 
     creator = threading.Thread(target=create_steadily)
     creator.start()
     terminations = 0
     end = time.monotonic() + TERMINATE_SECONDS
     while time.monotonic() < end:
-        time.sleep(3)
+        time.sleep(3)  # the drill's schedule
         with psycopg.connect(admin_url, autocommit=True) as admin:
             terminations += admin.execute(
                 "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
@@ -95,14 +95,15 @@ def test_database_drill(private_server, pg_admin_url, template_db, receiver, tmp
                 (psycopg.conninfo.conninfo_to_dict(url)["dbname"],),
             ).fetchone()[0]
 
+    last_fault = time.monotonic()
     recovery = None
     outage_statuses: set[int] = set()
     if private_server is not None:
         private_server.stop("fast")
         down_at = time.monotonic()
-        time.sleep(OUTAGE_SECONDS)
+        time.sleep(OUTAGE_SECONDS)  # the outage itself
         private_server.start()
-        up_at = time.monotonic()
+        up_at = last_fault = time.monotonic()
         outage_statuses = {s for t, s, _ in responses if down_at + 3 < t < up_at}
         first_ok = wait_for(
             lambda: next((t for t, s, _ in responses if t > up_at and s == 201), None),
@@ -111,7 +112,13 @@ def test_database_drill(private_server, pg_admin_url, template_db, receiver, tmp
             message="the API to recover",
         )
         recovery = first_ok - up_at
-    time.sleep(3)
+    # The load goes on until creates have been served again for a while after the last fault.
+    wait_for(
+        lambda: sum(1 for t, s, _ in list(responses) if t > last_fault and s == 201) >= 40,
+        timeout=30,
+        interval=0.1,
+        message="creates to be served again after the faults",
+    )
     stop_creating.set()
     creator.join()
 

@@ -11,8 +11,8 @@ import uuid
 from collections import Counter, defaultdict
 
 from asyncqueue import db
-from tests.integration.test_claim import assert_counts_match
 from tests.support import report, wait_for
+from tests.support.tasks import assert_counts_match
 
 SOAK = os.environ.get("ASYNCQUEUE_SOAK") == "1"
 TASKS = 10_000 if SOAK else 2_000
@@ -45,7 +45,7 @@ def test_kill_9_drill(own_stack, receiver):
                 )
             except AssertionError as exc:
                 create_errors.append(str(exc))
-            time.sleep(gap)
+            time.sleep(gap)  # the creates' schedule
 
     creator = threading.Thread(target=create_all)
     creator.start()
@@ -53,7 +53,7 @@ def test_kill_9_drill(own_stack, receiver):
     end = time.monotonic() + KILL_SECONDS
     with db.connect(own_stack.database_url, autocommit=True) as conn:
         while time.monotonic() < end:
-            time.sleep(2)
+            time.sleep(2)  # the kills' schedule
             live = [w for w in own_stack.workers if w.poll() is None]
             victim = rng.choice(live)
             name = f"{os.uname().nodename}:{victim.pid}"

@@ -40,7 +40,13 @@ def test_stale_worker_writes_nothing(own_stack, receiver):
     finally:
         os.killpg(paused.pid, signal.SIGCONT)
     paused_for = time.monotonic() - paused_at
-    time.sleep(3)  # the stale worker wakes, finishes its calls and tries to record them
+
+    def fenced() -> int:
+        logs = "".join(p.read_text() for p in own_stack.log_dir.glob("worker-*.log"))
+        return logs.count("stale claim")
+
+    # The stale worker wakes, finishes its calls and tries to record each, refused every time.
+    wait_for(lambda: fenced() >= TASKS, timeout=15, message="the stale worker's late writes")
     after = [own_stack.get(t["id"]) for t in tasks]
     assert after == done  # nothing the stale worker did changed any task
     events = [json.loads(c.body)["task"]["id"] for c in receiver.calls(hook)]
@@ -48,11 +54,9 @@ def test_stale_worker_writes_nothing(own_stack, receiver):
     with db.connect(own_stack.database_url) as conn:
         attempts = [r["attempts"] for r in conn.execute("SELECT attempts FROM tasks")]
     assert paused.poll() is None  # it carried on after SIGCONT
-    logs = "".join(p.read_text() for p in own_stack.log_dir.glob("worker-*.log"))
-    fenced = logs.count("stale claim")
-    assert fenced == TASKS  # it did try to record every task, and was refused each time
+    assert fenced() == TASKS  # it did try to record every task, and was refused each time
     report(
         f"stale worker drill: {TASKS} tasks, first worker paused {paused_for:.1f} s (leases 2 s), "
-        f"attempts per task {sorted(attempts)}, late writes tried {fenced}, applied 0, "
+        f"attempts per task {sorted(attempts)}, late writes tried {fenced()}, applied 0, "
         f"onComplete per task {len(events) / TASKS:g}"
     )

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import requests
 
 from asyncqueue import db
+from asyncqueue.api.create_limiter import SYNC_INTERVAL, WINDOWS
 from tests.stack import Stack
 from tests.support import make_team, report, wait_for
 
@@ -31,7 +32,9 @@ def test_a_flood_of_hanging_callbacks_does_not_stall_another_team(own_stack, rec
         stack.start_worker()
     # Both workers busy with B: every usual slot (2 x 16) holds one of B's hanging calls.
     wait_for(lambda: len(receiver.calls(hang)) >= 32, timeout=60, message="B to fill 32 slots")
-    time.sleep(0.5)  # and the workers settle (nothing of A's exists yet)
+    # A's create is then to meet workers at rest at their cap, not a claim still under way:
+    # the case under test, so this pause is part of the scenario.
+    time.sleep(0.5)
     path = f"/ok?a={uuid.uuid4().hex}"
     created = time.time()
     response = stack.http.post(
@@ -68,6 +71,11 @@ def test_a_flood_of_hanging_callbacks_does_not_stall_another_team(own_stack, rec
     assert len(receiver.calls(hang)) == 32
 
 
+# The limit counts creates over windows of wall-clock time (of the database's clock): a team's
+# earlier creates stop counting once the longest window has passed, and each process has synced.
+WINDOWS_EMPTY = WINDOWS + 2 * SYNC_INTERVAL + 0.1
+
+
 def bursts_each_second(stack, key: str, k: int, seconds: int) -> tuple[list[float], list]:
     """k creates at once (a fresh connection each) at the start of each of `seconds` one-second
     slots of the client's clock; a slot the client reaches late is skipped, not caught up, so
@@ -82,12 +90,7 @@ def bursts_each_second(stack, key: str, k: int, seconds: int) -> tuple[list[floa
             sent.append(time.monotonic())
         with requests.Session() as session:  # a connection of its own; no proxy from the env
             session.trust_env = False
-            r = session.post(
-                stack.url("/v1/tasks"),
-                json={"callbackUrl": "https://example.com/x"},
-                headers={"X-API-Key": key},
-                timeout=10,
-            )
+            r = post_create(session, stack, key)
         with lock:
             answers.append((time.monotonic(), r.status_code))
 
@@ -96,13 +99,22 @@ def bursts_each_second(stack, key: str, k: int, seconds: int) -> tuple[list[floa
         slot = first + n
         if time.monotonic() > slot + 0.1:
             continue  # late: skip this second
-        time.sleep(max(0.0, slot - time.monotonic()))
+        time.sleep(max(0.0, slot - time.monotonic()))  # the client's schedule
         threads = [threading.Thread(target=send) for _ in range(k)]
         for t in threads:
             t.start()
         for t in threads:
             t.join(15)
     return sent, answers
+
+
+def post_create(session: requests.Session, stack, key: str) -> requests.Response:
+    return session.post(
+        stack.url("/v1/tasks"),
+        json={"callbackUrl": "https://example.com/x"},
+        headers={"X-API-Key": key},
+        timeout=10,
+    )
 
 
 def most_in_one_second(times: list[float]) -> int:
@@ -127,15 +139,10 @@ def creates_from_connections(
         session = requests.Session()
         session.trust_env = False
         for _ in range(each):
-            r = session.post(
-                stack.url("/v1/tasks"),
-                json={"callbackUrl": "https://example.com/x"},
-                headers={"X-API-Key": key},
-                timeout=10,
-            )
+            r = post_create(session, stack, key)
             with lock:
                 answers.append((time.time(), r.status_code, dict(r.headers), r.json()))
-            time.sleep(pause)
+            time.sleep(pause)  # the client's rate
 
     threads = [threading.Thread(target=send) for _ in range(connections)]
     for t in threads:
@@ -158,7 +165,7 @@ def test_create_limit_holds_across_two_gunicorn_processes(database_url, tmp_path
             _, pro_key = make_team(conn, "pro-team", "pro")
         # Warm up: one create or more per connection (each may reach either process).
         creates_from_connections(stack, key, 4, 1)
-        time.sleep(2.5)  # their window empties
+        time.sleep(WINDOWS_EMPTY)
         start = time.time()
         answers = creates_from_connections(stack, key, 8, 15)
         elapsed = max(a[0] for a in answers) - start
@@ -176,10 +183,9 @@ def test_create_limit_holds_across_two_gunicorn_processes(database_url, tmp_path
             "Too many tasks created: the free plan allows 20 per second"
         )
         # The shared rate, whichever process each create reached, including one that had not
-        # served the team before the burst: the rule admits a second's worth within 0.8 s, and
-        # the processes together at most twice that (one spends the allowance it took before
-        # the burst while the other's sync admits on the counts it sees); more after 0.8 s.
-        assert created <= 20 * 2 + 20 * 2 * max(0.0, elapsed - 0.8)
+        # served the team before the burst: docs/guarantees.md's bound through several
+        # processes, at most 2.5 x the rate in any one-second span.
+        assert most_in_one_second([a[0] for a in answers if a[1] == 201]) <= 20 * 2.5
 
         # The pro team (500/s) under its rate, new to both processes: 8 connections each sending
         # a create every 40 ms (at most 200/s), none refused: neither process may take the
@@ -190,7 +196,7 @@ def test_create_limit_holds_across_two_gunicorn_processes(database_url, tmp_path
         codes = {a[1] for a in answers}
         report(f"create limit: pro team (500/s), {len(answers)} creates at {rate:.0f}/s: {codes}")
         assert codes == {201}
-        time.sleep(2.5)  # the window empties
+        time.sleep(WINDOWS_EMPTY)
 
         # A free team within its rate: 10 creates at once at the start of each second, each on
         # a connection of its own (so both processes serve it), never more than 20 in any one

@@ -5,9 +5,12 @@ import json
 import os
 import signal
 import subprocess
+import tempfile
+from pathlib import Path
 
 import pytest
 import requests
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from asyncqueue import db
@@ -77,13 +80,52 @@ def workers_json(stack) -> list:
     return json.loads(out.stdout)
 
 
+def children(pid: int) -> set[int]:
+    """The live processes whose parent is `pid`, from /proc."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def healthz_served_by_process(stack) -> dict[int, float]:
+    """GET /healthz answers counted by each gunicorn process, from the files each writes to its
+    master's metrics directory (web/metrics_multiprocess.py), one per process."""
+    parent = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.gettempdir())
+    (directory,) = parent.glob(f"asyncqueue-metrics-{stack.web.pid}-*")
+    served: dict[int, float] = {}
+    for path in directory.glob("counter_*.db"):
+        pid = int(path.stem.removeprefix("counter_"))
+        for metric in MultiProcessCollector.merge([str(path)]):
+            for sample in metric.samples:
+                labels = sample.labels
+                if sample.name == "asyncqueue_http_requests_total" and (
+                    labels["route"] == "/healthz" and labels["status"] == "200"
+                ):
+                    served[pid] = served.get(pid, 0.0) + sample.value
+    return served
+
+
 def test_every_metric_is_served_and_counts_every_gunicorn_process(ops_stack, receiver):
     stack = ops_stack
     for i in range(3):
         stack.wait_done(stack.create(callbackUrl=receiver.url(f"/ok/ops{i}"))["id"])
     stack.wait_done(stack.create(callbackUrl=receiver.url("/status/503"), maxRetries=1)["id"])
-    for _ in range(40):  # spread over both gunicorn processes
-        assert requests.get(stack.url("/healthz"), timeout=5).status_code == 200
+    processes = children(stack.web.pid)
+    assert len(processes) == 2  # WEB_CONCURRENCY
+
+    def every_process_served() -> bool:
+        for _ in range(20):  # a connection each: whichever process accepts it answers
+            assert requests.get(stack.url("/healthz"), timeout=5).status_code == 200
+        served = healthz_served_by_process(stack)
+        return all(served.get(pid, 0) > 0 for pid in processes)
+
+    wait_for(every_process_served, timeout=30, message="/healthz answered by both processes")
     web = wait_for(
         lambda: (
             (m := scrape(stack.url("/metrics"))) and m[("asyncqueue_workers_live", ())] == 1 and m
@@ -93,8 +135,10 @@ def test_every_metric_is_served_and_counts_every_gunicorn_process(ops_stack, rec
     )
     assert not WEB_METRICS - {name for name, _ in web}
     healthz = ("method", "GET"), ("route", "/healthz"), ("status", "200")
-    # Each scrape is answered by one process; the sum covers both (multiprocess mode).
-    assert web[("asyncqueue_http_requests_total", healthz)] >= 40
+    # Each scrape is answered by one process; it counts every process's requests.
+    served = healthz_served_by_process(stack)
+    assert set(served) == processes
+    assert web[("asyncqueue_http_requests_total", healthz)] == sum(served.values())
     assert web[("asyncqueue_database_up", ())] == 1
     assert not any("team" in dict(labels) for _, labels in web)
 
@@ -107,13 +151,17 @@ def test_every_metric_is_served_and_counts_every_gunicorn_process(ops_stack, rec
 
 
 def test_metrics_refuse_a_missing_or_wrong_token(ops_stack):
+    refused = {
+        "error": "Metrics require the token in ASYNCQUEUE_METRICS_TOKEN, sent as "
+        "'Authorization: Bearer <token>'"
+    }
     for headers in ({}, {"Authorization": "Bearer nope"}):
         web = requests.get(ops_stack.url("/metrics"), headers=headers, timeout=5)
-        assert web.status_code == 401 and "error" in web.json()
+        assert (web.status_code, web.json()) == (401, refused)
         worker = requests.get(
             f"http://127.0.0.1:{ops_stack.metrics_port}/metrics", headers=headers, timeout=5
         )
-        assert worker.status_code == 401 and "error" in worker.json()
+        assert (worker.status_code, worker.json()) == (401, refused)
 
 
 def test_the_worker_prunes_expired_tasks_by_itself(ops_stack):

@@ -12,7 +12,7 @@ import requests
 from asyncqueue import domain
 from asyncqueue.keys import generate_key
 from tests.conftest import stack_on_a_clone
-from tests.support import exchange
+from tests.support import exchange, wait_for
 
 HEADER_TIMEOUT = 3
 
@@ -34,6 +34,30 @@ def web(pg_admin_url, template_db):
 
 def connect(web) -> socket.socket:
     return socket.create_connection(("127.0.0.1", web.port), timeout=10)
+
+
+LISTEN, ESTABLISHED = 0x0A, 0x01  # TCP states as /proc/net/tcp writes them
+
+
+def sockets_on_port(port: int) -> list[tuple[int, int]]:
+    """(state, receive queue) of each TCP socket here whose local port is `port`: for a listening
+    socket the queue is the connections not yet accepted, else the bytes not yet read."""
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in list(f)[1:]:
+                fields = line.split()
+                if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    found.append((int(fields[3], 16), int(fields[4].split(":")[1], 16)))
+    return found
+
+
+def server_took(port: int, count: int) -> bool:
+    """At least `count` connections accepted and everything sent on them read."""
+    sockets = sockets_on_port(port)
+    accepted = [queue for state, queue in sockets if state == ESTABLISHED]
+    backlog = [queue for state, queue in sockets if state == LISTEN]
+    return len(accepted) >= count and not any(accepted) and not any(backlog)
 
 
 def status_and_json(raw: bytes) -> tuple[int, dict]:
@@ -65,7 +89,11 @@ def test_fifty_stalled_requests_do_not_hold_up_a_normal_one(web):
                     b"X-API-Key: %s\r\nContent-Length: 1000\r\n\r\n{" % generate_key().encode()
                 )
             stalled.append(s)
-        time.sleep(0.3)  # let the server take them all
+        wait_for(
+            lambda: server_took(web.port, len(stalled)),
+            timeout=10,
+            message="the server to take every stalled request",
+        )
         answered_within_a_second(web)
     finally:
         for s in stalled:
@@ -113,7 +141,7 @@ def test_requests_gunicorn_refuses_are_answered_in_json(web, request_bytes, stat
     raw, _ = exchange(web.port, request_bytes)
     got, body = status_and_json(raw)
     assert got == status and body["error"].startswith(starts)
-    # Like every response, these carry a request id (an attack found them without one).
+    # Like every response, these carry a request id.
     head = raw.partition(b"\r\n\r\n")[0].decode("latin-1")
     assert re.search(r"(?im)^x-request-id: [0-9a-f]{32}\r?$", head), head
 

@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from tests.conftest import stack_on_a_clone
-from tests.support import exchange
+from tests.support import exchange, wait_for
 
 CONNECTIONS = 20  # per process (ASYNCQUEUE_WEB_CONNECTIONS), scaled down from 1,000
 PROCESSES = 2
@@ -132,7 +132,7 @@ def test_a_flood_of_chunk_extensions_leaves_every_web_process_small(web):
     while any(c.is_alive() for c in clients):
         for pid in pids:
             peak[pid] = max(peak[pid], rss_bytes(pid))
-        time.sleep(0.01)
+        time.sleep(0.01)  # the sampling period of the peak
     for c in clients:
         c.join()
     assert max(peak.values()) < 150 * 1024 * 1024, peak
@@ -257,11 +257,12 @@ def test_idle_connections_past_the_limit_do_not_keep_requests_out(web):
     # test, so only shedding can make room.
     count = 3 * CONNECTIONS * PROCESSES
     with IdleConnections(web.port, count, per_second=count / 2) as idle:
-        deadline = time.monotonic() + 20
-        while idle.held < count and idle.closed_by_server == 0:
-            # (all connected, some in the listen backlog; or some shed already: all full)
-            assert time.monotonic() < deadline, idle.held
-            time.sleep(0.05)
+        # All connected, some in the listen backlog; or some shed already: all full.
+        wait_for(
+            lambda: idle.held >= count or idle.closed_by_server > 0,
+            timeout=20,
+            message=f"{count} idle connections to be held",
+        )
         healthz, create = [], []
         for _ in range(TRIES):
             with fresh_session(web) as http:
@@ -345,9 +346,7 @@ def test_keep_alive_connections_shed_as_their_next_request_arrives_cost_no_proce
     assert len(pids) == PROCESSES
     # Twice what the processes hold: every reconnection sheds an idle one.
     with KeepAliveClients(web.port, 2 * CONNECTIONS * PROCESSES, budget=20_000) as clients:
-        deadline = time.monotonic() + 4
-        while time.monotonic() < deadline and clients.thread.is_alive():
-            time.sleep(0.1)
+        clients.thread.join(timeout=4)  # 4 s of load, or the budget spent
     assert clients.answered > 0 and clients.closed_by_server > 0
     assert sorted(worker_pids(web)) == pids  # no web process died (and was replaced)
     with fresh_session(web) as http:

@@ -156,12 +156,11 @@ def test_delayed_task_waits_then_runs(stack, receiver):
     when = datetime.now(UTC) + timedelta(seconds=2)
     task = stack.create(callbackUrl=receiver.url(path), delayUntil=when.isoformat())
     assert task["status"] == "delayed"
-    time.sleep(1)
-    assert stack.get(task["id"])["status"] == "delayed" and receiver.calls(path) == []
+    assert stack.get(task["id"])["status"] == "delayed"
     done = stack.wait_done(task["id"])
     assert done["status"] == "completed"
     (call,) = receiver.calls(path)
-    assert call.at >= when.timestamp()
+    assert call.at >= when.timestamp()  # not called before its time
 
 
 def test_cancelled_before_run_is_never_called(stack, receiver):
@@ -174,9 +173,13 @@ def test_cancelled_before_run_is_never_called(stack, receiver):
     # Positive control: the un-cancelled twin, due at the same time, is called.
     assert stack.wait_done(twin["id"])["status"] == "completed"
     assert len(receiver.calls(twin_path)) == 1
-    time.sleep(0.5)
+    # The cancelled one was never claimed, and nothing can claim it now: it is due no more.
+    with db.connect(stack.database_url) as conn:
+        row = conn.execute(
+            "SELECT status, attempts, next_run_at FROM tasks WHERE id = %s", (task["id"],)
+        ).fetchone()
+    assert row == {"status": "cancelled", "attempts": 0, "next_run_at": None}
     assert receiver.calls(path) == []
-    assert stack.get(task["id"])["status"] == "cancelled"
 
 
 @pytest.mark.parametrize("code", [301, 302, 307])
@@ -226,7 +229,9 @@ def test_failing_on_complete_leaves_the_task_alone(stack, receiver):
     hook = unique("/status/500")
     task = stack.create(callbackUrl=receiver.url(unique("/ok")), onCompleteUrl=receiver.url(hook))
     wait_for(lambda: receiver.calls(hook), timeout=10)
-    time.sleep(5)  # past any backoff a retry would have used (1, 2 s)
+    # What is tested is that nothing more happens: watched past the first two backoffs a retry
+    # would use (1 s, then 2 s).
+    time.sleep(5)
     done = stack.get(task["id"])
     assert done["status"] == "completed" and done["retryCount"] == 0
     assert len(receiver.calls(hook)) == 1  # not retried
@@ -313,14 +318,16 @@ def cpu_seconds(pid: int) -> float:
 
 def test_idle_worker_does_not_spin_on_a_due_row_locked_elsewhere(own_stack, receiver):
     # Another session holds a due task's row: the claim skips it, and the idle worker must not
-    # look again and again (it used to burn 1.6 CPU-s in 3 s doing so).
+    # look again and again (a spin costs a whole core).
     path = unique("/ok")
     worker = own_stack.start_worker()
     when = datetime.now(UTC) + timedelta(seconds=2)
     task = own_stack.create(callbackUrl=receiver.url(path), delayUntil=when.isoformat())
     with db.connect(own_stack.database_url) as holder:
         holder.execute("SELECT id FROM tasks WHERE id = %s FOR UPDATE", (task["id"],))
-        time.sleep(max(0.0, when.timestamp() - time.time()) + 1.0)  # due, and the worker idle
+        # Measured over 3 s once the row is due and the worker's looks have backed off (to one
+        # a second within about 1.3 s): the CPU used over that span is what is tested.
+        time.sleep(max(0.0, when.timestamp() - time.time()) + 1.5)
         before = cpu_seconds(worker.pid)
         time.sleep(3)
         used = cpu_seconds(worker.pid) - before
@@ -336,8 +343,8 @@ def test_idle_worker_does_not_spin_on_a_due_row_locked_elsewhere(own_stack, rece
 
 
 def test_a_finished_task_logs_one_line_at_info_saying_what_happened(stack, receiver):
-    # At the default level each task used to write three lines (claimed, attempt, finished): a
-    # quarter of the throughput. One line carries what the three said.
+    # At the default level a task writes one line, carrying what its claim, attempt and
+    # outcome would say: a line per step costs throughput.
     task = stack.create(callbackUrl=receiver.url(unique("/ok")))
     stack.wait_done(task["id"])
     line = wait_for(
@@ -357,16 +364,20 @@ def test_a_finished_task_logs_one_line_at_info_saying_what_happened(stack, recei
 
 
 def test_one_teams_slow_on_complete_receivers_do_not_delay_another_teams(own_stack, receiver):
+    # More slow onComplete receivers than the notifier has threads: without a share per team
+    # they would hold every thread, and the other team's event would wait for one to end.
     import requests
 
+    from asyncqueue.worker.notifier import THREADS
     from tests.support import make_team
 
+    share = THREADS // 4  # the most one team may have open (Notifier.share)
     run = uuid.uuid4().hex[:8]
     own_stack.start_worker()
-    slow_hook = f"/sleep/5/slow-{run}"
-    for _ in range(8):
+    slow_hook = f"/sleep/5/slow-{run}"  # each delivery held open 5 s
+    for _ in range(THREADS + 4):
         own_stack.create(callbackUrl=receiver.url("/ok"), onCompleteUrl=receiver.url(slow_hook))
-    wait_for(lambda: len(receiver.calls(slow_hook)) >= 2, timeout=15, message="slow hooks")
+    wait_for(lambda: len(receiver.calls(slow_hook)) >= share, timeout=15, message="slow hooks")
     first_slow = min(c.at for c in receiver.calls(slow_hook))
     with db.connect(own_stack.database_url, autocommit=True) as conn:
         _, other_key = make_team(conn, "other", "pro")
@@ -381,5 +392,8 @@ def test_one_teams_slow_on_complete_receivers_do_not_delay_another_teams(own_sta
     )
     assert response.status_code == 201
     (quick,) = wait_for(lambda: receiver.calls(quick_hook), timeout=30)
-    # Delivered while the slow team's first deliveries (5 s each) were still open.
+    # Delivered while the slow team's first deliveries were still open, and by then the slow
+    # team had started no more than its share.
     assert quick.at - first_slow < 4.5, quick.at - first_slow
+    slow_before_quick = [c for c in receiver.calls(slow_hook) if c.at < quick.at]
+    assert len(slow_before_quick) <= share, len(slow_before_quick)

@@ -7,6 +7,7 @@ import pytest
 
 from asyncqueue import db, domain
 from tests.support import make_team
+from tests.support.tasks import insert_tasks
 
 EXAMPLE = {
     "callbackUrl": "https://api.example.com/webhook",
@@ -67,8 +68,8 @@ def test_both_header_styles_work(client, team):
 
 @pytest.mark.parametrize("around", ["\xa0", "\x85", "\u3000"])
 def test_only_http_whitespace_around_a_key_is_ignored(client, team, around):
-    # Found by an attack: str.strip() also took a no-break space or NEL off the key, so a
-    # mangled key authenticated as the real one. Spaces and tabs are HTTP's; nothing else is.
+    # str.strip() would also take a no-break space or NEL off the key, so a mangled key would
+    # authenticate as the real one. Spaces and tabs are HTTP's; nothing else is.
     _, key = team
     assert client.get("/v1/tasks", headers={"X-API-Key": f" \t{key}\t "}).status_code == 200
     for headers in ({"X-API-Key": key + around}, {"Authorization": f"Bearer {key}{around}"}):
@@ -133,7 +134,10 @@ def test_create_applies_defaults(client, auth):
 
 def test_future_delay_is_delayed_and_past_delay_is_pending(client, auth):
     future = create(client, auth, delayUntil="2099-01-01T00:00:00Z")
-    assert future.status_code == 400  # beyond the 365-day horizon
+    assert (future.status_code, future.get_json()) == (
+        400,
+        {"error": "delayUntil must be at most 365 days in the future"},
+    )
     from datetime import UTC, datetime, timedelta
 
     soon = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
@@ -169,11 +173,18 @@ def test_missing_callback_url(client, auth):
     )
 
 
-def test_pro_team_may_wait_longer(client, conn):
-    _, key = make_team(conn, "bigco", "pro")
-    response = create(client, {"X-API-Key": key}, maxWaitTime=120)
-    assert response.status_code == 201
-    assert response.get_json()["task"]["maxWaitTime"] == 120
+@pytest.mark.parametrize("plan, limit", [("free", 30), ("pro", 120)])
+def test_each_plan_allows_its_max_wait_time_and_not_a_millisecond_more(client, conn, plan, limit):
+    # The document's plan table: free 30 s, pro 120 s.
+    _, key = make_team(conn, "bigco", plan)
+    at_limit = create(client, {"X-API-Key": key}, maxWaitTime=limit)
+    assert at_limit.status_code == 201
+    assert at_limit.get_json()["task"]["maxWaitTime"] == limit
+    over = create(client, {"X-API-Key": key}, maxWaitTime=limit + 0.001)
+    assert (over.status_code, over.get_json()) == (
+        400,
+        {"error": f"maxWaitTime must be at most {limit} seconds on the {plan} plan"},
+    )
 
 
 def test_malformed_json_and_wrong_shapes(client, auth):
@@ -200,8 +211,10 @@ def test_request_body_over_one_mib_is_413(client, auth):
     response = client.post(
         "/v1/tasks", data=body, headers={**auth, "Content-Type": "application/json"}
     )
-    assert response.status_code == 413
-    assert response.get_json()["error"].startswith("Request body too large")
+    assert (response.status_code, response.get_json()) == (
+        413,
+        {"error": "Request body too large (limit 1048576 bytes)"},
+    )
 
 
 # -- get ----------------------------------------------------------------------------------------
@@ -284,18 +297,39 @@ def test_list_filters_by_status(client, auth):
     assert [t["id"] for t in cancelled["tasks"]] == [gone["id"]]
 
 
-@pytest.mark.parametrize(
-    "query", ["status=done", "limit=0", "limit=x", "offset=-5", "sortOrder=sideways"]
+# docs/api.md's 400 messages for the list's parameters.
+BAD_STATUS = (
+    "status must be one of: pending, delayed, processing, completed, failed, timeout, cancelled"
 )
-def test_list_bad_parameters_are_400(client, auth, query):
+BAD_LIMIT = "limit must be a whole number of at least 1"
+BAD_OFFSET = "offset must be a whole number of at least 0"
+BAD_SORT_ORDER = "sortOrder must be one of: asc, desc"
+
+
+@pytest.mark.parametrize(
+    "query, message",
+    [
+        ("status=done", BAD_STATUS),
+        ("limit=0", BAD_LIMIT),
+        ("limit=x", BAD_LIMIT),
+        ("offset=-5", BAD_OFFSET),
+        ("offset=10000001", "offset must be at most 10000000"),
+        ("sortOrder=sideways", BAD_SORT_ORDER),
+    ],
+)
+def test_list_bad_parameters_are_400(client, auth, query, message):
     response = client.get(f"/v1/tasks?{query}", headers=auth)
-    assert response.status_code == 400
-    assert "error" in response.get_json()
+    assert (response.status_code, response.get_json()) == (400, {"error": message})
 
 
-def test_list_limit_is_capped_at_100(client, auth):
-    response = client.get("/v1/tasks?limit=1000", headers=auth).get_json()
-    assert response["pagination"]["limit"] == 100
+def test_list_limit_is_capped_at_100(client, auth, team, conn):
+    insert_tasks(conn, team[0]["id"], 105)
+    page = client.get("/v1/tasks?limit=1000", headers=auth).get_json()
+    assert len(page["tasks"]) == 100
+    assert page["pagination"] == {"total": 105, "limit": 100, "offset": 0, "hasMore": True}
+    rest = client.get("/v1/tasks?limit=1000&offset=100", headers=auth).get_json()
+    assert len(rest["tasks"]) == 5
+    assert rest["pagination"] == {"total": 105, "limit": 100, "offset": 100, "hasMore": False}
 
 
 # -- cancel -------------------------------------------------------------------------------------
@@ -442,7 +476,7 @@ def test_unknown_key_with_a_bad_body_is_401_not_400(client):
         )
 
 
-# -- issue 10: hostile input is a JSON 4xx, never a 500 ------------------------------------------
+# -- hostile input is a JSON 4xx, never a 500 ---------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -518,8 +552,10 @@ def test_chunked_body_over_the_limit_is_413_not_cut(client, auth, conn):
         valid + b" " * (domain.MAX_REQUEST_BODY - len(valid)) + b"y" * (2 * domain.MAX_REQUEST_BODY)
     )
     response = _chunked_post(client, auth, body)
-    assert response.status_code == 413
-    assert response.get_json()["error"].startswith("Request body too large")
+    assert (response.status_code, response.get_json()) == (
+        413,
+        {"error": "Request body too large (limit 1048576 bytes)"},
+    )
     assert conn.execute("SELECT count(*) AS n FROM tasks").fetchone()["n"] == 0
 
 
@@ -576,11 +612,18 @@ def test_bracketed_host_that_is_not_ipv6_is_refused(client, auth):
     )
 
 
-@pytest.mark.parametrize("query", ["sortOrder=", "status=", "limit=", "offset="])
-def test_empty_list_parameters_are_400(client, auth, query):
+@pytest.mark.parametrize(
+    "query, message",
+    [
+        ("sortOrder=", BAD_SORT_ORDER),
+        ("status=", BAD_STATUS),
+        ("limit=", BAD_LIMIT),
+        ("offset=", BAD_OFFSET),
+    ],
+)
+def test_empty_list_parameters_are_400(client, auth, query, message):
     response = client.get(f"/v1/tasks?{query}", headers=auth)
-    assert response.status_code == 400
-    assert "must be" in response.get_json()["error"]
+    assert (response.status_code, response.get_json()) == (400, {"error": message})
 
 
 def _new_task_validator(client):
@@ -615,21 +658,31 @@ def test_what_the_document_allows_the_api_accepts(client, auth, fields):
 
 
 @pytest.mark.parametrize(
-    "fields",
+    "fields, message",
     [
-        {"headers": {"Bad Name": "x"}},
-        {"headers": {"hOsT": "x"}},
-        {"headers": {"X-A": " lead"}},
-        {"headers": {"X-A": "a\x01b"}},
-        {"headers": {"X-A": "\u20ac"}},
-        {"timeout": 1e-320},
-        {"retryBackoff": "fibonacci"},
+        ({"headers": {"Bad Name": "x"}}, "headers has an invalid header name: 'Bad Name'"),
+        ({"headers": {"hOsT": "x"}}, "headers must not set hOsT: the HTTP client sets it"),
+        (
+            {"headers": {"X-A": " lead"}},
+            "headers value for X-A must not start with a space or tab",
+        ),
+        (
+            {"headers": {"X-A": "a\x01b"}},
+            "headers value for X-A must not contain control characters (tab is allowed)",
+        ),
+        (
+            {"headers": {"X-A": "\u20ac"}},
+            "headers value for X-A must contain only Latin-1 characters (up to U+00FF)",
+        ),
+        ({"timeout": 1e-320}, "timeout must be a number of seconds from 0.001 to 120"),
+        ({"retryBackoff": "fibonacci"}, "retryBackoff must be one of: linear, exponential"),
     ],
 )
-def test_what_the_document_forbids_the_api_refuses(client, auth, fields):
+def test_what_the_document_forbids_the_api_refuses(client, auth, fields, message):
     payload = {"callbackUrl": "https://example.com/x", **fields}
     assert not _new_task_validator(client).is_valid(payload)
-    assert client.post("/v1/tasks", json=payload, headers=auth).status_code == 400
+    response = client.post("/v1/tasks", json=payload, headers=auth)
+    assert (response.status_code, response.get_json()) == (400, {"error": message})
 
 
 def test_the_document_forbids_empty_list_parameters(client):

@@ -9,30 +9,10 @@ import pytest
 
 from asyncqueue import db
 from asyncqueue.worker.completer import Completer, finish_params, retry_params
-from asyncqueue.worker.dispatcher import claim_rows
-from asyncqueue.worker.fairness import ClaimPlan
 from asyncqueue.worker.runner import Finished
 from asyncqueue.worker.slots import SlotTable
 from tests.support import make_team
-
-
-def insert_tasks(conn, team_id, n, **overrides):
-    values = {"max_wait_time": 30, "timeout": 30, "status": "pending"} | overrides
-    conn.execute(
-        "INSERT INTO tasks (team_id, status, callback_url, method, max_wait_time, timeout, "
-        "max_retries, retry_backoff, next_run_at) "
-        "SELECT %(team)s, %(status)s, 'http://127.0.0.1/x', 'POST', %(max_wait_time)s, "
-        "%(timeout)s, 3, 'exponential', now() - interval '1 second' FROM generate_series(1, %(n)s)",
-        {"team": team_id, "n": n, **values},
-    )
-
-
-def claim(conn, limit=10, grace=10.0, skip=()):
-    """The dispatcher's claim: task_claim, or task_claim_skipping past the teams in `skip`."""
-    plan = ClaimPlan(limit, tuple(skip))
-    return claim_rows(
-        conn, plan, {"limit": limit, "grace": grace, "worker": "test:1", "skip": list(skip)}
-    )
+from tests.support.tasks import assert_counts_match, claim, claimed_row, insert_tasks
 
 
 def test_eight_claimers_take_every_task_exactly_once(conn, database_url):
@@ -250,21 +230,6 @@ def test_batched_finish_is_fenced_row_by_row(conn):
     assert by_id[rows[2]["id"]]["error"] == "HTTP 503"
 
 
-def assert_counts_match(conn):
-    """The trigger-kept counts agree with counting the tasks themselves."""
-    counted = {
-        (r["team_id"], r["status"]): r["n"]
-        for r in conn.execute("SELECT team_id, status, count(*) AS n FROM tasks GROUP BY 1, 2")
-    }
-    kept = {
-        (r["team_id"], r["status"]): r["n"]
-        for r in conn.execute(
-            "SELECT team_id, status, sum(n) AS n FROM task_counts GROUP BY 1, 2 HAVING sum(n) <> 0"
-        )
-    }
-    assert kept == counted
-
-
 def test_task_counts_follow_every_change(conn, database_url):
     team, _ = make_team(conn)
     other, _ = make_team(conn, "other")
@@ -419,17 +384,7 @@ def test_only_connection_errors_are_retried(database_url):
 
     with completer_for(database_url) as (completer, slots):
         completer.pool = Broken()
-        (c,) = slots.add([fake_row()])
+        (c,) = slots.add([claimed_row()])
         with pytest.raises(psycopg.ProgrammingError):
             completer.write([Finished(c, Outcome("completed"))])
     assert len(calls) == 1
-
-
-def fake_row(**overrides) -> dict:
-    return {
-        "id": uuid.uuid4(),
-        "claim_token": uuid.uuid4(),
-        "team_id": uuid.uuid4(),
-        "attempts": 1,
-        "retry_count": 0,
-    } | overrides

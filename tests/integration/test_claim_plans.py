@@ -11,8 +11,8 @@ from asyncqueue.worker.dispatcher import Dispatcher
 from asyncqueue.worker.fairness import ClaimPlan
 from asyncqueue.worker.process import pool_connect_kwargs, prepare_only_when_asked
 from asyncqueue.worker.slots import SlotTable
-from tests.integration.test_claim import insert_tasks
 from tests.support import make_team
+from tests.support.tasks import insert_tasks
 
 NEVER = float("inf")
 
@@ -125,7 +125,7 @@ def test_a_plan_is_made_again_once_it_is_older_than_the_max_age(database_url, co
 
 
 def test_a_finish_write_looks_finished_tasks_up_by_id_whatever_the_statistics_say(conn):
-    # (attack) Statistics taken while nothing had finished: a plain join with the status filter
+    # Statistics taken while nothing had finished: a plain join with the status filter
     # walked every finished task through tasks_finished_completed, 16 ms a batch at 36k.
     conn.execute("ALTER TABLE tasks SET (autovacuum_enabled = false)")
     team, _ = make_team(conn)

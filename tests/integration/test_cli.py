@@ -142,8 +142,8 @@ def test_task_counts_migration_counts_existing_tasks(pg_admin_url):
     import psycopg
 
     from tests.conftest import _with_dbname, drop_database
-    from tests.integration.test_claim import assert_counts_match, insert_tasks
     from tests.support import make_team
+    from tests.support.tasks import assert_counts_match, insert_tasks
 
     name = f"aq_mig_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(pg_admin_url, autocommit=True) as conn:

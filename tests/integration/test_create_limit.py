@@ -33,6 +33,7 @@ def test_creates_over_the_free_rate_are_answered_429_with_retry_after(client, au
         "Too many tasks created: the free plan allows 20 per second; retry after "
     )
     assert int(first.headers["Retry-After"]) >= 1
+    # A client that waits as told (the wait is what is tested: the window is wall-clock time).
     time.sleep(float(first.headers["Retry-After"]) + 0.3)
     assert create(client, auth).status_code == 201  # room again, as Retry-After said
 

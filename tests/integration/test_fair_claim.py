@@ -4,8 +4,8 @@ plan that never walks the skipped team's backlog."""
 import json
 
 from asyncqueue import db
-from tests.integration.test_claim import claim, insert_tasks
 from tests.support import make_team
+from tests.support.tasks import claim, insert_tasks
 
 
 def test_skipping_a_team_takes_the_others_oldest_due_rows(conn):
@@ -125,7 +125,7 @@ def test_worker_pool_connections_plan_as_postgresql_decides(database_url, conn):
 
 
 def test_an_operator_may_choose_the_plan_cache_mode_in_the_database_url(database_url):
-    # force_custom_plan: every claim planned afresh, as before the claim's plan was kept.
+    # force_custom_plan: every claim planned afresh, no plan kept.
     url = with_options(database_url, "-c plan_cache_mode=force_custom_plan")
     assert worker_settings(url, "plan_cache_mode") == ["force_custom_plan"]
 
@@ -136,8 +136,53 @@ def test_worker_pool_keeps_the_database_urls_own_options(database_url):
     assert worker_settings(url, "application_name", "plan_cache_mode") == ["mine", "auto"]
 
 
+TEAM_DUE = (
+    "CREATE INDEX tasks_team_due ON public.tasks USING btree (team_id, next_run_at) WHERE "
+    "(status = ANY (ARRAY['pending'::text, 'delayed'::text, 'processing'::text]))"
+)
+
+
+def table_shape(conn, table: str) -> dict:
+    """A table's persistence, columns (name, type, not null) and primary key."""
+    info = conn.execute(
+        "SELECT c.relpersistence AS persistence,"
+        " pg_get_constraintdef(k.oid) AS primary_key"
+        " FROM pg_class c JOIN pg_constraint k ON k.conrelid = c.oid AND k.contype = 'p'"
+        " WHERE c.oid = %s::regclass",
+        (table,),
+    ).fetchone()
+    columns = conn.execute(
+        "SELECT attname, format_type(atttypid, atttypmod) AS type, attnotnull FROM pg_attribute"
+        " WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+        (table,),
+    ).fetchall()
+    return {**info, "columns": [tuple(c.values()) for c in columns]}
+
+
+# What 0006 makes besides the index (later migrations change create_counts again).
+MADE_BY_0006 = {
+    "create_counts": {
+        "persistence": "u",  # UNLOGGED
+        "primary_key": "PRIMARY KEY (team_id, second, process)",
+        "columns": [
+            ("team_id", "uuid", True),
+            ("process", "text", True),
+            ("second", "bigint", True),
+            ("n", "integer", True),
+        ],
+    },
+    "web_processes": {
+        "persistence": "u",
+        "primary_key": "PRIMARY KEY (process)",
+        "columns": [("process", "text", True), ("seen_at", "timestamp with time zone", True)],
+    },
+}
+
+
 def test_migration_0006_keeps_a_tasks_team_due_built_by_hand_first(database_url):
     # As docs/operations.md says for large tables: build the index CONCURRENTLY, then migrate.
+    # The migration must keep that index (building it again would lock tasks for the build)
+    # and still make everything else it makes.
     with db.connect(database_url, autocommit=True) as conn:
         conn.execute("DROP INDEX tasks_team_due")
         conn.execute("DROP TABLE create_counts, web_processes")
@@ -146,4 +191,15 @@ def test_migration_0006_keeps_a_tasks_team_due_built_by_hand_first(database_url)
             "CREATE INDEX CONCURRENTLY IF NOT EXISTS tasks_team_due ON tasks (team_id, next_run_at)"
             " WHERE status IN ('pending', 'delayed', 'processing')"
         )
+        by_hand = conn.execute("SELECT 'tasks_team_due'::regclass::oid AS oid").fetchone()["oid"]
     assert db.migrate(database_url) == ["0006_fairness"]
+    with db.connect(database_url, autocommit=True) as conn:
+        index = conn.execute(
+            "SELECT i.indexrelid AS oid, i.indisvalid AS valid,"
+            " pg_get_indexdef(i.indexrelid) AS definition"
+            " FROM pg_index i WHERE i.indexrelid = 'tasks_team_due'::regclass"
+        ).fetchone()
+        assert index == {"oid": by_hand, "valid": True, "definition": TEAM_DUE}
+        assert {t: table_shape(conn, t) for t in MADE_BY_0006} == MADE_BY_0006
+        versions = {r["version"] for r in conn.execute("SELECT version FROM schema_migrations")}
+        assert "0006_fairness" in versions

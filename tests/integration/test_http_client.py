@@ -17,8 +17,8 @@ from asyncqueue.worker import execute, http_client
 from asyncqueue.worker.attempt import CallSpec
 from asyncqueue.worker.deadline import Deadline
 from asyncqueue.worker.execute import cut_all_attempts, perform_attempt
-from tests.integration.raw_http import FakeResolver, HangingListener, ScriptedServer
-from tests.support import Receiver, report
+from tests.support import Receiver, report, wait_for
+from tests.support.raw_http import FakeResolver, HangingListener, ScriptedServer
 
 
 def test_cookies_set_by_one_callback_are_not_sent_with_the_next(receiver):
@@ -67,9 +67,9 @@ def no_real_resolver(host, *args, **kwargs):
 
 @pytest.fixture
 def resolver(monkeypatch):
-    """A fake resolver, given to the worker's transport in a lookup pool of its own."""
+    """A fake resolver, given to the worker's transport in a lookup pool of its own (`.pool`)."""
     fake = FakeResolver(no_real_resolver)
-    pool = http_client.LookupPool(lookup=fake)
+    pool = fake.pool = http_client.LookupPool(lookup=fake)
     monkeypatch.setattr(http_client, "RESOLVER", pool)
     yield fake
     fake.release()
@@ -96,6 +96,19 @@ def call(url, method="GET", headers=None, body=None, seconds=5.0, cap=65536, cli
     return perform_attempt(client, spec, Deadline.after(seconds), cap)
 
 
+def attempts_under_way() -> list[http_client.Attempt]:
+    """The attempts the watchdog holds: begun and not yet ended."""
+    with http_client.WATCHDOG._cond:
+        return list(http_client.WATCHDOG._attempts)
+
+
+def attempts_waiting_for(pool: http_client.LookupPool, host: str, port: int) -> int:
+    """How many attempts wait for the lookup of (host, port) in `pool`."""
+    with pool._cond:
+        lookup = pool.book._lookups.get((host, port))
+        return lookup.waiting if lookup is not None else 0
+
+
 def timed(fn):
     started = time.monotonic()
     result = fn()
@@ -104,7 +117,7 @@ def timed(fn):
 
 def redirect_after(seconds, location, status=302):
     def serve(server, conn, head, body):
-        time.sleep(seconds)
+        time.sleep(seconds)  # a server slow to answer: the behaviour under test
         server.send(
             conn,
             f"HTTP/1.1 {status} Found\r\nLocation: {location}\r\nContent-Length: 0\r\n\r\n".encode(),
@@ -113,7 +126,7 @@ def redirect_after(seconds, location, status=302):
     return serve
 
 
-# -- one deadline for the whole attempt (issue 11, item 2) -------------------------------------
+# -- one deadline for the whole attempt -------------------------------------------------------
 
 
 def test_redirect_to_a_host_whose_connect_hangs_ends_at_the_deadline(scripted, resolver):
@@ -150,7 +163,16 @@ def test_cut_all_attempts_ends_attempts_in_progress_at_once(resolver):
         ]
         for t in threads:
             t.start()
-        time.sleep(0.5)
+        # Both under way: one connecting (its socket tracked), one waiting for its lookup.
+        wait_for(
+            lambda: (
+                len(attempts_under_way()) >= 2
+                and resolver.lookups == ["slow.test"]
+                and any(a._copies for a in attempts_under_way())
+            ),
+            timeout=10,
+            message="both attempts to be under way",
+        )
         cut_all_attempts()
         for t in threads:
             t.join(timeout=10)
@@ -160,7 +182,7 @@ def test_cut_all_attempts_ends_attempts_in_progress_at_once(resolver):
         assert took < 3
 
 
-# -- every allowed address is tried (item 3) ---------------------------------------------------
+# -- every allowed address is tried -----------------------------------------------------------
 
 
 @pytest.mark.parametrize("dead", ["127.0.0.2", "::1"])
@@ -191,7 +213,7 @@ def test_every_address_refused_is_a_network_error(resolver):
     assert result.error == "fetch failed: ECONNREFUSED"
 
 
-# -- text by its charset, else UTF-8 (item 10) -------------------------------------------------
+# -- text by its charset, else UTF-8 ----------------------------------------------------------
 
 
 def respond(status_line, headers, body, *, length=True):
@@ -224,7 +246,7 @@ def test_text_is_decoded_by_its_charset_else_utf8(scripted, content_type, body, 
     assert result.body == text
 
 
-# -- every attempt ends in an outcome (item 12) ------------------------------------------------
+# -- every attempt ends in an outcome ---------------------------------------------------------
 
 
 def test_a_header_value_outside_latin1_is_refused_before_sending(receiver):
@@ -243,7 +265,7 @@ def test_an_unexpected_error_becomes_an_internal_error_result(receiver, monkeypa
     assert result.internal and result.error == "internal error: RuntimeError: boom", result
 
 
-# -- response headers are capped (item 13) -----------------------------------------------------
+# -- response headers are capped --------------------------------------------------------------
 
 
 def test_response_headers_are_capped_and_marked(scripted):
@@ -270,7 +292,7 @@ def test_small_headers_are_not_marked_truncated(receiver):
     assert not result.headers_truncated and "headersTruncated" not in result.result_json()
 
 
-# -- a response cut short is a network error (item 14) -----------------------------------------
+# -- a response cut short is a network error --------------------------------------------------
 
 
 def raw(data: bytes):
@@ -320,7 +342,7 @@ def test_a_body_read_until_close_is_complete(scripted):
     assert result.status_code == 200 and result.body == "all of it", result
 
 
-# -- a redirect's body is never read (item 11) -------------------------------------------------
+# -- a redirect's body is never read ----------------------------------------------------------
 
 
 def endless_redirect_body(location, encoding=None):
@@ -349,7 +371,8 @@ def test_a_redirect_body_is_not_read(scripted, receiver, encoding):
     result, took = timed(lambda: call(server.url("/"), seconds=10))
     assert result.status_code == 200 and receiver.calls("/ok/after-big"), result
     assert took < 5
-    time.sleep(0.2)  # let the server notice the client left
+    # The server sends until the client hangs up; once it has noticed, its count is final.
+    wait_for(lambda: server.active == 0, timeout=10, message="the server to see the client go")
     assert server.sent < 4 * 1024 * 1024  # socket buffers at most; reading it would be GiBs
 
 
@@ -362,7 +385,7 @@ def test_a_redirect_body_that_stalls_does_not_hold_up_the_next_hop(scripted, rec
             "Content-Encoding: gzip\r\nContent-Length: 5000000\r\n\r\n".encode()
             + GZIP_ZEROS,
         )
-        time.sleep(5)  # and never the rest
+        server.stopping.wait(5)  # and never the rest: a stalled body is what is tested
 
     server = scripted(serve)
     result, took = timed(lambda: call(server.url("/"), seconds=4))
@@ -382,7 +405,7 @@ def test_small_redirect_bodies_keep_the_connection_alive():
         receiver.stop()
 
 
-# -- redirect rules: method, body, headers across origins (items 11, 15) -----------------------
+# -- redirect rules: method, body, headers across origins -------------------------------------
 
 TASK_HEADERS = {
     "X-Api-Token": "secret",
@@ -447,7 +470,7 @@ def test_same_origin_redirect_keeps_the_task_headers(receiver):
     ],
 )
 def test_a_redirect_that_cannot_be_followed_is_the_result(scripted, location, caplog):
-    """(issue 11 review, R5) Its 3xx response completes the task: not retried, no traceback."""
+    """Its 3xx response completes the task: not retried, no traceback."""
     server = scripted(
         respond("HTTP/1.1 302 Found", [f"Location: {location}", "X-Mark: here"], b"moved")
     )
@@ -458,7 +481,7 @@ def test_a_redirect_that_cannot_be_followed_is_the_result(scripted, location, ca
     assert "Traceback" not in caplog.text
 
 
-# -- interim (1xx) responses (issue 11 review, A1/A3) ------------------------------------------
+# -- interim (1xx) responses ------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("interim", [b"102 Processing", b"103 Early Hints\r\nLink: </s.css>"])
@@ -469,7 +492,7 @@ def test_an_interim_response_is_skipped_and_the_connection_stays_in_step(scripte
     def serve(server, conn, head, body):
         if head.startswith(b"GET /first"):
             server.send(conn, b"HTTP/1.1 " + interim + b"\r\n\r\n")
-            time.sleep(0.2)
+            time.sleep(0.2)  # the final response comes later, in a read of its own
             server.send(conn, b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst")
         else:
             server.send(conn, b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecond")
@@ -505,7 +528,7 @@ def test_an_endless_stream_of_100_continue_ends_at_once(scripted):
         with contextlib.suppress(OSError):
             for _ in range(2000):
                 server.send(conn, b"HTTP/1.1 100 Continue\r\n\r\n")
-                time.sleep(0.001)
+                time.sleep(0.001)  # a stream of them, not one read's worth
 
     server = scripted(serve)
     result, took = timed(lambda: call(server.url("/"), seconds=20))
@@ -522,7 +545,7 @@ def test_a_header_refused_is_named_without_its_value(receiver, caplog):
     assert receiver.calls("/ok/secret") == []
 
 
-# -- name resolution shared fairly (issue 11 review, R3) ---------------------------------------
+# -- name resolution shared fairly ------------------------------------------------------------
 
 
 def test_hung_lookups_of_one_name_do_not_delay_another_names(receiver, resolver):
@@ -535,7 +558,11 @@ def test_hung_lookups_of_one_name_do_not_delay_another_names(receiver, resolver)
     ]
     for thread in hung:
         thread.start()
-    time.sleep(0.5)
+    wait_for(
+        lambda: attempts_waiting_for(resolver.pool, "hung.test", port) == len(hung),
+        timeout=10,
+        message="every hung call to wait for its lookup",
+    )
     result = call(f"http://quick.test:{port}/ok/quick", seconds=10)
     assert result.status_code == 200, result
     assert resolver.lookups.count("hung.test") == 1  # one lookup, shared by all 40 calls

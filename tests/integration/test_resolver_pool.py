@@ -13,8 +13,8 @@ from asyncqueue.worker.attempt import CallSpec
 from asyncqueue.worker.deadline import Deadline
 from asyncqueue.worker.execute import perform_attempt
 from asyncqueue.worker.resolver import MAX_SHARE_FRACTION
-from tests.integration.raw_http import FakeResolver
 from tests.support import report, wait_for
+from tests.support.raw_http import FakeResolver
 
 ATTACK_THREADS = 8
 SLOW = 120.0  # seconds the slow names take to answer (cut short by release() at the end)

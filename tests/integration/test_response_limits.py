@@ -12,7 +12,7 @@ from asyncqueue.worker import http_client
 from asyncqueue.worker.attempt import CallSpec
 from asyncqueue.worker.deadline import Deadline
 from asyncqueue.worker.execute import perform_attempt
-from tests.integration.raw_http import ScriptedServer
+from tests.support.raw_http import ScriptedServer
 
 MALFORMED = "fetch failed: malformed response"
 HEAD = http_client.MAX_RESPONSE_HEAD_BYTES
@@ -52,7 +52,7 @@ def then_trickle(data: bytes, seconds: float = 15.0):
         with contextlib.suppress(OSError):
             while time.monotonic() < end:
                 server.send(conn, b"x")
-                time.sleep(1)
+                time.sleep(1)  # the trickle under test
 
     return serve
 
@@ -93,7 +93,7 @@ def test_a_header_block_past_its_total_is_malformed_at_once(scripted):
 @pytest.mark.parametrize(
     "head, error",
     [
-        # Under the bound: read as before.
+        # Under the bound: read whole.
         (b"HTTP/1.1 200 OK\r\n" + headers(fits(HEAD - 200, 1000), 1000), None),
         (b"HTTP/1.1 200 OK\r\n" + headers(fits(HEAD + 1000, 1000), 1000), MALFORMED),
         # Interim responses count toward the same total.

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -174,7 +173,19 @@ def test_prune_killed_midway_loses_nothing_unfinished_and_leaves_counts_right(
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    time.sleep(0.5)  # the server notices the dead client and rolls its open batch back
+    # The server notices the dead client and rolls its open batch back: its session ends.
+    wait_for(
+        lambda: (
+            conn.execute(
+                "SELECT count(*) AS n FROM pg_stat_activity"
+                " WHERE datname = current_database() AND backend_type = 'client backend'"
+                " AND pid <> pg_backend_pid()"
+            ).fetchone()["n"]
+            == 0
+        ),
+        timeout=10,
+        message="the killed prune's session to end",
+    )
     left = by_status(conn)
     assert 0 < left["completed"] < 60_000  # cut short: some batches done, some not
     assert left["pending"] == 500 and left["processing"] == 500

@@ -190,7 +190,7 @@ def test_redirect_chain_ends_blocked_after_several_hops(redirector, connect_guar
 
 
 def test_too_many_redirects_end_with_the_last_redirect_as_the_result(redirector):
-    """(issue 11 review, R5) 3xx responses complete the task: no retry."""
+    """3xx responses complete the task: no retry."""
     url = redirector.url("/ok")
     for _ in range(7):
         url = redirector.url(f"/goto/302?{quote(url, safe='')}")

@@ -171,16 +171,18 @@ def test_shutdown_writes_a_pending_retry_before_handing_anything_back(
 ):
     real_write = Completer.write
     writing = threading.Event()
+    worker = Running(database_url, shutdown_grace=0.3)
 
-    def slow_write(self, batch):
+    def write_after_the_stop(self, batch):
+        # The retry's write is under way when the stop comes, and ends only after it.
         writing.set()
-        time.sleep(1)
+        worker.process.stop_requested.wait(10)
         return real_write(self, batch)
 
-    monkeypatch.setattr(Completer, "write", slow_write)
+    monkeypatch.setattr(Completer, "write", write_after_the_stop)
     task = add_task(conn, team_id, receiver.url("/status/503/retry"))
-    with Running(database_url, shutdown_grace=0.3) as worker:
-        writing.wait(10)
+    with worker:
+        assert writing.wait(10), "no write began"
         assert worker.stop() == 0
     row = status(conn, task)
     assert row["retry_count"] == 1 and row["error"] == "HTTP 503"
@@ -219,8 +221,7 @@ def test_services_given_up_front_run_and_a_failed_one_means_exit_1(database_url)
 
 
 def test_worker_pool_connections_have_network_timeouts(database_url):
-    """(issue 11 review, R7) A database that vanishes without a word is noticed, not waited
-    on for hours."""
+    """A database that vanishes without a word is noticed, not waited on for hours."""
     process = WorkerProcess(Settings(database_url=database_url, allow_private_networks=True))
     try:
         with process.pool.connection() as conn:

@@ -15,14 +15,7 @@ from asyncqueue.worker.process import (
     operator_plan_cache_mode,
     pool_connect_kwargs,
 )
-
-
-class Clock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self):
-        return self.now
+from tests.support.clock import FakeClock
 
 
 class Conn:
@@ -53,7 +46,7 @@ def test_the_plain_claim_has_its_limit_written_in():
 
 
 def test_a_connection_keeps_its_plans_while_they_are_young_and_claims_quick():
-    clock, conn = Clock(), Conn()
+    clock, conn = FakeClock(), Conn()
     plans = KeptPlans(max_age=10.0, slow=0.02, clock=clock)
     reasons = []
     for _ in range(50):
@@ -63,7 +56,7 @@ def test_a_connection_keeps_its_plans_while_they_are_young_and_claims_quick():
 
 
 def test_old_plans_whose_claims_got_slower_are_made_again_once():
-    clock, conn = Clock(), Conn()
+    clock, conn = FakeClock(), Conn()
     plans = KeptPlans(max_age=10.0, slow=0.02, clock=clock)
     assert claim(plans, conn, seconds=0.0005) is None  # its first claim: the plans are made now
     clock.now += 9.9
@@ -75,7 +68,7 @@ def test_old_plans_whose_claims_got_slower_are_made_again_once():
 
 def test_old_plans_whose_claims_are_as_quick_as_ever_are_kept():
     # One pickup every 15 s: no replan (it would cost each pickup 0.4 ms).
-    clock, conn = Clock(), Conn()
+    clock, conn = FakeClock(), Conn()
     plans = KeptPlans(max_age=10.0, slow=0.02, clock=clock)
     reasons = []
     for i in range(20):
@@ -85,7 +78,7 @@ def test_old_plans_whose_claims_are_as_quick_as_ever_are_kept():
 
 
 def test_a_slow_claim_makes_every_connections_plans_stale_once():
-    clock, first, second, later = Clock(), Conn(), Conn(), Conn()
+    clock, first, second, later = FakeClock(), Conn(), Conn(), Conn()
     plans = KeptPlans(max_age=10.0, slow=0.02, clock=clock)
     claim(plans, first)
     claim(plans, second)
@@ -97,7 +90,7 @@ def test_a_slow_claim_makes_every_connections_plans_stale_once():
 
 
 def test_a_claim_that_failed_slowly_counts_as_slow():
-    clock, conn = Clock(), Conn()
+    clock, conn = FakeClock(), Conn()
     plans = KeptPlans(max_age=10.0, slow=0.02, clock=clock)
     claim(plans, conn)
     clock.now += 0.3
@@ -109,7 +102,7 @@ def test_a_claim_that_failed_slowly_counts_as_slow():
 def test_slow_claims_mark_plans_stale_at_most_once_a_second():
     # A database that is slow for everyone (a synchronous standby): a planning a second, not one
     # a claim.
-    clock, conn = Clock(), Conn()
+    clock, conn = FakeClock(), Conn()
     plans = KeptPlans(max_age=1e9, slow=0.02, clock=clock)
     claim(plans, conn)
     step = 0.05
@@ -120,7 +113,7 @@ def test_slow_claims_mark_plans_stale_at_most_once_a_second():
 
 
 def test_a_replan_whose_claim_failed_is_tried_again_next_time():
-    clock, conn = Clock(), Conn()
+    clock, conn = FakeClock(), Conn()
     plans = KeptPlans(max_age=10.0, slow=0.02, clock=clock)
     claim(plans, conn, seconds=0.0005)
     claim(plans, conn, seconds=0.005)

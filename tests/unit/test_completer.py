@@ -1,10 +1,7 @@
-"""The completer against a fake pool: no claims while its writes fail (issue 11 review, A5),
-errors that are not a lost connection are not retried for ever (R6), and a refused retry does
-not cost the others theirs (R2)."""
+"""The completer against a fake pool: no claims while its writes fail, errors that are not a
+lost connection are not retried for ever, and a refused retry does not cost the others theirs."""
 
-import contextlib
 import threading
-import time
 import uuid
 
 import psycopg
@@ -15,30 +12,18 @@ from asyncqueue.worker.completer import Completer
 from asyncqueue.worker.decide import Outcome
 from asyncqueue.worker.runner import Finished
 from asyncqueue.worker.slots import SlotTable
-from tests.unit.test_runner import claimed_row
+from tests.support import wait_for
+from tests.support.fake_pool import FakePool
+from tests.support.tasks import claimed_row
 
 
-class FakePool:
-    """Runs `answer(query_name, params)` for each execute; it may raise."""
-
-    def __init__(self, answer):
-        self.answer = answer
-        self.calls = []
-
-    @contextlib.contextmanager
-    def connection(self, timeout=None):
-        yield self
-
-    def execute(self, sql, params):
-        name = "task_schedule_retry" if "retries" in params else "task_finish_many"
-        self.calls.append((name, params))
-        rows = self.answer(name, params)
-        return type("Cursor", (), {"fetchall": lambda self: rows})()
+def items(call) -> list[dict]:
+    """The outcomes a write carries (its one JSON parameter)."""
+    return call.params["retries" if call.name == "task_schedule_retry" else "outcomes"].obj
 
 
-def rows_written(params):
-    key = "retries" if "retries" in params else "outcomes"
-    return [{"id": uuid.UUID(o["id"]), "on_complete_url": None} for o in params[key].obj]
+def rows_written(call) -> list[dict]:
+    return [{"id": uuid.UUID(o["id"]), "on_complete_url": None} for o in items(call)]
 
 
 def finished(slots, kind="completed", result=None):
@@ -55,33 +40,36 @@ def quick_retries(monkeypatch):
 
 def test_no_claims_while_outcomes_wait_for_the_database():
     database_up = threading.Event()
+    free_while_down: list[int] = []
 
-    def answer(name, params):
+    def answer(call):
         if not database_up.is_set():
+            free_while_down.append(slots.free())
             raise psycopg.OperationalError("server closed the connection unexpectedly")
-        return rows_written(params)
+        return rows_written(call)
 
     slots = SlotTable(4)
-    completer = Completer(FakePool(answer), slots, lambda r: None, threading.Event())
+    pool = FakePool(answer)
+    completer = Completer(pool, slots, lambda r: None, threading.Event())
     item = finished(slots)
     assert slots.free() == 4
     writing = threading.Thread(target=completer.write, args=([item],))
     writing.start()
     try:
-        deadline = time.monotonic() + 10
-        while slots.free() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert slots.free() == 0  # the dispatcher would claim nothing now
-        time.sleep(0.2)
-        assert slots.free() == 0  # ... for as long as the database stays away
+        # Three failed writes: the first finds the slots free, each retry none (the
+        # dispatcher would claim nothing) for as long as the database stays away.
+        wait_for(lambda: len(free_while_down) >= 3, message="three failed writes")
+        assert free_while_down[:3] == [4, 0, 0]
+        assert slots.free() == 0
     finally:
         database_up.set()
         writing.join(10)
+    assert pool.names()[-1] == "task_finish_many"
     assert slots.free() == 4 and slots.held() == 0
 
 
 def test_a_statement_timeout_is_not_retried_for_ever():
-    def answer(name, params):
+    def answer(call):
         raise errors.QueryCanceled("canceling statement due to statement timeout")
 
     slots = SlotTable(4)
@@ -95,29 +83,28 @@ def test_a_statement_timeout_is_not_retried_for_ever():
 def test_a_deadlock_is_retried_a_few_times():
     failures = iter([True, True, False])
 
-    def answer(name, params):
+    def answer(call):
         if next(failures):
             raise errors.DeadlockDetected("deadlock detected")
-        return rows_written(params)
+        return rows_written(call)
 
     slots = SlotTable(4)
-    pool = FakePool(answer)
+    pool = FakePool({"task_finish_many": answer})
     Completer(pool, slots, lambda r: None, threading.Event()).write([finished(slots)])
-    assert len(pool.calls) == 3 and slots.free() == 4
+    assert pool.names() == ["task_finish_many"] * 3 and slots.free() == 4
 
 
 def test_a_retry_the_database_refuses_does_not_cost_the_others_their_results():
     written_last = {}
 
-    def answer(name, params):
-        items = params["retries"].obj
-        if any(i["result"] and i["result"].get("bad") for i in items):
+    def answer(call):
+        if any(i["result"] and i["result"].get("bad") for i in items(call)):
             raise psycopg.DataError("unsupported Unicode escape sequence")
-        written_last.update({i["id"]: i["result"] for i in items})
-        return rows_written(params)
+        written_last.update({i["id"]: i["result"] for i in items(call)})
+        return rows_written(call)
 
     slots = SlotTable(4)
-    pool = FakePool(answer)
+    pool = FakePool({"task_schedule_retry": answer})
     good = [finished(slots, "retry", {"statusCode": 500}) for _ in range(2)]
     bad = finished(slots, "retry", {"bad": True})
     Completer(pool, slots, lambda r: None, threading.Event()).write([good[0], bad, good[1]])
@@ -130,22 +117,22 @@ def test_a_retry_the_database_refuses_does_not_cost_the_others_their_results():
 def test_outcomes_written_one_by_one_keep_their_oncomplete_when_a_later_one_fails():
     # A refused batch is written again one outcome at a time, each committed on its own. One of
     # those failing (here a non-retried error, even for the result-less write) must not take
-    # the rows already committed, and their onComplete, down with it (issue 11 review).
-    def answer(name, params):
-        items = params["outcomes"].obj
-        if len(items) > 1:
+    # the rows already committed, and their onComplete, down with it.
+    def answer(call):
+        (first, *more) = items(call)
+        if more:
             raise psycopg.DataError("unsupported Unicode escape sequence")
-        if items[0]["error"] is not None or (items[0]["result"] or {}).get("bad"):
+        if first["error"] is not None or (first["result"] or {}).get("bad"):
             raise errors.InternalError("could not write block")
-        return [
-            {**row, "on_complete_url": "http://127.0.0.1:9/done"} for row in rows_written(params)
-        ]
+        return [{**row, "on_complete_url": "http://127.0.0.1:9/done"} for row in rows_written(call)]
 
     slots = SlotTable(4)
     notified = []
     good = [finished(slots, "completed", {"statusCode": 200}) for _ in range(2)]
     bad = finished(slots, "completed", {"bad": True})
-    completer = Completer(FakePool(answer), slots, notified.append, threading.Event())
+    completer = Completer(
+        FakePool({"task_finish_many": answer}), slots, notified.append, threading.Event()
+    )
     completer.write([good[0], bad, good[1]])
     assert [r["id"] for r in notified] == [good[0].claim.task_id, good[1].claim.task_id]
     assert slots.held() == 0  # the failed one is left to its lease

@@ -70,13 +70,13 @@ def test_valid_values(name, raw, value):
             "ASYNCQUEUE_RETENTION_DAYS must be 0 or a number of at least 1",
         ),
         ("ASYNCQUEUE_LEASE_GRACE", "inf", "must be a number of at least 0.5"),
-        ("ASYNCQUEUE_LEASE_GRACE", "0", "must be a number of at least 0.5"),  # (attack, issue 11)
+        ("ASYNCQUEUE_LEASE_GRACE", "0", "must be a number of at least 0.5"),
         ("PORT", "0", "must be a whole number of at least 1 and at most 65535"),
         ("PORT", "80a", "must be a whole number"),
         ("WEB_CONCURRENCY", "2.5", "must be a whole number of at least 1"),
         ("WEB_CONCURRENCY", "0", "must be a whole number of at least 1"),
         ("ASYNCQUEUE_WEB_THREADS", "many", "must be a whole number of at least 1"),
-        # Found by attack: a huge count made gunicorn's master fork without end.
+        # A huge count would make gunicorn's master fork without end.
         ("WEB_CONCURRENCY", "99999999999999999999999", "at least 1 and at most 256"),
         ("ASYNCQUEUE_WEB_THREADS", "5000", "at most 1024"),
         ("ASYNCQUEUE_DB_POOL_SIZE", "5000", "at most 1000"),
@@ -90,6 +90,12 @@ def test_valid_values(name, raw, value):
         ("ASYNCQUEUE_ALLOW_PRIVATE_NETWORKS", "maybe", "must be true, false or loopback"),
         ("ASYNCQUEUE_MAX_RESPONSE_BODY", "64k", "must be a whole number of at least 0"),
         ("ASYNCQUEUE_MAX_DELAY_DAYS", "-1", "must be a number of at least 0"),
+        # Past a century, a create would overflow the date it checks delayUntil against.
+        (
+            "ASYNCQUEUE_MAX_DELAY_DAYS",
+            "3000000",
+            "must be a number of at least 0 and at most 36500",
+        ),
         ("ASYNCQUEUE_LOG_LEVEL", "loud", "must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL"),
         ("ASYNCQUEUE_WORKER_METRICS_PORT", "70000", "at most 65535"),
         ("ASYNCQUEUE_HEADER_TIMEOUT", "0", "must be a number of at least 0.001"),

@@ -1,4 +1,4 @@
-"""Which database errors the worker waits out (issue 11 review, R6)."""
+"""Which database errors the worker waits out."""
 
 import psycopg
 import pytest

@@ -4,12 +4,14 @@ import pytest
 
 from asyncqueue.worker.fairness import (
     PROBE_INTERVAL,
+    PROBE_SPACING,
     RECHECK_SECONDS,
     ClaimPlan,
     TeamSlots,
     plan_claim,
     probe_due,
 )
+from tests.support.clock import FakeClock
 
 C, R = 16, 4
 
@@ -19,7 +21,7 @@ C, R = 16, 4
     [
         # Nothing running: claim a team's full concurrency at most, not the reserve too.
         ({}, C + R, R, ClaimPlan(C)),
-        # A single team's drain keeps exactly `concurrency` calls in flight, as before.
+        # A single team's drain keeps exactly `concurrency` calls in flight.
         ({"b": 10}, C + R - 10, R, ClaimPlan(6)),
         ({"b": 15}, C + R - 15, R, ClaimPlan(1)),
         # B at its cap: the reserve is for the others, and B is skipped.
@@ -31,7 +33,7 @@ C, R = 16, 4
         ({"a": 14, "c": 2}, 4, R, ClaimPlan(2)),
         # No free slot (or the dispatcher says not to claim): nothing.
         ({"b": 16, "a": 4}, 0, R, ClaimPlan(0)),
-        # Reserve 0 turns the rule off: claim `free` rows of anybody, as before.
+        # Reserve 0 turns the rule off: claim `free` rows of anybody.
         ({"b": 16}, 0, 0, ClaimPlan(0)),
         ({"b": 10}, 6, 0, ClaimPlan(6)),
         ({}, 16, 0, ClaimPlan(16)),
@@ -57,33 +59,29 @@ def test_probe_due(now, last, next_probe, notified, expected):
     assert probe_due(now, last, next_probe, notified, PROBE_INTERVAL) is expected
 
 
-class Clock:
-    def __init__(self):
-        self.t = 100.0
-
-    def __call__(self):
-        return self.t
-
-
 HELD_B = {"B": C}  # team B holds every usual slot of this worker
 
 
+def team_slots(reserve: int = R) -> tuple[TeamSlots, FakeClock]:
+    clock = FakeClock()
+    return TeamSlots(C, reserve, clock=clock), clock
+
+
 def test_capped_team_is_skipped_once_then_only_when_work_may_have_come():
-    clock = Clock()
-    slots = TeamSlots(C, R, clock=clock)
+    slots, clock = team_slots()
     assert slots.capped(HELD_B)
     first = slots.plan(R, HELD_B)
     assert first == ClaimPlan(R, ("B",))  # B just reached its cap: look past it at once
     slots.claimed(first, 0)  # found nothing
     assert slots.plan(R, HELD_B).limit == 0  # not again straight away (a freed B slot woke us)
     assert slots.seconds_until_probe() == pytest.approx(RECHECK_SECONDS)
-    clock.t += 0.01
+    clock.now += 0.01
     slots.notified()  # team A created a task
     assert slots.plan(R, HELD_B).limit == 0  # within PROBE_INTERVAL of the last look
     assert slots.seconds_until_probe() == pytest.approx(PROBE_INTERVAL - 0.01)
-    clock.t += PROBE_INTERVAL
+    clock.now += PROBE_INTERVAL
     assert slots.plan(R, HELD_B) == ClaimPlan(R, ("B",))
-    clock.t += RECHECK_SECONDS  # a delayed task of another team may have come due
+    clock.now += RECHECK_SECONDS  # a delayed task of another team may have come due
     found = slots.plan(R, HELD_B)
     assert found.limit == R
     slots.claimed(found, 2)  # it found work: more may wait, look again at once
@@ -91,14 +89,14 @@ def test_capped_team_is_skipped_once_then_only_when_work_may_have_come():
 
 
 def test_a_freed_slot_uncaps_the_team():
-    slots = TeamSlots(C, R, clock=Clock())
+    slots, _ = team_slots()
     held = {"B": C - 1, "A": 1}
     assert not slots.capped(held)
     assert slots.plan(R, held) == ClaimPlan(1)  # B may take one more: the plain claim
 
 
-def test_reserve_zero_is_the_old_behaviour():
-    slots = TeamSlots(C, 0, clock=Clock())
+def test_reserve_zero_turns_the_rule_off():
+    slots, _ = team_slots(reserve=0)
     assert not slots.capped(HELD_B)
     assert slots.plan(3, HELD_B) == ClaimPlan(3)
 
@@ -106,14 +104,14 @@ def test_reserve_zero_is_the_old_behaviour():
 def test_slow_probes_are_spaced_out():
     """With very many teams holding tasks a look past the capped team takes long: the next one
     waits ten times as long, so looking never takes more than a tenth of the time."""
-    clock = Clock()
-    slots = TeamSlots(C, R, clock=clock)
+    slots, clock = team_slots()
     probe = slots.plan(R, HELD_B)
-    clock.t += 0.04  # the claim took 40 ms
+    took = 0.04
+    clock.now += took
     slots.claimed(probe, 0)
     slots.notified()
-    assert slots.seconds_until_probe() == pytest.approx(0.4 - 0.04)
-    clock.t += 0.3
+    assert slots.seconds_until_probe() == pytest.approx(PROBE_SPACING * took - took)
+    clock.now += 0.3
     assert slots.plan(R, HELD_B).limit == 0
-    clock.t += 0.07
+    clock.now += 0.07
     assert slots.plan(R, HELD_B).limit == R

@@ -70,7 +70,7 @@ POLICY = [
     ("2002:0808:0808::1", False, False),
     ("::10.0.0.1", True, True),
     ("2001:0:4136:e378:8000:63bf:3fff:fdd2", True, True),
-    # Issue 10: the same answers on every Python (3.11 and 3.12 allowed 192.0.0.192), and the
+    # The same answers on every Python (3.11 and 3.12 allowed 192.0.0.192), and the
     # cloud endpoints and IPv6 forms the interpreter's tables missed.
     ("192.0.0.192", True, True),
     ("192.0.0.8", True, True),
@@ -116,8 +116,7 @@ LOOPBACK_POLICY = [
     ("::1", False),
     ("::ffff:127.0.0.1", False),  # IPv4-mapped: delivered by this machine
     ("::ffff:7f00:1", False),
-    # IPv6 forms that carry 127.x but are routed to a gateway on the network (attack, this
-    # session: the worker connected towards all three under `loopback`).
+    # IPv6 forms that carry 127.x but are routed to a gateway on the network: not loopback.
     ("64:ff9b::7f00:1", True),
     ("2002:7f00:1::", True),
     ("::ffff:0:127.0.0.1", True),
@@ -210,10 +209,9 @@ def test_numeric_tricks_are_read_as_addresses(host, address):
 
 
 def test_the_deny_cache_is_never_keyed_by_the_address_object():
-    # Found by an attack: an address hashes as its integer (not randomised), so IPv6 addresses
-    # 2**61 - 1 apart all share one hash, and a cache keyed by them made every lookup walk
-    # thousands of entries (a create's CPU 4x, from requests that are only ever 400s). An
-    # address whose hash cannot be taken shows the cache keys on something else (its bytes).
+    # An address hashes as its integer (not randomised), so IPv6 addresses 2**61 - 1 apart all
+    # share one hash, and a cache keyed by them would make every lookup walk thousands of
+    # entries. An address whose hash cannot be taken shows the cache keys on something else.
     class Unhashable(ipaddress.IPv6Address):
         def __hash__(self):
             raise AssertionError("the address object was hashed")

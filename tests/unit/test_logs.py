@@ -38,7 +38,7 @@ def test_the_time_is_right_across_seconds():
 
 
 def test_other_libraries_log_json_lines_too(monkeypatch, capsys):
-    """(issue 11 review) psycopg.pool's warnings during an outage were plain multi-line text."""
+    """psycopg.pool's warnings during an outage were plain multi-line text."""
     from asyncqueue import logs
 
     monkeypatch.setattr(logs, "_configured", False)

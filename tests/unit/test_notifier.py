@@ -113,8 +113,8 @@ def test_at_exit_queued_events_get_the_time_left_then_are_dropped_and_counted():
 
 
 def test_five_slow_teams_leave_threads_for_a_healthy_one():
-    """(issue 11 review, R4) With 8 threads and 2 per team, 4 slow teams held every thread and a
-    healthy team got a delivery now and then."""
+    """With 8 threads and 2 per team, 4 slow teams would hold every thread and a healthy team
+    would get a delivery now and then: the share leaves room for it."""
     receivers = Receivers()
     receivers.slow_seconds = 1.0  # each slow delivery ends at its (scaled) time limit
     notifier = notifier_for(receivers, threads=8)

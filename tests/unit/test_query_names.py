@@ -9,10 +9,12 @@ import pytest
 from asyncqueue import db
 
 ROOT = Path(__file__).resolve().parents[2]
-# db.query("name"), and the two helpers that pass a name on to it: the completer's
-# _execute("name", ...) and the CLI's _refuse_over_plan_limit(conn, team, "name", ...).
+# query("name") (db.query outside the db package), and the helpers that pass a name on to it:
+# the completer's _execute("name", ...), db.tasks' _one(conn, "name", ...) and
+# teams.refuse_over_plan_limit(conn, team, "name", ...).
 QUERY_NAME_USE = re.compile(
-    r"""(?:db\.query\(|_execute\(|_refuse_over_plan_limit\(\s*\w+,\s*\w+,)\s*["']([^"']+)["']"""
+    r"""(?:\bquery\(|_execute\(|_one\(\s*\w+,|refuse_over_plan_limit\(\s*\w+,\s*\w+,)"""
+    r"""\s*["']([^"']+)["']"""
 )
 
 
@@ -48,7 +50,7 @@ def test_an_included_part_is_written_once_and_used_whole():
         ("-- include: a", {"a": "(\n-- include: b\n)", "b": "2"}, "(\n2\n)"),  # nested
         ("-- include: missing", {}, "query q includes missing, which is not a `-- part:`"),
         ("-- include: a", {"a": "-- include: a"}, "query q: part a includes itself"),
-        # Lines meant as includes but not written as one would silently drop SQL (attack).
+        # Lines meant as includes but not written as one would silently drop SQL.
         ("x\n    -- include: a", {"a": "1"}, "query q: '-- include: a' is not `-- include: part`"),
         ("-- Include: a", {"a": "1"}, "query q: '-- Include: a' is not `-- include: part`"),
         (

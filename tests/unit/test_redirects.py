@@ -79,7 +79,7 @@ def test_location_is_resolved_against_the_current_url(url, location, target):
         ("file:///etc/passwd", "redirect to a non-HTTP URL (file scheme)", False),
         ("http://user:pw@b.test/", "redirect to a URL with a user name or password", True),
         ("https:///nohost", "redirect to a URL without a host", False),
-        # Unparseable (issue 11 review, R5): refused, never a ValueError ("internal error").
+        # Unparseable: refused, never a ValueError ("internal error").
         ("http://127.0.0.1:99999/", "redirect to an invalid URL", False),
         ("http://b.test:abc/", "redirect to an invalid URL", False),
         ("http://[::1", "redirect to an invalid URL", False),
@@ -195,8 +195,8 @@ def test_addresses_are_tried_families_interleaved(given, ordered):
     ],
 )
 def test_a_literal_host_is_never_looked_up_by_name(monkeypatch, host, family, address):
-    # Found by an attack: `http://127.0.0.1.:port/` passed the creation check as 127.0.0.1, then
-    # the worker asked the resolver about "127.0.0.1." and failed every attempt (ENOTFOUND).
+    # `http://127.0.0.1.:port/` passes the creation check as 127.0.0.1; were
+    # it looked up by name, "127.0.0.1." would fail every attempt (ENOTFOUND).
     from asyncqueue.worker import http_client
     from asyncqueue.worker.deadline import Deadline
 

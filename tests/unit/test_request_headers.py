@@ -1,5 +1,5 @@
-"""Which task headers the worker can send, and that the reason never quotes a value (issue 11
-review, A4: a secret in a header value reached the task's error and the log)."""
+"""Which task headers the worker can send, and that the reason never quotes a value (a secret in a
+header value must not reach the task's error or the log)."""
 
 import pytest
 

@@ -42,7 +42,7 @@ def test_declared_charset(content_type, charset):
         (b"ok \xff\xfe end", "text/plain", "ok \ufffd\ufffd end"),
         (CAFE.encode()[:-1], "text/plain", "café \ufffd"),  # cut inside a character
         (b"a\x00b", None, "a\ufffdb"),
-        # Not text encodings of the web (issue 11 review, R1): read as UTF-8.
+        # Not text encodings of the web: read as UTF-8.
         (b"abc-xyz", "text/plain; charset=punycode", "abc-xyz"),
         (b"+2D8-", "text/plain; charset=utf-7", "+2D8-"),
         (b"\\ud800", "text/plain; charset=unicode_escape", "\\ud800"),

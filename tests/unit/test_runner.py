@@ -2,38 +2,14 @@
 slot freed, and a call cut by shutdown passing nothing on."""
 
 import threading
-import time
-import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from asyncqueue.worker.attempt import AttemptResult
 from asyncqueue.worker.deadline import Deadline
 from asyncqueue.worker.runner import Runner
 from asyncqueue.worker.slots import SlotTable
 from tests.support import wait_for
-
-NOW = datetime(2026, 1, 15, 10, 30, tzinfo=UTC)
-
-
-def claimed_row(**overrides) -> dict:
-    return {
-        "id": uuid.uuid4(),
-        "claim_token": uuid.uuid4(),
-        "team_id": uuid.uuid4(),
-        "attempts": 1,
-        "retry_count": 0,
-        "max_retries": 3,
-        "retry_backoff": "exponential",
-        "max_wait_time": 30.0,
-        "timeout": 5.0,
-        "claimed_at": NOW,
-        "deadline": NOW + timedelta(seconds=30),
-        "headers": {"X-Custom": "v"},
-        "method": "POST",
-        "callback_url": "http://127.0.0.1:9/x",
-        "body": "b",
-        "result": None,
-    } | overrides
+from tests.support.tasks import NOW, claimed_row
 
 
 def runner_with(attempt, slots, threads=2):
@@ -97,11 +73,11 @@ def test_the_deadline_is_the_max_wait_time_when_that_comes_first():
 
 
 def test_a_call_cut_by_shutdown_passes_nothing_on():
-    started = threading.Event()
+    started, cut = threading.Event(), threading.Event()
 
     def attempt(session, spec, deadline, body_cap, team=None):
         started.set()
-        time.sleep(0.2)
+        cut.wait(10)
         return AttemptResult(timed_out=True)  # what a cut call returns
 
     slots = SlotTable(1)
@@ -109,17 +85,18 @@ def test_a_call_cut_by_shutdown_passes_nothing_on():
     runner.start()
     (claim,) = slots.add([claimed_row()])
     runner.submit([claim])
-    started.wait(10)
+    assert started.wait(10)
     claim.cut = True
+    cut.set()
     wait_for(lambda: not claim.running, timeout=10)
     runner.stop()
     assert done == [] and slots.claims() == [claim] and not claim.outcome_queued
 
 
 def test_a_call_that_starts_late_still_ends_by_the_claims_own_limit():
-    """(attack, this session) The lease was set at the claim: timeout + grace. A call that
-    started 3 s after its claim (a busy thread, a slow machine) must end 5 s after the claim,
-    not 5 s after it started, or the lease could run out while it is still open."""
+    """The lease was set at the claim: timeout + grace. A call that started 3 s after its claim
+    (a busy thread, a slow machine) must end 5 s after the claim, not 5 s after it started, or
+    the lease could run out while it is still open."""
     seen = []
 
     def attempt(session, spec, deadline, body_cap, team=None):
@@ -150,7 +127,7 @@ def test_at_low_load_one_warm_thread_makes_every_call():
     slots = SlotTable(4)
     runner, _ = runner_with(attempt, slots, threads=4)
     runner.start()
-    time.sleep(0.2)  # every thread idle
+    wait_for(lambda: len(runner._idle) == 4, message="every thread idle")
     for _ in range(6):
         (claim,) = slots.add([claimed_row()])
         runner.submit([claim])

@@ -3,6 +3,7 @@
 import uuid
 from datetime import UTC, datetime
 
+from asyncqueue.db.rows import TaskRow
 from asyncqueue.task_json import completion_event, format_time, task_to_json
 
 ROW = {
@@ -34,7 +35,7 @@ def test_times_are_iso_utc_with_milliseconds():
 
 
 def test_task_has_the_documented_names_and_omits_unknowns():
-    task = task_to_json(ROW)
+    task = task_to_json(TaskRow(**ROW))
     assert list(task) == [
         "id",
         "teamId",
@@ -83,5 +84,5 @@ def test_truncation_marks_are_shown_in_the_task_and_the_completion_event():
         "duration": 5,
     }
     row = {**ROW, "result": result}
-    assert task_to_json(row)["result"] == result
+    assert task_to_json(TaskRow(**row))["result"] == result
     assert completion_event(row)["task"]["result"] == result

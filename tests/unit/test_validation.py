@@ -216,6 +216,23 @@ def test_pro_plan_allows_two_minutes_of_waiting():
     )
 
 
+@pytest.mark.parametrize("days, said", [(0.5, "0.5"), (1.25, "1.25"), (2, "2"), (365, "365")])
+def test_the_delay_limit_is_said_as_configured(days, said):
+    # max_delay as the API builds it from ASYNCQUEUE_MAX_DELAY_DAYS: 0.5 is not "at most 0 days".
+    max_delay = timedelta(days=days)
+
+    def check_delay(delay_until):
+        payload = {"callbackUrl": URL, "delayUntil": delay_until.isoformat()}
+        return validate_new_task(
+            payload, plan="free", allow_private_networks=False, max_delay=max_delay, now=NOW
+        )
+
+    assert check_delay(NOW + max_delay)[1] is None
+    assert check_delay(NOW + max_delay + timedelta(seconds=1))[1] == (
+        f"delayUntil must be at most {said} days in the future"
+    )
+
+
 def test_body_is_dropped_for_get():
     task, _ = check({"callbackUrl": URL, "method": "GET", "body": "x"})
     assert task["body"] is None
@@ -265,7 +282,7 @@ def test_list_query_refused(args, message):
     assert validate_list_query(args) == (None, message)
 
 
-# -- issue 10: the API's edges ------------------------------------------------------------------
+# -- the API's edges ---------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(

@@ -110,7 +110,7 @@ def test_the_longest_request_line_gunicorn_accepts_fits_the_head_limit():
 @pytest.mark.parametrize(
     "stream",
     [
-        endless(size_line(60_000)),  # each size line under the head limit, as before
+        endless(size_line(60_000)),  # each size line under the head limit
         endless(size_line(3_000)),  # each line within its limit: the request total stops it
         endless(b"1\r\na\r\n"),
         endless(b"X-T: 1\r\n", CHUNKED + b"0\r\n"),  # trailers without end
@@ -417,10 +417,7 @@ def test_a_connection_shed_while_its_request_arrives_is_closed_once():
         assert worker.held_bytes == conns[1].framing.allocated
         newcomer.close()
     finally:
-        listener.close()
-        for ours, theirs in pairs:
-            ours.close()
-            theirs.close()
+        _close(listener, pairs)
 
 
 def test_an_idle_connection_shed_as_its_next_request_arrives_is_closed_and_the_loop_goes_on():
@@ -440,10 +437,14 @@ def test_an_idle_connection_shed_as_its_next_request_arrives_is_closed_and_the_l
         assert worker.nr_conns == 2
         newcomer.close()
     finally:
-        listener.close()
-        for ours, theirs in pairs:
-            ours.close()
-            theirs.close()
+        _close(listener, pairs)
+
+
+def _close(listener, pairs) -> None:
+    listener.close()
+    for ours, theirs in pairs:
+        ours.close()
+        theirs.close()
 
 
 def _fill_descriptors() -> list[int]:

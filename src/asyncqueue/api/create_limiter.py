@@ -2,53 +2,34 @@
 
 The rule. A create is refused only if the team would then have made more than `m x rate` creates
 within the last `m - CLIENT_JITTER` seconds, for m = 1 or 2 (`WINDOWS`), counted in tenths of a
-second of the database's clock (a window counts whole tenths: `window_tenths`). The counted
-creates all reached the server within less than `m - CLIENT_JITTER` seconds, so a client that
-never sends more than `rate` in any one second, as its own clock sees it, is never refused, even
-when some of its creates reach the server up to CLIENT_JITTER later than others (a burst queued
-behind another, a slow connection). What that tolerance costs: a team may get `rate` creates
-through every 0.8 s rather than every second, and 2 x rate every 1.8 s: at most 2 x rate in any
-one-second span (a burst at its start and one 0.8 s later), 1.11 x rate sustained (2 x rate per
-1.8 s).
+second of the database's clock (`window_tenths`). So a client that never sends more than `rate`
+in any one second, as its own clock sees it, is never refused, even when some of its creates
+reach the server up to CLIENT_JITTER late. The bound this gives: at most 2 x rate in any
+one-second span, and 1.11 x rate sustained (2 x rate per 1.8 s).
 
-How the processes agree without a database write per admitted create. Each web process counts,
-per team and tenth, the creates it admits and the creates it is asked for (refused ones too),
-and every `SYNC_INTERVAL` syncs (`asyncqueue/api/create_limits.py` does that I/O), one process at a
-time under an advisory lock: it writes its counts to an UNLOGGED table, reads back the other
-processes' counts, the allowances they took at their last syncs and the number of live web
-processes, and takes an allowance of its own, which it writes in the same transaction. A request
-is then decided from memory on a lower bound of the team's counts (this process's exact counts
-plus the others' as of their last syncs):
+How the processes agree without a database write per create. Each process counts, per team and
+tenth, the creates it admits and those it is asked for, and every `SYNC_INTERVAL` syncs
+(api/create_limits.py does the I/O), one process at a time under an advisory lock: it writes its
+counts, reads the others' counts, their allowances and the number of live processes, and takes
+an allowance of its own in the same transaction. A create is then decided from memory on a
+lower bound of the team's counts (its own exact, the others' as of their last syncs):
 
-* over the rule on that lower bound: refused (the team is surely over its rate), with the
-  seconds until it would not be (Retry-After);
-* within this process's allowance: admitted. The allowance is its part of the team's headroom
-  in proportion to its part of the team's requests in the last two seconds (plus one each, so a
-  process the team has not used yet gets a little), never more than the other processes'
-  allowances leave: counts and allowances together never pass the rule, so what is admitted
-  within allowances never does either;
-* else (the allowance is spent, the lower bound has room): the create waits for a sync that
-  this process starts at once (one round trip of the three queries, shared by every create that
-  waits meanwhile). That sync decides it on the fresh counts, and the creates it admits are in
-  the counts it writes, under the lock, so the next process's sync sees them. The only creates
-  no sync has seen are those admitted within allowances since their process's last sync, and
-  the allowances add up to at most the room the rule left when they were taken: however many
-  processes serve the team, they admit past the rule only what is left of allowances taken
-  before a sync admitted on the counts it saw, and only until their next syncs.
+* over the rule on that lower bound: refused, with the seconds until it would not be;
+* within this process's allowance: admitted. An allowance is the process's part of the team's
+  headroom, in proportion to its part of the team's requests, and never more than the others'
+  allowances leave: counts and allowances together never pass the rule;
+* else: the create waits for a sync, started at once and shared by every create waiting, which
+  decides it on fresh counts and writes it under the lock for the next process's sync to see.
 
-A web process syncs as it boots (so the others count it before it serves), and a team new to a
-process (its first create there, or back after `FORGET_AFTER`) gets no allowance until a sync
-names it: its creates wait for the process's next sync (milliseconds). A create waiting for a
-sync goes on waiting while syncs fail (one failed sync says little: a lock wait timed out), until
-no sync has answered for `STALE_AFTER`; the process then decides on its own counts at
-`rate / live processes` (the team's plan as last read).
+The only creates no sync has seen are those admitted within allowances, which add up to at most
+the room the rule left when they were taken. A process syncs as it boots, so the others count it
+before it serves; a team new to a process gets no allowance until a sync names it. While syncs
+fail a waiting create goes on waiting, until none has answered for `STALE_AFTER`; the process
+then decides alone at `rate / live processes`. A quiet team's decision (no counts in the window,
+the same answer and process count) is reused, so a sync costs what the active teams cost.
 
-A sync decides every team whose counts, asks or answer changed since its last decision; a quiet
-team's (none of its counts in the window, the same answer and process count) is the last one
-again, so a sync under the caller's lock costs what the active teams cost.
-
-docs/guarantees.md ("Create limits") states the bounds this gives, from the simulation in
-tests/unit/test_create_limiter.py and from real web processes.
+docs/guarantees.md ("Create limits") states the bounds, checked by the simulation in
+tests/unit/test_create_limiter.py.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ import uuid
 from flask import Flask, current_app
 from psycopg.types.json import Jsonb
 
-from asyncqueue import db
+from asyncqueue import db, domain
 from asyncqueue.api.create_limiter import (
     ADMITTED,
     ASK,
@@ -43,10 +43,7 @@ log = logging.getLogger("asyncqueue.api")
 KEYS_REMEMBERED = 10_000  # key -> team entries kept per process (the oldest dropped when full)
 PRUNE_EVERY = 50  # syncs (about 10 s) between two deletions of old counts
 SYNC_DEADLINE = 2.0  # seconds a sync may take, lock wait included, before it is abandoned
-CREATE_LIMITS_LOCK_ID = 7_302_010  # serialises the web processes' syncs (advisory, per database)
-# A sync that cannot have the lock within this (another process's sync stuck mid-transaction)
-# fails and is retried; a sync connection idle inside a transaction is ended by the server.
-SYNC_SESSION_SETTINGS = "SET lock_timeout = '1s'; SET idle_in_transaction_session_timeout = '5s'"
+CREATE_LIMITS_LOCK_ID = domain.CREATE_LIMITS_LOCK_ID  # serialises the web processes' syncs
 # A create waiting for a sync to decide it: a successful sync answers every one, and once syncs
 # are stale (STALE_AFTER) it decides on this process's counts, so this only bounds a wait gone
 # wrong.
@@ -218,7 +215,7 @@ class CreateLimits:
                         connect_timeout=5,
                         **db.KEEPALIVE_CONNECT_KWARGS,
                     )
-                    conn.execute(SYNC_SESSION_SETTINGS)
+                    conn.execute(db.query("create_limits_session"))
                 self.sync(conn)
                 syncs, failures = syncs + 1, 0
                 if syncs % PRUNE_EVERY == 0:

@@ -31,8 +31,7 @@ ANSWER_WITHIN = 1.5  # seconds the database gets to answer a scrape (a hung one:
 
 log = logging.getLogger("asyncqueue.metrics")
 
-STATUSES = ("pending", "delayed", "processing", "completed", "failed", "timeout", "cancelled")
-FINISHED = ("completed", "failed", "timeout", "cancelled")
+# Request methods a label names as they are (any other is "other": never a made-up one).
 METHODS = {"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"}
 UNMATCHED_ROUTE = "unmatched"  # 404s: never the raw path, which anyone can make up
 
@@ -68,8 +67,8 @@ def method_label(method: str) -> str:
 
 def queue_families(rows: list[dict]) -> list:
     """The queue-wide metric families from queue_figures' rows (pure: tested in a table)."""
-    tasks = dict.fromkeys(STATUSES, 0.0)
-    deleted = dict.fromkeys(FINISHED, 0.0)
+    tasks = dict.fromkeys(domain.STATUSES, 0.0)
+    deleted = dict.fromkeys(domain.FINISHED, 0.0)
     lag = live = 0.0
     for row in rows:
         if row["figure"] == "tasks" and row["label"] in tasks:
@@ -90,7 +89,7 @@ def queue_families(rows: list[dict]) -> list:
         "Tasks that reached a final status, ever (tasks deleted by retention included).",
         labels=["status"],
     )
-    for status in FINISHED:
+    for status in domain.FINISHED:
         finished.add_metric([status], tasks[status] + deleted[status])
     return [
         by_status,

@@ -8,14 +8,8 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from marshmallow import Schema, fields
 
-from asyncqueue.api.schemas import (
-    BACKOFFS,
-    HEADER_NAME_PATTERN,
-    METHODS,
-    STATUSES,
-    ListQuerySchema,
-    NewTaskSchema,
-)
+from asyncqueue import domain
+from asyncqueue.api.schemas import HEADER_NAME_PATTERN, ListQuerySchema, NewTaskSchema
 
 
 class ResultSchema(Schema):
@@ -30,16 +24,16 @@ class ResultSchema(Schema):
 class TaskSchema(Schema):
     id = fields.UUID(required=True)
     teamId = fields.UUID(required=True)
-    status = fields.String(required=True, metadata={"enum": list(STATUSES)})
+    status = fields.String(required=True, metadata={"enum": list(domain.STATUSES)})
     callbackUrl = fields.String(required=True)
-    method = fields.String(required=True, metadata={"enum": list(METHODS)})
+    method = fields.String(required=True, metadata={"enum": list(domain.METHODS)})
     headers = fields.Dict(keys=fields.String(), values=fields.String(), required=True)
     body = fields.String()
     maxWaitTime = fields.Float(required=True)
     timeout = fields.Float(required=True)
     maxRetries = fields.Integer(required=True)
     retryCount = fields.Integer(required=True)
-    retryBackoff = fields.String(required=True, metadata={"enum": list(BACKOFFS)})
+    retryBackoff = fields.String(required=True, metadata={"enum": list(domain.BACKOFFS)})
     onCompleteUrl = fields.String()
     delayUntil = fields.DateTime()
     result = fields.Nested(ResultSchema)

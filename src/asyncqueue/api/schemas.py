@@ -10,22 +10,15 @@ from __future__ import annotations
 import functools
 import math
 import re
-import string
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
 from marshmallow import RAISE, Schema, ValidationError, fields
 
-from asyncqueue import domain
+from asyncqueue import domain, http_headers
 from asyncqueue.outbound.destinations import blocked_reason
 from asyncqueue.outbound.hosts import IPAddress, parse_host, raw_host
-
-METHODS = ("GET", "POST", "PUT", "DELETE")
-BACKOFFS = ("linear", "exponential")
-STATUSES = ("pending", "delayed", "processing", "completed", "failed", "timeout", "cancelled")
-TOKEN_CHARS = frozenset(string.ascii_letters + string.digits + "!#$%&'*+-.^_`|~")
-
 
 # Whitespace (re's \s is str.isspace) and control characters: never part of a sendable URL.
 UNSENDABLE_IN_URL = re.compile(r"[\s\x00-\x1f\x7f]")
@@ -194,26 +187,6 @@ class IsoDateTime(fields.String):
             raise self.make_error("invalid") from None
 
 
-# Anything but tab, printable ASCII and printable Latin-1: what HTTP/1.1 cannot carry, or the
-# worker's client (which encodes values as Latin-1) cannot send. One search per value.
-_UNSENDABLE = re.compile(r"[^\t\x20-\x7e\xa0-\xff]")
-
-
-def header_value_problem(value: str) -> str | None:
-    """Why the worker could not send `value` as a header value, or None."""
-    bad = _UNSENDABLE.search(value)
-    if bad:
-        char = bad.group()
-        if char in "\r\n":
-            return "must not contain line breaks"
-        if char > "\xff":
-            return "must contain only Latin-1 characters (up to U+00FF)"
-        return "must not contain control characters (tab is allowed)"
-    if value[:1] in (" ", "\t"):
-        return "must not start with a space or tab"
-    return None
-
-
 def _any_case(name: str) -> str:
     """A pattern matching the header name in any case (names are letters and "-" only)."""
     return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else c for c in name)
@@ -224,9 +197,9 @@ def _any_case(name: str) -> str:
 HEADER_NAME_PATTERN = (
     "^(?!(?:"
     + "|".join(_any_case(n) for n in sorted(domain.FORBIDDEN_HEADERS))
-    + ")$)[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
+    + f")$){http_headers.TOKEN}$"
 )
-HEADER_VALUE_PATTERN = r"^(?:[\x21-\x7e\xa0-\xff][\t\x20-\x7e\xa0-\xff]*)?$"
+HEADER_VALUE_PATTERN = http_headers.VALUE_PATTERN
 
 
 class CallbackHeaders(fields.Dict):
@@ -256,9 +229,9 @@ class CallbackHeaders(fields.Dict):
         for name, header_value in value.items():
             if not isinstance(header_value, str):
                 raise self.make_error("invalid")
-            if not name or not set(name) <= TOKEN_CHARS:
+            if not http_headers.is_token(name):
                 raise ValidationError(f"headers has an invalid header name: {name!r}")
-            problem = header_value_problem(header_value)
+            problem = http_headers.value_problem(header_value)
             if problem:
                 raise ValidationError(f"headers value for {name} {problem}")
             if name.lower() in domain.FORBIDDEN_HEADERS:
@@ -303,7 +276,7 @@ class NewTaskSchema(Schema):
 
     callback_url = HttpUrl("callbackUrl", data_key="callbackUrl", required=True)
     # Every optional field is nullable: a JSON null means "not given" (the document says so too).
-    method = Choice("method", METHODS, load_default="POST", allow_none=True)
+    method = Choice("method", domain.METHODS, load_default=domain.DEFAULT_METHOD, allow_none=True)
     headers = CallbackHeaders(load_default=dict, allow_none=True)
     body = CallbackBody(load_default=None)
     # The upper bound depends on the team's plan, so it is checked after loading; the OpenAPI
@@ -313,24 +286,26 @@ class NewTaskSchema(Schema):
         None,
         max(domain.PLAN_MAX_WAIT_TIME.values()),
         data_key="maxWaitTime",
-        load_default=30,
+        load_default=domain.DEFAULT_MAX_WAIT_TIME,
         allow_none=True,
     )
-    timeout = Seconds("timeout", domain.MAX_TIMEOUT, load_default=30, allow_none=True)
+    timeout = Seconds(
+        "timeout", domain.MAX_TIMEOUT, load_default=domain.DEFAULT_TIMEOUT, allow_none=True
+    )
     delay_until = IsoDateTime("delayUntil", data_key="delayUntil", load_default=None)
     max_retries = WholeNumber(
         "maxRetries",
         0,
         domain.MAX_RETRIES,
         data_key="maxRetries",
-        load_default=3,
+        load_default=domain.DEFAULT_MAX_RETRIES,
         allow_none=True,
     )
     retry_backoff = Choice(
         "retryBackoff",
-        BACKOFFS,
+        domain.BACKOFFS,
         data_key="retryBackoff",
-        load_default="exponential",
+        load_default=domain.DEFAULT_BACKOFF,
         allow_none=True,
     )
     on_complete_url = HttpUrl("onCompleteUrl", data_key="onCompleteUrl", load_default=None)
@@ -340,7 +315,7 @@ class ListQuerySchema(Schema):
     """GET /v1/tasks query parameters."""
 
     # Documentation only (validate_list_query reads the query): absent means "all".
-    status = Choice("status", STATUSES)
+    status = Choice("status", domain.STATUSES)
     limit = fields.Integer(load_default=domain.LIST_DEFAULT_LIMIT, metadata={"minimum": 1})
     offset = fields.Integer(
         load_default=0, metadata={"minimum": 0, "maximum": domain.LIST_MAX_OFFSET}
@@ -386,7 +361,8 @@ def validate_new_task(
     if task["max_wait_time"] > plan_limit:
         return None, f"maxWaitTime must be at most {plan_limit} seconds on the {plan} plan"
     if task["delay_until"] is not None and task["delay_until"] > now + max_delay:
-        return None, f"delayUntil must be at most {max_delay.days} days in the future"
+        days = max_delay / timedelta(days=1)  # as configured: 0.5 is not "0 days"
+        return None, f"delayUntil must be at most {days:.15g} days in the future"
     for name, key in (("callbackUrl", "callback_url"), ("onCompleteUrl", "on_complete_url")):
         if task[key] is None:
             continue
@@ -396,7 +372,7 @@ def validate_new_task(
         )
         if reason:
             return None, f"{name} must not point to a private or reserved address ({reason})"
-    if task["method"] == "GET":
+    if not domain.sends_body(task["method"]):
         task["body"] = None  # the document: a body is ignored for GET requests
     return task, None
 
@@ -406,8 +382,8 @@ def validate_list_query(args: dict) -> tuple[dict | None, str | None]:
     parameter given empty (`?status=`) is refused like any value outside the document's."""
     clean: dict[str, Any] = {}
     status = args.get("status")
-    if status is not None and status not in STATUSES:
-        return None, f"status must be one of: {', '.join(STATUSES)}"
+    if status is not None and status not in domain.STATUSES:
+        return None, f"status must be one of: {', '.join(domain.STATUSES)}"
     clean["status"] = status
     for name, default, low in (("limit", domain.LIST_DEFAULT_LIMIT, 1), ("offset", 0, 0)):
         raw = args.get(name)

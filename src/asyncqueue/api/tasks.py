@@ -12,11 +12,13 @@ from flask import Blueprint, current_app, jsonify, request
 from psycopg.types.json import Jsonb
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from asyncqueue import db, domain, keys
+from asyncqueue import domain, keys
 from asyncqueue.api.auth import Caller, authenticate, presented_key
 from asyncqueue.api.create_limits import create_limits
 from asyncqueue.api.errors import ApiError
 from asyncqueue.api.schemas import validate_list_query, validate_new_task
+from asyncqueue.db import tasks as task_rows
+from asyncqueue.db.rows import TaskRow
 from asyncqueue.task_json import task_to_json
 
 bp = Blueprint("tasks", __name__, url_prefix="/v1/tasks")
@@ -86,11 +88,11 @@ def _task_id(raw: str) -> uuid.UUID:
         raise ApiError(404, "Task not found") from None
 
 
-def _owned_task(conn, caller: Caller, task_id: uuid.UUID) -> dict:
-    row = conn.execute(db.query("task_get"), {"id": task_id}).fetchone()
+def _owned_task(conn, caller: Caller, task_id: uuid.UUID) -> TaskRow:
+    row = task_rows.get(conn, task_id)
     if row is None:
         raise ApiError(404, "Task not found")
-    if row["team_id"] != caller.team_id:
+    if row.team_id != caller.team_id:
         raise ApiError(403, "Access denied")
     return row
 
@@ -171,7 +173,7 @@ MOST_GENEROUS_PLAN = max(domain.PLAN_MAX_WAIT_TIME, key=domain.PLAN_MAX_WAIT_TIM
 PLAN_MAX_WAIT_JSON = json.dumps(domain.PLAN_MAX_WAIT_TIME)
 
 
-def _insert_for_key(task: dict, key_hash: bytes) -> dict | None:
+def _insert_for_key(task: dict, key_hash: bytes) -> TaskRow | None:
     params = {
         **task,
         "headers": Jsonb(task["headers"]),
@@ -182,7 +184,7 @@ def _insert_for_key(task: dict, key_hash: bytes) -> dict | None:
     for attempt in range(1, pool.max_size + 2):
         with pool.connection() as conn:
             try:
-                return conn.execute(db.query("task_insert_for_key"), params).fetchone()
+                return task_rows.insert_for_key(conn, params)
             except psycopg.errors.AdminShutdown:
                 # The server ended this connection before the insert committed, so nothing was
                 # inserted: retry on another. (In autocommit the insert commits only at the
@@ -201,16 +203,14 @@ def list_tasks():
         params, error = validate_list_query(request.args)
         if error:
             raise ApiError(400, error)
-        fill = {
-            "status_filter": "AND status = %(status)s" if params["status"] else "",
-            "direction": "ASC" if params["sort_order"] == "asc" else "DESC",
-        }
-        args = {**params, "team_id": caller.team_id}
-        with conn.transaction():
-            # One snapshot for both statements, so the page and the total agree.
-            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            rows = conn.execute(db.query("task_list").format(**fill), args).fetchall()
-            total = conn.execute(db.query("task_count").format(**fill), args).fetchone()["n"]
+        rows, total = task_rows.list_page(
+            conn,
+            caller.team_id,
+            status=params["status"],
+            sort_order=params["sort_order"],
+            limit=params["limit"],
+            offset=params["offset"],
+        )
     return jsonify(
         tasks=[task_to_json(r) for r in rows],
         pagination={
@@ -233,14 +233,12 @@ def get_task(task_id: str):
 def cancel_task(task_id: str):
     with authenticated() as (conn, caller):
         tid = _task_id(task_id)
-        row = conn.execute(
-            db.query("task_cancel"), {"id": tid, "team_id": caller.team_id}
-        ).fetchone()
+        row = task_rows.cancel(conn, tid, caller.team_id)
         if row is None:
             current = _owned_task(conn, caller, tid)
             raise ApiError(
                 409,
-                f"Task cannot be cancelled: its status is {current['status']}; "
-                "only pending or delayed tasks can be cancelled",
+                f"Task cannot be cancelled: its status is {current.status}; "
+                f"only {' or '.join(domain.WAITING)} tasks can be cancelled",
             )
     return jsonify(task=task_to_json(row))

@@ -1,4 +1,6 @@
-"""Connections, the named queries in sql/queries, and the migrations runner.
+"""The one door to the database: connections, the named queries in sql/queries, and the
+migrations runner. No SQL is written outside sql/ and this package; typed rows are in rows.py
+and the API's task statements in tasks.py.
 
 sql/ is installed as the package `asyncqueue.sql` (see setup.py), so it is found through the
 package wherever it is installed, never through the working directory.
@@ -17,12 +19,14 @@ from importlib.resources import files
 from importlib.resources.abc import Traversable
 
 import psycopg
+import psycopg.sql
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
+from asyncqueue import domain
+
 MIGRATION_NAME = re.compile(r"^[0-9]{4}_.*\.sql$")
-# Any fixed number works; it only has to be the same in every process that migrates.
-MIGRATION_LOCK_ID = 7_302_001
+MIGRATION_LOCK_ID = domain.MIGRATION_LOCK_ID
 
 
 BLOCK = re.compile(r"^-- (name|part): ", re.M)
@@ -130,13 +134,26 @@ def answered_within(conn: psycopg.Connection, seconds: float) -> Iterator[None]:
     timer.start()
     try:
         with conn.transaction():
-            conn.execute(f"SET LOCAL statement_timeout = '{int(seconds * 1000)}ms'")
+            set_statement_timeout(conn, seconds)
             yield
     finally:
         with lock:
             done[0] = True
         timer.cancel()
         sock.close()
+
+
+def set_statement_timeout(conn: psycopg.Connection, seconds: float) -> None:
+    """A statement timeout for the rest of the current transaction."""
+    conn.execute(query("statement_timeout_local"), {"ms": str(int(seconds * 1000))})
+
+
+def discard_plans(conn: psycopg.Connection) -> None:
+    conn.execute(query("discard_plans"))
+
+
+def listen(conn: psycopg.Connection, channel: str) -> None:
+    conn.execute(psycopg.sql.SQL("LISTEN {}").format(psycopg.sql.Identifier(channel)))
 
 
 def make_pool(
@@ -197,12 +214,9 @@ def migrate(url: str) -> list[str]:
     """
     applied_now: list[str] = []
     with connect(url, autocommit=True) as conn:
-        conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_ID,))
+        conn.execute(query("migration_lock"), {"lock": MIGRATION_LOCK_ID})
         try:
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations ("
-                " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-            )
+            conn.execute(query("schema_migrations_create"))
             done = {r["version"] for r in conn.execute(query("schema_migration_versions"))}
             for path in migration_files():
                 version = migration_version(path)
@@ -210,8 +224,8 @@ def migrate(url: str) -> list[str]:
                     continue
                 with conn.transaction():
                     conn.execute(path.read_text())
-                    conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
+                    conn.execute(query("schema_migration_record"), {"version": version})
                 applied_now.append(version)
         finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_ID,))
+            conn.execute(query("migration_unlock"), {"lock": MIGRATION_LOCK_ID})
     return applied_now

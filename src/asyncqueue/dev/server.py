@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from asyncqueue import db
+from asyncqueue import db, domain
 
 ROOT = Path(__file__).resolve().parents[3]  # the clone (this file is src/asyncqueue/dev/server.py)
 STATE_DIR = ROOT / ".asyncqueue"
@@ -45,7 +45,7 @@ def _ensure_dev_key(url: str) -> str:
         team = conn.execute(db.query("team_find"), {"ref": DEV_TEAM}).fetchone()
         if team is None:
             team = conn.execute(
-                db.query("team_create"), {"name": DEV_TEAM, "plan": "pro"}
+                db.query("team_create"), {"name": DEV_TEAM, "plan": domain.PRO}
             ).fetchone()
         if key_file.exists():
             key = key_file.read_text().strip()

@@ -133,7 +133,7 @@ def blocked_reason(ip: IPAddress, *, allow_private: bool | str) -> str | None:
     `allow_private`: True opens PRIVATE_NETWORKS, LOOPBACK_ONLY its loopback ranges only.
 
     Cached: it is asked about the same few addresses over and over (each create with a literal
-    host, each connection the worker makes), 5 to 20 us a time through the tables. The cache is
+    host, each connection the worker makes), each a walk through the tables. The cache is
     keyed by the address's bytes, never by the address object: an address hashes as its integer,
     which is not randomised, so anyone could send thousands of IPv6 addresses sharing one hash
     and make every lookup walk them all; a bytes hash is randomised per process."""

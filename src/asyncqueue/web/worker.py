@@ -19,7 +19,7 @@ to answer its own refusals in JSON.
   before handing it on, so the threads add at most that much each.
 * Parsing cost. A buffered request goes to gunicorn's parser a socket read's worth at a time
   (BufferedUnreader), as from the socket itself: its chunked-body parser copies what remains of
-  its current read at every chunk, which over the whole request at once was quadratic.
+  its current read at every chunk, which over the whole request at once would be quadratic.
 * Connection limits. A process holds at most ASYNCQUEUE_WEB_CONNECTIONS connections (gunicorn's
   worker_connections). gthread stops accepting when full, so new clients, a health check
   included, queue in the kernel behind whatever holds the slots until a timeout frees one. Here a
@@ -34,9 +34,8 @@ to answer its own refusals in JSON.
   over its size limit, a URI over its length limit) is answered `{"error": "..."}` with the
   status gunicorn chose, instead of its HTML page.
 
-Used by asyncqueue/web/gunicorn_config.py (`worker_class`), so the Procfile's web command is the
-same as before. TLS and HTTP/2 connections (not used by our deployment) keep gthread's
-behaviour.
+Used by asyncqueue/web/gunicorn_config.py (`worker_class`). TLS and HTTP/2 connections (not
+used by our deployment) keep gthread's behaviour.
 """
 
 from __future__ import annotations
@@ -278,7 +277,7 @@ class BufferedUnreader(SocketUnreader):
     """gunicorn's socket unreader, serving a request buffered whole before the socket's further
     bytes, in pieces no larger than a read from the socket would give (a memoryview: no copy of
     the whole). gunicorn's chunked-body parser copies what remains of its current read at
-    every chunk, so one read of the whole request made parsing it quadratic."""
+    every chunk, so one read of the whole request would make parsing it quadratic."""
 
     def __init__(self, sock, timeout: float):
         super().__init__(sock)

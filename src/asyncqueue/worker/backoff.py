@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from asyncqueue.domain import EXPONENTIAL, LINEAR
+
 
 def retry_delay(strategy: str, retry_number: int) -> float:
     """Seconds to wait before retry `retry_number` (1 for the first retry).
@@ -10,8 +12,8 @@ def retry_delay(strategy: str, retry_number: int) -> float:
     """
     if retry_number < 1:
         raise ValueError("retry_number starts at 1")
-    if strategy == "exponential":
+    if strategy == EXPONENTIAL:
         return float(2 ** (retry_number - 1))
-    if strategy == "linear":
+    if strategy == LINEAR:
         return float(retry_number)
     raise ValueError(f"unknown retry strategy {strategy!r}")

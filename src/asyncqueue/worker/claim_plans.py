@@ -1,30 +1,19 @@
-"""The plain claim's kept plans: the one statement a worker prepares, and when each connection
-makes its plans again.
+"""When a worker's connections make their claim plans again.
 
-The plain claim runs on every pickup's path, so it is prepared (dispatcher.claim_rows) and
-PostgreSQL may keep one generic plan of it: that saves a planning (about 0.3 ms) on every claim.
-Its LIMIT is written into the text, one statement per size (claim_batch), because a generic plan
-of `LIMIT $1` is made for a tenth of the table, and a join over that many rows seq-scans tasks.
+The plain claim runs on every pickup, so it is prepared (dispatcher.claim_rows) and PostgreSQL
+may keep a generic plan of it, which saves a planning on every claim. Its LIMIT is written into
+the text, one statement per size (claim_batch): a generic plan of `LIMIT $1` expects a tenth of
+the table and seq-scans it.
 
-A kept plan has one hazard: it is made for the table's size at the time. One made while tasks
-was nearly empty (a fresh deploy, or a queue drained between bursts) seq-scans and sorts the
-table, and joins by walking it, once a backlog arrives: 40 ms a claim at 20,000 due tasks, 300 ms
-at 100,000. PostgreSQL makes it again only when something invalidates it (an ANALYZE or a VACUUM
-of tasks, the connection's end), which can be a minute or more away. So:
+A kept plan suits the table it was made on: one made on a nearly empty table walks the whole
+backlog once one arrives, and PostgreSQL replans only after an ANALYZE, a VACUUM or a new
+connection. So a connection's plans are made again (`DISCARD PLANS`, pipelined with the claim):
 
-* every connection's claim plans are made again after a claim that took SLOW_CLAIM or more
-  (one that failed included: a statement_timeout may cancel a bad plan's claims), at most once
-  per SLOW_MARK_EVERY, so that a database that is simply slow (say, behind a synchronous
-  standby) costs each connection a planning a second, not one a claim;
-* each connection's are made again once PLAN_MAX_AGE old if its last claim took STALE_MARGIN
-  more than the fastest this worker has seen, so that a bad plan that stays under SLOW_CLAIM (a
-  seq scan of a few thousand rows: 3 to 15 ms) does not last, while claims as quick as ever keep
-  theirs (one pickup every ten seconds or more would otherwise pay a replan each).
-
-Made again means `DISCARD PLANS` sent in one round trip with the claim (a pipeline), which is
-then planned afresh. It drops the session's other cached plans too (the task_counts trigger's),
-which are made again on that claim: it costs about 0.4 ms more than a claim planned afresh
-(`python -m bench.claim_plans`).
+* after a claim that took SLOW_CLAIM or more (a failed one too: a statement_timeout may cancel a
+  bad plan's claims), at most once per SLOW_MARK_EVERY, so that a database that is merely slow
+  costs each connection a planning a second, not one a claim;
+* once PLAN_MAX_AGE old, if its last claim took STALE_MARGIN more than the fastest seen, so that a
+  bad plan under SLOW_CLAIM does not last while a good one is kept.
 """
 
 from __future__ import annotations
@@ -43,16 +32,13 @@ log = logging.getLogger("asyncqueue.worker")
 
 # Claims of up to this many rows are prepared each with its own literal LIMIT (claim_batch).
 EXACT_CLAIM_LIMITS = 64
-# Seconds a connection keeps its claim plans at most: a plan that went bad but stays under
-# SLOW_CLAIM (a seq scan of a few thousand rows) lasts no longer than this. Each time costs that
-# connection's next claim a planning (about 0.3 ms).
+# Seconds a connection keeps its claim plans at most (a bad plan under SLOW_CLAIM lasts no
+# longer); each replan costs that connection's next claim a planning.
 PLAN_MAX_AGE = 10.0
-# A claim this slow (seconds, as seen by the worker: round trip and commit included) makes every
-# connection's claim plans stale. A good plan's claim returns within about a millisecond from a
-# local database, one made on an empty table 40 ms at 20,000 due tasks.
+# A claim this slow (seconds, round trip and commit included) makes every connection's claim
+# plans stale: a good plan's claim takes about a millisecond, a bad one's tens.
 SLOW_CLAIM = 0.02
-# Seconds between two such marks at most.
-SLOW_MARK_EVERY = 1.0
+SLOW_MARK_EVERY = 1.0  # seconds between two such marks, at least
 # Seconds a claim must take beyond the fastest seen for its old plans to be made again.
 STALE_MARGIN = 0.001
 

@@ -15,10 +15,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from asyncqueue.domain import COMPLETED, FAILED, TIMEOUT
 from asyncqueue.worker.attempt import AttemptResult
 from asyncqueue.worker.backoff import retry_delay
 
-COMPLETED, RETRY, FAILED, TIMEOUT = "completed", "retry", "failed", "timeout"
+# An outcome's kind: a final status (domain.OUTCOMES), or RETRY (the task stays processing).
+RETRY = "retry"
 
 
 @dataclass(frozen=True)

@@ -72,7 +72,7 @@ def claim_rows(conn, plan: ClaimPlan, params: dict, *, replan: bool = False) -> 
     if not replan:
         return conn.execute(text, params, prepare=True).fetchall()
     with conn.pipeline():
-        conn.execute("DISCARD PLANS")
+        db.discard_plans(conn)
         cursor = conn.execute(text, params, prepare=True)
     return cursor.fetchall()
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 import http.client
 import logging
-import re
 import socket
 import ssl
 import time
@@ -18,7 +17,7 @@ import time
 import requests
 import urllib3.exceptions
 
-from asyncqueue import domain
+from asyncqueue import domain, http_headers
 from asyncqueue.worker import redirects
 from asyncqueue.worker.attempt import AttemptResult, CallSpec
 from asyncqueue.worker.deadline import Deadline
@@ -72,7 +71,7 @@ def _perform(
     client: CallbackClient, spec: CallSpec, deadline: Deadline, body_cap: int, started: float, team
 ) -> AttemptResult:
     headers = _with_defaults(client.default_headers, spec.headers)
-    body = spec.body.encode() if spec.method != "GET" and spec.body is not None else None
+    body = spec.body.encode() if domain.sends_body(spec.method) and spec.body is not None else None
     try:
         _check_headers_sendable(headers)
         request = _prepare(spec.method, spec.url, headers, body)
@@ -188,29 +187,16 @@ def _discard(response) -> None:
         response.release_conn()
 
 
-# What requests (and HTTP) accept in a header: a name without colons or whitespace, a value
-# that does not start with whitespace and holds no line break.
-_HEADER_NAME = re.compile(r"^[^:\s][^:\r\n]*\Z")
-_HEADER_VALUE = re.compile(r"^\S[^\r\n]*\Z|^\Z")
-
-
 def header_problem(name: str, value: str) -> str | None:
-    """Why a header cannot be sent as given, or None. Names the header, never its value: a value
-    is often a secret, and this text goes into the task's error and the log."""
-    if not name.isascii() or not _HEADER_NAME.match(name):
+    """Why a header cannot be sent as given (the API's rule, http_headers.py), or None. Names
+    the header, never its value: a value is often a secret, and this text goes into the task's
+    error and the log."""
+    if not http_headers.is_token(name):
         return f"header name {name[:100]!r} is not a valid HTTP header name"
     if not isinstance(value, str):
         return f"header {name!r} has a value that is not text"
-    try:
-        value.encode("latin-1")
-    except UnicodeEncodeError:
-        return (
-            f"header {name!r} has characters HTTP headers cannot carry; "
-            "header values must be ISO-8859-1 text"
-        )
-    if not _HEADER_VALUE.match(value):
-        return f"header {name!r} has a value that starts with whitespace or holds a line break"
-    return None
+    problem = http_headers.value_problem(value)
+    return f"header {name!r} value {problem}" if problem else None
 
 
 def _check_headers_sendable(headers: dict) -> None:

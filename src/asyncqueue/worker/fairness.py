@@ -3,8 +3,8 @@
 The rule. A worker runs `concurrency` slots for any one team, plus a small fairness `reserve`
 of slots that only teams below that cap may use. So:
 
-* a single team's drain keeps exactly `concurrency` calls in flight per worker, as before (the
-  50 ms-receiver drain is slot-bound, so fewer slots for one team would cost it directly);
+* a single team's drain keeps exactly `concurrency` calls in flight per worker (a drain is
+  bound by its slots, so fewer for one team would slow it directly);
 * a team whose calls hang can hold at most `concurrency` slots of a worker, and the reserve stays
   free for the other teams: team A's task starts while team B's flood holds every usual slot;
 * it is per worker and needs no coordination: each worker decides from its own slots, so many
@@ -34,9 +34,8 @@ from dataclasses import dataclass
 # index probe per team with unfinished tasks): a bound on what the probes cost, and on the extra
 # start delay of another team's task while one team is at its cap.
 PROBE_INTERVAL = 0.05
-# ... and at least this many times as long as the last such claim took, so that with very many
-# teams holding unfinished tasks (10,000: ~25-45 ms a claim) the probes take at most a tenth of
-# the time.
+# ... and at least this many times as long as the last such claim took, so that however many
+# teams hold unfinished tasks (each one a probe) the probes take at most a tenth of the time.
 PROBE_SPACING = 10
 # Claims that skip a capped team are made at least this often even when nothing announced work:
 # another team's delayed task or retry, which comes due without a notification, waits no longer.

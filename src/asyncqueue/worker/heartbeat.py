@@ -14,9 +14,8 @@ import threading
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
-from importlib import metadata
 
-from asyncqueue import db, domain
+from asyncqueue import __version__, db, domain
 from asyncqueue.logs import log_event
 
 log = logging.getLogger("asyncqueue.heartbeat")
@@ -24,13 +23,6 @@ log = logging.getLogger("asyncqueue.heartbeat")
 HEARTBEAT_INTERVAL = domain.HEARTBEAT_INTERVAL
 SILENT_AFTER = domain.SILENT_AFTER
 FORGET_AFTER = 3600.0
-
-
-def package_version() -> str:
-    try:
-        return metadata.version("asyncqueue")
-    except metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def worker_state(seen_seconds_ago: float) -> str:
@@ -59,7 +51,7 @@ class Heartbeat:
             "name": name,
             "host": socket.gethostname(),
             "pid": os.getpid(),
-            "version": package_version(),
+            "version": __version__,
             "started_at": datetime.now(UTC),
         }
         self.stopping = threading.Event()

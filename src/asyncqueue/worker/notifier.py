@@ -60,7 +60,7 @@ def deliver_completion(session, delivery: Delivery) -> None:
     """POST the task's completion event to its onCompleteUrl, once; log how it went."""
     task_id = str(delivery.task_id)
     spec = CallSpec(
-        method="POST",
+        method=domain.ON_COMPLETE_METHOD,
         url=delivery.url,
         headers={"Content-Type": "application/json", "X-AsyncQueue-Task-Id": task_id},
         body=delivery.body,

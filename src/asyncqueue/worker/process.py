@@ -47,23 +47,22 @@ CUT_WAIT = 1.5  # seconds cut calls get to return
 FLUSH_WAIT = 2.0  # seconds the completer gets to write what is left, at most
 HAND_BACK_WAIT = 1.0  # seconds to get a connection for the hand-back
 NOTIFY_WAIT_MIN = 0.5  # seconds queued onComplete events get at least, after the flush
-HAND_BACK_STATEMENT_TIMEOUT_MS = 1000  # the hand-back query itself, at most
+HAND_BACK_STATEMENT_TIMEOUT = 1.0  # seconds the hand-back query itself may take
 POOL_CLOSE_WAIT = 0.5  # seconds the pool's connections get to close at exit
 # How the worker's statements are planned. psycopg prepares a statement after five runs, and
-# PostgreSQL may then switch to a generic plan, made once for any parameters and any table size:
-# a generic task_claim_skipping seq-scans tasks (180 ms against 2 ms at 300k rows), and a generic
-# finish or retry write made while the table was small seq-scans it once a backlog arrives,
-# until something invalidates the plan (an ANALYZE or VACUUM of tasks). So the worker's
-# connections prepare only what asks to be (the plain claim, dispatcher.claim_rows), and every
-# other statement is planned for its own parameters on each run (PostgreSQL never keeps a generic
-# plan of an unprepared statement). The plain claim is on every pickup's path, and keeping its
-# plan saves a quarter of a millisecond there; its one hazard (a plan made on a nearly empty
-# table) is handled in claim_plans.py.
+# PostgreSQL may then switch to a generic plan, made once for any parameters and any table size: a
+# generic task_claim_skipping seq-scans tasks (two orders of magnitude slower on a large table), and
+# a generic finish or retry write made while the table was small seq-scans it once a backlog
+# arrives, until something invalidates the plan (an ANALYZE or VACUUM of tasks). So the worker's
+# connections prepare only what asks to be (the plain claim, dispatcher.claim_rows), and every other
+# statement is planned for its own parameters on each run (PostgreSQL never keeps a generic plan of
+# an unprepared statement). The plain claim is on every pickup's path, and keeping its plan saves a
+# planning there; its one hazard (a plan made on a nearly empty table) is handled in claim_plans.py.
 # plan_cache_mode=auto, PostgreSQL's default, is set in case the database or role changed it
 # (forcing generic plans would give the unprepared statements generic plans too), unless
 # DATABASE_URL's own options (or PGOPTIONS) set it: an operator's choice, say force_custom_plan to
-# plan every claim afresh as before (the claim's plans are then not managed: nothing is kept).
-# Keepalives: see db.KEEPALIVE_CONNECT_KWARGS.
+# plan every claim afresh (the claim's plans are then not managed: nothing is kept). Keepalives: see
+# db.KEEPALIVE_CONNECT_KWARGS.
 PLAN_CACHE_AUTO = "-c plan_cache_mode=auto"
 # psycopg's prepare_threshold: never reached, so only prepare=True prepares. Not None: that
 # would turn off prepare=True too.
@@ -291,10 +290,7 @@ class WorkerProcess:
         if ended:
             try:
                 with self.pool.connection(timeout=HAND_BACK_WAIT) as conn, conn.transaction():
-                    conn.execute(
-                        "SELECT set_config('statement_timeout', %s, true)",
-                        (str(HAND_BACK_STATEMENT_TIMEOUT_MS),),
-                    )
+                    db.set_statement_timeout(conn, HAND_BACK_STATEMENT_TIMEOUT)
                     conn.execute(
                         db.query("task_release"),
                         {

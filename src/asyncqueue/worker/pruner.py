@@ -16,14 +16,13 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from asyncqueue import db
+from asyncqueue import db, domain
 from asyncqueue.config import Settings
 from asyncqueue.logs import log_event
 
 log = logging.getLogger("asyncqueue.pruner")
 
-# Any fixed number: it only has to be the same in every process that prunes.
-PRUNE_LOCK_ID = 7_302_005
+PRUNE_LOCK_ID = domain.PRUNE_LOCK_ID
 BATCH_SIZE = 1_000
 # How often a worker looks for expired tasks; a round runs until nothing is left to delete.
 PRUNE_INTERVAL = 60.0

@@ -11,9 +11,10 @@ import threading
 
 import psycopg
 
+from asyncqueue import db, domain
 from asyncqueue.logs import log_event
 
-CHANNEL = "asyncqueue_tasks"
+CHANNEL = domain.TASKS_CHANNEL
 log = logging.getLogger("asyncqueue.worker")
 
 
@@ -37,17 +38,10 @@ class Listener(threading.Thread):
         delay = 0.2
         while not self.stopping.is_set():
             try:
-                with psycopg.connect(
-                    self.url,
-                    autocommit=True,
-                    connect_timeout=5,
-                    # Find a silently dead connection within about 20 s.
-                    keepalives=1,
-                    keepalives_idle=10,
-                    keepalives_interval=3,
-                    keepalives_count=3,
+                with db.connect(
+                    self.url, autocommit=True, connect_timeout=5, **db.KEEPALIVE_CONNECT_KWARGS
                 ) as conn:
-                    conn.execute(f"LISTEN {CHANNEL}")
+                    db.listen(conn, CHANNEL)
                     self.connected.set()
                     self.wake.set()
                     delay = 0.2

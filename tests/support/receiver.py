@@ -1,37 +1,14 @@
-"""Helpers for tests: teams and keys, a real HTTP receiver on 127.0.0.1, and waiting."""
+"""A callback receiver on 127.0.0.1 that records every request it gets."""
 
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote
-
-from asyncqueue import db
-from asyncqueue.teams import create_key
-
-
-def make_team(conn, name: str = "acme", plan: str = "free") -> tuple[dict, str]:
-    """A team and one API key for it."""
-    team = conn.execute(db.query("team_create"), {"name": name, "plan": plan}).fetchone()
-    key, _ = create_key(conn, team, "test")
-    return team, key
-
-
-def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02, message: str = ""):
-    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
-    end = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {timeout} s waiting for {message or predicate}")
-        time.sleep(interval)
 
 
 @dataclass
@@ -125,7 +102,7 @@ class Receiver:
                         n = receiver.counts[parts[2]]
                     self._send(503 if n <= int(parts[1]) else 200)
                 elif kind == "sleep":
-                    time.sleep(float(parts[1]))
+                    time.sleep(float(parts[1]))  # a slow receiver: the delay is what is asked for
                     self._send(200)
                 elif kind == "redirect":
                     self._send(int(parts[1]), b"", {"Location": "/ok"})
@@ -171,28 +148,3 @@ class Receiver:
 
     def json_bodies(self, path_prefix: str) -> list:
         return [json.loads(r.body) for r in self.calls(path_prefix)]
-
-
-# Figures from the fault drills and the bench smoke test, printed at the end of the run.
-REPORT: list[str] = []
-
-
-def report(line: str) -> None:
-    REPORT.append(line)
-
-
-def exchange(port: int, data: bytes, wait: float = 10.0) -> tuple[bytes, bool]:
-    """Send raw bytes to 127.0.0.1:`port`; read until the server closes (True) or `wait`
-    passes (False)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(data)
-        s.settimeout(wait)
-        received = b""
-        try:
-            while chunk := s.recv(65536):
-                received += chunk
-        except TimeoutError:
-            return received, False
-        except ConnectionResetError:  # closed with our bytes unread: it still answered first
-            pass
-    return received, True

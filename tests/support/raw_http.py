@@ -15,13 +15,14 @@ class ScriptedServer:
     Content-Length body) has been read, to `serve(server, conn, head, body)`.
 
     `send` writes and counts bytes, so a test can tell how much of a response a client took;
-    `requests` holds every request head received."""
+    `requests` holds every request head received; `active` counts connections being handled."""
 
     def __init__(self, serve, host: str = "127.0.0.1", sndbuf: int | None = None):
         self.serve = serve
         self.host = host
         self.sndbuf = sndbuf
         self.sent = 0
+        self.active = 0
         self.requests: list[bytes] = []
         self.bodies: list[bytes] = []
         self.lock = threading.Lock()
@@ -58,6 +59,15 @@ class ScriptedServer:
             threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
 
     def _handle(self, conn: socket.socket) -> None:
+        with self.lock:
+            self.active += 1
+        try:
+            self._serve(conn)
+        finally:
+            with self.lock:
+                self.active -= 1
+
+    def _serve(self, conn: socket.socket) -> None:
         if self.sndbuf:
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.sndbuf)
         conn.settimeout(10)
@@ -112,23 +122,20 @@ class HangingListener:
         self.sock.listen(0)
         self.port = self.sock.getsockname()[1]
         self.fillers = []
-        for _ in range(4):
-            s = socket.socket()
-            s.setblocking(False)
-            with contextlib.suppress(BlockingIOError):
-                s.connect((self.host, self.port))
-            self.fillers.append(s)
-        time.sleep(0.1)
-        probe = socket.socket()
-        probe.settimeout(0.3)
-        try:
-            probe.connect((self.host, self.port))
-            raise RuntimeError("the backlog did not fill: connects to it would not hang")
-        except TimeoutError:
-            pass
-        finally:
-            probe.close()
-        return self
+        # Connect until one hangs: each connect that completes takes a place in the backlog.
+        end = time.monotonic() + 10
+        while True:
+            probe = socket.socket()
+            probe.settimeout(0.3)
+            try:
+                probe.connect((self.host, self.port))
+            except TimeoutError:
+                probe.close()
+                return self
+            self.fillers.append(probe)
+            if time.monotonic() > end or len(self.fillers) > 64:
+                self.__exit__()
+                raise RuntimeError("the backlog did not fill: connects to it would not hang")
 
     def __exit__(self, *exc) -> None:
         for s in self.fillers:
