@@ -72,7 +72,7 @@ def main() -> None:
                     admin.execute(
                         "UPDATE tasks SET status = 'completed', next_run_at = NULL, "
                         "claim_token = NULL, completed_at = now() WHERE id = %s",
-                        (rows[0]["id"],),
+                        (rows[0].id,),
                     )
             for mode, seconds in times.items():
                 kept = seconds[len(seconds) // 10 :]  # the first claims make the plan

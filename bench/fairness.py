@@ -170,7 +170,7 @@ def _flood(bench, b_tasks: int, hang: float, a_tasks: int) -> dict:
     receiver = HangingReceiver(hang)
     team_b, team_a = _two_teams(bench, "flood")
     with db.connect(bench.url, autocommit=True) as conn:
-        key_a, _ = create_key(conn, team_a, "bench")
+        key_a, _ = create_key(conn, team_a["id"], "bench")
     bench.reset_ledger()
     with _worker_env(bench, {"ASYNCQUEUE_SHUTDOWN_GRACE": "1"}):
         workers = bench.start_workers()

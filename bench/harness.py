@@ -37,15 +37,18 @@ BIN = Path(sys.executable).parent
 PEER_PYTHON = ROOT / ".venv-bench" / "bin" / "python"
 WORKER_PROCESSES = 2
 WORKER_THREADS = 16
-# Run by the Python of the code under test: its migrations, a pro team and a key, as JSON.
+# Run by the Python of the code under test: its migrations, a pro team and a key, as JSON. Through
+# the command line, whose commands every revision has, so that --against works on older ones.
 MAKE_TEAM = """
-import json, sys
-from asyncqueue import db
-from asyncqueue.teams import create_key
-db.migrate(sys.argv[1])
-with db.connect(sys.argv[1], autocommit=True) as conn:
-    team = conn.execute(db.query("team_create"), {"name": "bench", "plan": "pro"}).fetchone()
-    print(json.dumps([str(team["id"]), create_key(conn, team, "bench")[0]]))
+import json, os, subprocess, sys
+from pathlib import Path
+cli = str(Path(sys.executable).parent / "asyncqueue")
+env = {**os.environ, "DATABASE_URL": sys.argv[1]}
+def run(*args):
+    return subprocess.run([cli, *args], env=env, check=True, capture_output=True, text=True).stdout
+run("db", "migrate")
+team = json.loads(run("teams", "create", "bench", "--plan", "pro", "--json"))
+print(json.dumps([team["id"], json.loads(run("keys", "create", team["id"], "--json"))["key"]]))
 """
 
 

@@ -48,6 +48,11 @@ def pg_admin_url():
     server = embedded_pg.ensure_running(data_dir, fast_unsafe=True)
     with psycopg.connect(server.url) as conn:
         SERVER_VERSION.append(conn.execute("SHOW server_version").fetchone()[0])
+    # The run meant for another major (bin/test's second run) must not pass on the default one.
+    wanted = os.environ.get("TEST_PG_BIN")
+    if wanted and f"postgresql-{SERVER_VERSION[-1].split()[0].split('.')[0]}." not in wanted:
+        server.destroy()
+        raise RuntimeError(f"TEST_PG_BIN={wanted} but the server is {SERVER_VERSION[-1]}")
     try:
         yield server.url
     finally:

@@ -126,10 +126,14 @@ claimed AS (
             + %(grace)s)
     FROM due
     WHERE t.id = due.id
-    RETURNING t.*
+    RETURNING t.id, t.team_id, t.claim_token, t.attempts, t.retry_count, t.max_retries,
+              t.retry_backoff, t.max_wait_time, t.timeout, t.headers, t.method, t.callback_url,
+              t.body, t.result, t.started_at
 )
-SELECT claimed.*, now() AS claimed_at,
-       claimed.started_at + make_interval(secs => claimed.max_wait_time) AS deadline
+-- asyncqueue.db.rows.ClaimedTask, in its order.
+SELECT id, team_id, claim_token, attempts, retry_count, max_retries, retry_backoff,
+       max_wait_time, timeout, headers, method, callback_url, body, result, now() AS claimed_at,
+       started_at + make_interval(secs => max_wait_time) AS deadline
 FROM claimed;
 
 -- name: task_schedule_retry
@@ -194,8 +198,10 @@ WITH o AS (
         next_run_at = NULL, claim_token = NULL, outcome_claim_token = o.claim_token
     FROM o
     WHERE t.id = o.id AND t.claim_token = o.claim_token
-    RETURNING t.*
+    RETURNING t.id, t.team_id, t.status, t.error, t.retry_count, t.created_at, t.completed_at,
+              t.on_complete_url, t.result
 )
+-- asyncqueue.db.rows.FinishedTask, in its order.
 SELECT id, team_id, status, error, retry_count, created_at, completed_at, on_complete_url,
        CASE WHEN on_complete_url IS NOT NULL THEN result END AS result
 FROM finished

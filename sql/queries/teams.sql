@@ -15,7 +15,8 @@ WHERE name = %(ref)s OR id::text = lower(%(ref)s)
 ORDER BY (name = %(ref)s) DESC LIMIT 1;
 
 -- name: team_lock
-SELECT id, plan FROM teams WHERE id = %(team_id)s FOR UPDATE;
+-- Held until the transaction ends: a team's limit checks take turns, each on its plan as it is.
+SELECT id, name, plan, created_at FROM teams WHERE id = %(team_id)s FOR UPDATE;
 
 -- name: team_set_plan
 UPDATE teams SET plan = %(plan)s WHERE id = %(team_id)s

@@ -12,5 +12,6 @@ DELETE FROM workers WHERE last_seen_at < now() - make_interval(secs => %(seconds
 DELETE FROM workers WHERE id = %(id)s;
 
 -- name: worker_list
-SELECT *, extract(epoch FROM now() - last_seen_at)::float8 AS seen_seconds_ago
+SELECT id, name, host, pid, version, started_at, last_seen_at, in_flight,
+       extract(epoch FROM now() - last_seen_at)::float8 AS seen_seconds_ago
 FROM workers ORDER BY host, pid, started_at;

@@ -17,6 +17,9 @@ import psycopg
 from asyncqueue import __version__, db, domain, installed
 from asyncqueue import teams as team_rules
 from asyncqueue.config import ConfigError, Settings
+from asyncqueue.db import teams as team_rows
+from asyncqueue.db import workers as worker_rows
+from asyncqueue.db.rows import ApiKeyRow, MemberRow, TeamRow, TeamSummaryRow, WorkerRow
 from asyncqueue.task_json import format_time
 
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -36,7 +39,7 @@ class Group(click.Group):
             raise Refused(problem)
         try:
             return super().invoke(ctx)
-        except (ConfigError, team_rules.PlanLimitReached) as exc:
+        except (ConfigError, team_rules.PlanLimitReached, team_rules.TeamNotFound) as exc:
             raise Refused(str(exc)) from None
         except psycopg.OperationalError as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -58,40 +61,40 @@ def _emit(as_json: bool, value, text: str) -> None:
     click.echo(json.dumps(value, indent=2) if as_json else text)
 
 
-def _team_json(row: dict) -> dict:
+def _team_json(row: TeamRow | TeamSummaryRow) -> dict:
     out = {
-        "id": str(row["id"]),
-        "name": row["name"],
-        "plan": row["plan"],
-        "createdAt": format_time(row["created_at"]),
+        "id": str(row.id),
+        "name": row.name,
+        "plan": row.plan,
+        "createdAt": format_time(row.created_at),
     }
-    if "members" in row:
-        out["members"] = row["members"]
-        out["activeKeys"] = row["active_keys"]
+    if isinstance(row, TeamSummaryRow):
+        out["members"] = row.members
+        out["activeKeys"] = row.active_keys
     return out
 
 
-def _key_json(row: dict) -> dict:
+def _key_json(row: ApiKeyRow) -> dict:
     return {
-        "id": str(row["id"]),
-        "teamId": str(row["team_id"]),
-        "name": row["name"],
-        "prefix": row["prefix"],
-        "createdAt": format_time(row["created_at"]),
-        "revokedAt": format_time(row["revoked_at"]),
+        "id": str(row.id),
+        "teamId": str(row.team_id),
+        "name": row.name,
+        "prefix": row.prefix,
+        "createdAt": format_time(row.created_at),
+        "revokedAt": format_time(row.revoked_at),
     }
 
 
-def _member_json(row: dict) -> dict:
+def _member_json(row: MemberRow) -> dict:
     return {
-        "teamId": str(row["team_id"]),
-        "email": row["email"],
-        "createdAt": format_time(row["created_at"]),
+        "teamId": str(row.team_id),
+        "email": row.email,
+        "createdAt": format_time(row.created_at),
     }
 
 
-def _find_team(conn, ref: str) -> dict:
-    row = conn.execute(db.query("team_find"), {"ref": ref}).fetchone()
+def _find_team(conn, ref: str) -> TeamRow:
+    row = team_rows.find(conn, ref)
     if row is None:
         raise Refused(f"no team with id or name {ref!r}")
     return row
@@ -140,10 +143,10 @@ def teams_create(name, plan, as_json):
         raise Refused("team name must not be empty")
     with _connect() as conn:
         try:
-            row = conn.execute(db.query("team_create"), {"name": name, "plan": plan}).fetchone()
+            row = team_rows.create(conn, name, plan)
         except psycopg.errors.UniqueViolation:
             raise Refused(f"a team named {name!r} already exists") from None
-    _emit(as_json, _team_json(row), f"created team {row['name']} ({row['id']}), plan {plan}")
+    _emit(as_json, _team_json(row), f"created team {row.name} ({row.id}), plan {plan}")
 
 
 @teams.command("list")
@@ -151,10 +154,9 @@ def teams_create(name, plan, as_json):
 def teams_list(as_json):
     """List teams with their member and active-key counts."""
     with _connect() as conn:
-        rows = conn.execute(db.query("team_list")).fetchall()
+        rows = team_rows.summaries(conn)
     lines = [
-        f"{r['id']}  {r['name']:<24} {r['plan']:<5} members={r['members']} keys={r['active_keys']}"
-        for r in rows
+        f"{r.id}  {r.name:<24} {r.plan:<5} members={r.members} keys={r.active_keys}" for r in rows
     ]
     _emit(as_json, [_team_json(r) for r in rows], "\n".join(lines) or "no teams")
 
@@ -166,28 +168,23 @@ def teams_list(as_json):
 def teams_set_plan(team, plan, as_json):
     """Move TEAM to PLAN (refused if the team is over the new plan's limits)."""
     with _connect() as conn, conn.transaction():
-        found = _find_team(conn, team)
-        team_rules.lock_team(conn, found)
-        members = conn.execute(db.query("member_count"), {"team_id": found["id"]}).fetchone()["n"]
-        active = conn.execute(db.query("key_active_count"), {"team_id": found["id"]}).fetchone()[
-            "n"
-        ]
+        found = team_rules.lock_team(conn, _find_team(conn, team).id)
+        members = team_rows.member_count(conn, found.id)
+        active = team_rows.active_key_count(conn, found.id)
         max_members, max_keys = domain.PLAN_MAX_MEMBERS[plan], domain.PLAN_MAX_API_KEYS[plan]
         # Over the new plan's limit, not at it: a team may move to a plan it exactly fills.
         if domain.over_limit(members, max_members):
             raise Refused(
-                f"team {found['name']} has {members} members; the {plan} plan allows "
+                f"team {found.name} has {members} members; the {plan} plan allows "
                 f"{max_members}: remove some first"
             )
         if domain.over_limit(active, max_keys):
             raise Refused(
-                f"team {found['name']} has {active} active API keys; the {plan} plan "
+                f"team {found.name} has {active} active API keys; the {plan} plan "
                 f"allows {max_keys}: revoke some first"
             )
-        row = conn.execute(
-            db.query("team_set_plan"), {"team_id": found["id"], "plan": plan}
-        ).fetchone()
-    _emit(as_json, _team_json(row), f"team {row['name']} is now on the {plan} plan")
+        row = team_rows.set_plan(conn, found.id, plan)
+    _emit(as_json, _team_json(row), f"team {row.name} is now on the {plan} plan")
 
 
 # -- members -----------------------------------------------------------------------------------
@@ -208,20 +205,17 @@ def members_add(team, email, as_json):
     if not EMAIL.match(email):
         raise Refused(f"{email!r} is not an email address")
     with _connect() as conn, conn.transaction():
-        found = _find_team(conn, team)
-        team_rules.refuse_over_plan_limit(
+        found = team_rules.refuse_over_plan_limit(
             conn,
-            found,
-            "member_count",
+            _find_team(conn, team).id,
+            team_rows.member_count,
             domain.PLAN_MAX_MEMBERS,
             f"{{n}} members; remove one or move to {domain.UPGRADE_PLAN}",
         )
-        row = conn.execute(
-            db.query("member_add"), {"team_id": found["id"], "email": email}
-        ).fetchone()
+        row = team_rows.add_member(conn, found.id, email)
         if row is None:
-            raise Refused(f"{email} is already a member of {found['name']}")
-    _emit(as_json, _member_json(row), f"added {email} to {found['name']}")
+            raise Refused(f"{email} is already a member of {found.name}")
+    _emit(as_json, _member_json(row), f"added {email} to {found.name}")
 
 
 @members.command("remove")
@@ -233,12 +227,10 @@ def members_remove(team, email, as_json):
     email = email.strip().lower()
     with _connect() as conn:
         found = _find_team(conn, team)
-        row = conn.execute(
-            db.query("member_remove"), {"team_id": found["id"], "email": email}
-        ).fetchone()
+        row = team_rows.remove_member(conn, found.id, email)
     if row is None:
-        raise Refused(f"{email} is not a member of {found['name']}")
-    _emit(as_json, _member_json(row), f"removed {email} from {found['name']}")
+        raise Refused(f"{email} is not a member of {found.name}")
+    _emit(as_json, _member_json(row), f"removed {email} from {found.name}")
 
 
 @members.command("list")
@@ -248,11 +240,11 @@ def members_list(team, as_json):
     """List TEAM's members."""
     with _connect() as conn:
         found = _find_team(conn, team)
-        rows = conn.execute(db.query("member_list"), {"team_id": found["id"]}).fetchall()
+        rows = team_rows.members(conn, found.id)
     _emit(
         as_json,
         [_member_json(r) for r in rows],
-        "\n".join(r["email"] for r in rows) or f"{found['name']} has no members",
+        "\n".join(r.email for r in rows) or f"{found.name} has no members",
     )
 
 
@@ -272,11 +264,11 @@ def keys_create(team, label, as_json):
     """Create an API key for TEAM and print it (the only time it is shown)."""
     with _connect() as conn:
         found = _find_team(conn, team)
-        key, row = team_rules.create_key(conn, found, label)
+        key, row = team_rules.create_key(conn, found.id, label)
     _emit(
         as_json,
         {**_key_json(row), "key": key},
-        f"{key}\n(key id {row['id']}; store it now, it is not shown again)",
+        f"{key}\n(key id {row.id}; store it now, it is not shown again)",
     )
 
 
@@ -287,10 +279,10 @@ def keys_list(team, as_json):
     """List TEAM's keys (prefix only, never the key)."""
     with _connect() as conn:
         found = _find_team(conn, team)
-        rows = conn.execute(db.query("key_list"), {"team_id": found["id"]}).fetchall()
+        rows = team_rows.api_keys(conn, found.id)
     lines = [
-        f"{r['id']}  {r['prefix']}…  {r['name'] or '-':<16} "
-        f"{'revoked ' + format_time(r['revoked_at']) if r['revoked_at'] else 'active'}"
+        f"{r.id}  {r.prefix}…  {r.name or '-':<16} "
+        f"{'revoked ' + format_time(r.revoked_at) if r.revoked_at else 'active'}"
         for r in rows
     ]
     _emit(as_json, [_key_json(r) for r in rows], "\n".join(lines) or "no keys")
@@ -302,10 +294,10 @@ def keys_list(team, as_json):
 def keys_revoke(key_id, as_json):
     """Revoke the key KEY_ID; requests with it fail from the next one on."""
     with _connect() as conn:
-        row = conn.execute(db.query("key_revoke"), {"key_id": key_id.strip()}).fetchone()
+        row = team_rows.revoke_key(conn, key_id.strip())
     if row is None:
         raise Refused(f"no API key with id {key_id!r}")
-    _emit(as_json, _key_json(row), f"revoked key {row['id']} ({row['prefix']}…)")
+    _emit(as_json, _key_json(row), f"revoked key {row.id} ({row.prefix}…)")
 
 
 # -- workers and retention ---------------------------------------------------------------------
@@ -316,20 +308,20 @@ def workers_group():
     """Worker processes, from their heartbeats."""
 
 
-def _worker_json(row: dict) -> dict:
+def _worker_json(row: WorkerRow) -> dict:
     from asyncqueue.worker.heartbeat import worker_state
 
     return {
-        "id": str(row["id"]),
-        "name": row["name"],
-        "host": row["host"],
-        "pid": row["pid"],
-        "version": row["version"],
-        "startedAt": format_time(row["started_at"]),
-        "lastSeenAt": format_time(row["last_seen_at"]),
-        "secondsSinceSeen": round(row["seen_seconds_ago"], 1),
-        "inFlight": row["in_flight"],
-        "state": worker_state(row["seen_seconds_ago"]),
+        "id": str(row.id),
+        "name": row.name,
+        "host": row.host,
+        "pid": row.pid,
+        "version": row.version,
+        "startedAt": format_time(row.started_at),
+        "lastSeenAt": format_time(row.last_seen_at),
+        "secondsSinceSeen": round(row.seen_seconds_ago, 1),
+        "inFlight": row.in_flight,
+        "state": worker_state(row.seen_seconds_ago),
     }
 
 
@@ -338,7 +330,7 @@ def _worker_json(row: dict) -> dict:
 def workers_list(as_json):
     """List workers: live ones, and silent ones (no heartbeat for 15 s; forgotten after 1 h)."""
     with _connect() as conn:
-        rows = [_worker_json(r) for r in conn.execute(db.query("worker_list")).fetchall()]
+        rows = [_worker_json(r) for r in worker_rows.all_workers(conn)]
     lines = [
         f"{w['name']:<32} {w['state']:<6} in flight {w['inFlight']:<4} "
         f"seen {w['secondsSinceSeen']:.0f} s ago  started {w['startedAt']}  v{w['version']}"

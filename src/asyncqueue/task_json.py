@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from asyncqueue.db.rows import TaskRow
+from asyncqueue.db.rows import FinishedTask, TaskRow
 
 
 def format_time(value: datetime | None) -> str | None:
@@ -69,17 +69,17 @@ def task_to_json(row: TaskRow) -> dict[str, Any]:
     return task
 
 
-def completion_event(row: dict[str, Any]) -> dict[str, Any]:
+def completion_event(row: FinishedTask | TaskRow) -> dict[str, Any]:
     """The onCompleteUrl payload, exactly the document's shape (result and error may be null)."""
     return {
         "event": "task.completed",
         "task": {
-            "id": str(row["id"]),
-            "status": row["status"],
-            "result": _result(row["result"]),
-            "error": row["error"],
-            "retryCount": row["retry_count"],
-            "createdAt": format_time(row["created_at"]),
-            "completedAt": format_time(row["completed_at"]),
+            "id": str(row.id),
+            "status": row.status,
+            "result": _result(row.result),
+            "error": row.error,
+            "retryCount": row.retry_count,
+            "createdAt": format_time(row.created_at),
+            "completedAt": format_time(row.completed_at),
         },
     }

@@ -184,8 +184,11 @@ def test_create_limit_holds_across_two_gunicorn_processes(database_url, tmp_path
         )
         # The shared rate, whichever process each create reached, including one that had not
         # served the team before the burst: docs/guarantees.md's bound through several
-        # processes, at most 2.5 x the rate in any one-second span.
+        # processes, at most 2.5 x the rate in any one-second span; and over the whole burst a
+        # second's worth per 0.8 s, twice that for two processes (one spends the allowance it
+        # took before the burst while the other's sync admits on the counts it sees).
         assert most_in_one_second([a[0] for a in answers if a[1] == 201]) <= 20 * 2.5
+        assert created <= 20 * 2 + 20 * 2 * max(0.0, elapsed - 0.8)
 
         # The pro team (500/s) under its rate, new to both processes: 8 connections each sending
         # a create every 40 ms (at most 200/s), none refused: neither process may take the

@@ -8,7 +8,8 @@ import psycopg
 import pytest
 
 from asyncqueue import db
-from asyncqueue.worker.completer import Completer, finish_params, retry_params
+from asyncqueue.db.claims import finish_params, retry_params
+from asyncqueue.worker.completer import Completer
 from asyncqueue.worker.runner import Finished
 from asyncqueue.worker.slots import SlotTable
 from tests.support import make_team
@@ -23,7 +24,7 @@ def test_eight_claimers_take_every_task_exactly_once(conn, database_url):
     def claimer(i):
         with db.connect(database_url, autocommit=True) as own:
             while rows := claim(own, limit=25):
-                claimed[i].extend(r["id"] for r in rows)
+                claimed[i].extend(r.id for r in rows)
 
     threads = [threading.Thread(target=claimer, args=(i,)) for i in range(8)]
     for t in threads:
@@ -42,13 +43,14 @@ def test_claim_sets_start_lease_and_token(conn):
     team, _ = make_team(conn)
     insert_tasks(conn, team["id"], 1, timeout=5)
     (row,) = claim(conn, grace=2)
-    assert row["status"] == "processing"
-    assert row["started_at"] == row["claimed_at"]
-    assert row["claim_token"] is not None and row["attempts"] == 1
-    assert row["claimed_by"] == "test:1"
-    lease = (row["next_run_at"] - row["claimed_at"]).total_seconds()
+    task = conn.execute("SELECT * FROM tasks WHERE id = %s", (row.id,)).fetchone()
+    assert task["status"] == "processing"
+    assert task["started_at"] == row.claimed_at
+    assert row.claim_token == task["claim_token"] is not None and row.attempts == 1
+    assert task["claimed_by"] == "test:1"
+    lease = (task["next_run_at"] - row.claimed_at).total_seconds()
     assert abs(lease - 7) < 0.01  # attempt timeout + grace
-    assert (row["deadline"] - row["started_at"]).total_seconds() == 30
+    assert (row.deadline - task["started_at"]).total_seconds() == 30
     assert claim(conn) == []  # held: nobody else gets it
 
 
@@ -56,7 +58,8 @@ def test_lease_is_cut_to_the_max_wait_deadline(conn):
     team, _ = make_team(conn)
     insert_tasks(conn, team["id"], 1, timeout=30, max_wait_time=4)
     (row,) = claim(conn, grace=1)
-    assert abs((row["next_run_at"] - row["claimed_at"]).total_seconds() - 5) < 0.01
+    task = conn.execute("SELECT next_run_at FROM tasks WHERE id = %s", (row.id,)).fetchone()
+    assert abs((task["next_run_at"] - row.claimed_at).total_seconds() - 5) < 0.01
 
 
 def test_expired_lease_is_claimed_again_with_a_new_token(conn):
@@ -65,10 +68,11 @@ def test_expired_lease_is_claimed_again_with_a_new_token(conn):
     (first,) = claim(conn)
     conn.execute("UPDATE tasks SET next_run_at = now() - interval '1 second'")
     (second,) = claim(conn)
-    assert second["id"] == first["id"]
-    assert second["claim_token"] != first["claim_token"]
-    assert second["started_at"] == first["started_at"]  # startedAt is the first attempt's
-    assert second["attempts"] == 2
+    assert second.id == first.id
+    assert second.claim_token != first.claim_token
+    # startedAt is the first attempt's: the maxWaitTime deadline counts from it.
+    assert second.deadline == first.deadline
+    assert second.attempts == 2
 
 
 def test_fenced_late_write_changes_nothing(conn):
@@ -77,18 +81,16 @@ def test_fenced_late_write_changes_nothing(conn):
     (stale,) = claim(conn)
     conn.execute("UPDATE tasks SET next_run_at = now() - interval '1 second'")
     (fresh,) = claim(conn)
-    late = finish_params(
-        [(stale["id"], stale["claim_token"], "failed", {"statusCode": 500}, "late")]
-    )
+    late = finish_params([(stale.id, stale.claim_token, "failed", {"statusCode": 500}, "late")])
     assert conn.execute(db.query("task_finish_many"), late).fetchall() == []
     assert (
         conn.execute(
             db.query("task_schedule_retry"),
-            retry_params([(stale["id"], stale["claim_token"], None, "late", 1)]),
+            retry_params([(stale.id, stale.claim_token, None, "late", 1)]),
         ).fetchone()
         is None
     )
-    fresh_outcome = (fresh["id"], fresh["claim_token"], "completed", {"statusCode": 200}, None)
+    fresh_outcome = (fresh.id, fresh.claim_token, "completed", {"statusCode": 200}, None)
     assert (
         len(conn.execute(db.query("task_finish_many"), finish_params([fresh_outcome])).fetchall())
         == 1
@@ -105,7 +107,7 @@ def test_retry_keeps_processing_and_counts(conn):
     (row,) = claim(conn)
     written = conn.execute(
         db.query("task_schedule_retry"),
-        retry_params([(row["id"], row["claim_token"], None, "HTTP 503", 2)]),
+        retry_params([(row.id, row.claim_token, None, "HTTP 503", 2)]),
     ).fetchone()
     assert written is not None
     after = conn.execute("SELECT *, next_run_at - now() AS wait FROM tasks").fetchone()
@@ -127,7 +129,7 @@ def test_cancel_racing_claims_is_never_both(conn, database_url):
         with db.connect(database_url, autocommit=True) as own:
             start.wait()
             while rows := claim(own, limit=5):
-                claimed.update(r["id"] for r in rows)
+                claimed.update(r.id for r in rows)
 
     def canceller():
         with db.connect(database_url, autocommit=True) as own:
@@ -163,13 +165,13 @@ def test_release_hands_back_only_held_claims(conn):
     released = conn.execute(
         db.query("task_release"),
         {
-            "ids": [r["id"] for r in rows],
-            "claim_tokens": [rows[0]["claim_token"], uuid.uuid4()],
+            "ids": [r.id for r in rows],
+            "claim_tokens": [rows[0].claim_token, uuid.uuid4()],
         },
     ).fetchall()
-    assert [r["id"] for r in released] == [rows[0]["id"]]
+    assert [r["id"] for r in released] == [rows[0].id]
     again = claim(conn)
-    assert [r["id"] for r in again] == [rows[0]["id"]]
+    assert [r.id for r in again] == [rows[0].id]
 
 
 def test_release_never_undoes_a_written_outcome_or_retry(conn):
@@ -178,24 +180,24 @@ def test_release_never_undoes_a_written_outcome_or_retry(conn):
     retried, finished = claim(conn)
     conn.execute(
         db.query("task_schedule_retry"),
-        retry_params([(retried["id"], retried["claim_token"], None, "HTTP 503", 60)]),
+        retry_params([(retried.id, retried.claim_token, None, "HTTP 503", 60)]),
     )
     conn.execute(
         db.query("task_finish_many"),
-        finish_params([(finished["id"], finished["claim_token"], "completed", None, None)]),
+        finish_params([(finished.id, finished.claim_token, "completed", None, None)]),
     )
     released = conn.execute(
         db.query("task_release"),
         {
-            "ids": [retried["id"], finished["id"]],
-            "claim_tokens": [retried["claim_token"], finished["claim_token"]],
+            "ids": [retried.id, finished.id],
+            "claim_tokens": [retried.claim_token, finished.claim_token],
         },
     ).fetchall()
     assert released == []
     rows = {r["id"]: r for r in conn.execute("SELECT *, next_run_at > now() AS later FROM tasks")}
-    assert rows[retried["id"]]["retry_count"] == 1 and rows[retried["id"]]["later"]
-    assert rows[finished["id"]]["status"] == "completed"
-    assert rows[finished["id"]]["next_run_at"] is None
+    assert rows[retried.id]["retry_count"] == 1 and rows[retried.id]["later"]
+    assert rows[finished.id]["status"] == "completed"
+    assert rows[finished.id]["next_run_at"] is None
 
 
 def test_insert_notifies_listeners(conn, database_url):
@@ -216,18 +218,18 @@ def test_batched_finish_is_fenced_row_by_row(conn):
         db.query("task_finish_many"),
         finish_params(
             [
-                (rows[0]["id"], rows[0]["claim_token"], "completed", {"statusCode": 200}, None),
-                (rows[1]["id"], stale_token, "completed", None, None),
-                (rows[2]["id"], rows[2]["claim_token"], "failed", None, "HTTP 503"),
+                (rows[0].id, rows[0].claim_token, "completed", {"statusCode": 200}, None),
+                (rows[1].id, stale_token, "completed", None, None),
+                (rows[2].id, rows[2].claim_token, "failed", None, "HTTP 503"),
             ]
         ),
     ).fetchall()
-    assert {r["id"] for r in written} == {rows[0]["id"], rows[2]["id"]}
+    assert {r["id"] for r in written} == {rows[0].id, rows[2].id}
     by_id = {r["id"]: r for r in conn.execute("SELECT * FROM tasks")}
-    assert by_id[rows[0]["id"]]["status"] == "completed"
-    assert by_id[rows[0]["id"]]["result"] == {"statusCode": 200}
-    assert by_id[rows[1]["id"]]["status"] == "processing"  # the stale write changed nothing
-    assert by_id[rows[2]["id"]]["error"] == "HTTP 503"
+    assert by_id[rows[0].id]["status"] == "completed"
+    assert by_id[rows[0].id]["result"] == {"statusCode": 200}
+    assert by_id[rows[1].id]["status"] == "processing"  # the stale write changed nothing
+    assert by_id[rows[2].id]["error"] == "HTTP 503"
 
 
 def test_task_counts_follow_every_change(conn, database_url):
@@ -241,7 +243,7 @@ def test_task_counts_follow_every_change(conn, database_url):
         with db.connect(database_url, autocommit=True) as own:
             while rows := claim(own, limit=7):
                 outcomes = [
-                    (r["id"], r["claim_token"], "completed" if i % 3 else "failed", None, None)
+                    (r.id, r.claim_token, "completed" if i % 3 else "failed", None, None)
                     for i, r in enumerate(rows)
                 ]
                 own.execute(db.query("task_finish_many"), finish_params(outcomes))
@@ -277,10 +279,10 @@ def test_a_refused_outcome_does_not_hold_up_its_batch(conn, database_url):
         completer.write([Finished(c, o) for c, o in zip(claims, outcomes, strict=True)])
         assert slots.held() == 0
     by_id = {r["id"]: r for r in conn.execute("SELECT * FROM tasks")}
-    assert [by_id[r["id"]]["status"] for r in rows] == ["completed"] * 4
-    assert by_id[rows[1]["id"]]["result"] is None
-    assert by_id[rows[1]["id"]]["error"] == OUTCOME_NOT_STORED
-    assert by_id[rows[0]["id"]]["result"] == {"statusCode": 200, "body": "ok"}
+    assert [by_id[r.id]["status"] for r in rows] == ["completed"] * 4
+    assert by_id[rows[1].id]["result"] is None
+    assert by_id[rows[1].id]["error"] == OUTCOME_NOT_STORED
+    assert by_id[rows[0].id]["result"] == {"statusCode": 200, "body": "ok"}
 
 
 @contextlib.contextmanager
@@ -306,15 +308,15 @@ def test_a_repeated_finish_returns_what_its_first_run_wrote(conn):
     insert_tasks(conn, team["id"], 2)
     rows = claim(conn)
     params = finish_params(
-        [(r["id"], r["claim_token"], "completed", {"statusCode": 200}, None) for r in rows]
+        [(r.id, r.claim_token, "completed", {"statusCode": 200}, None) for r in rows]
     )
     first = conn.execute(db.query("task_finish_many"), params).fetchall()
     again = conn.execute(db.query("task_finish_many"), params).fetchall()
-    assert {r["id"] for r in first} == {r["id"] for r in again} == {r["id"] for r in rows}
+    assert {r["id"] for r in first} == {r["id"] for r in again} == {r.id for r in rows}
     assert sorted(first, key=lambda r: r["id"]) == sorted(again, key=lambda r: r["id"])
     stale = conn.execute(
         db.query("task_finish_many"),
-        finish_params([(rows[0]["id"], uuid.uuid4(), "failed", None, "late")]),
+        finish_params([(rows[0].id, uuid.uuid4(), "failed", None, "late")]),
     ).fetchall()
     assert stale == []
 
@@ -323,10 +325,10 @@ def test_a_repeated_retry_counts_once_and_is_still_found(conn):
     team, _ = make_team(conn)
     insert_tasks(conn, team["id"], 1)
     (row,) = claim(conn)
-    params = retry_params([(row["id"], row["claim_token"], None, "HTTP 503", 5)])
+    params = retry_params([(row.id, row.claim_token, None, "HTTP 503", 5)])
     first = conn.execute(db.query("task_schedule_retry"), params).fetchall()
     again = conn.execute(db.query("task_schedule_retry"), params).fetchall()
-    assert [r["id"] for r in first] == [r["id"] for r in again] == [row["id"]]
+    assert [r["id"] for r in first] == [r["id"] for r in again] == [row.id]
     after = conn.execute("SELECT retry_count, claim_token, error FROM tasks").fetchone()
     assert after == {"retry_count": 1, "claim_token": None, "error": "HTTP 503"}
 
@@ -350,6 +352,9 @@ class LostReply:
                     conn.execute(query, params)
                     raise psycopg.OperationalError("server closed the connection unexpectedly")
 
+                def cursor(self, **kwargs):
+                    return contextlib.nullcontext(self)
+
             yield Committed()
 
 
@@ -360,13 +365,13 @@ def test_a_lost_reply_to_an_outcome_write_still_sends_the_on_complete(conn, data
     insert_tasks(conn, team["id"], 1)
     conn.execute("UPDATE tasks SET on_complete_url = 'http://127.0.0.1/done'")
     rows = claim(conn)
-    notified: list[dict] = []
+    notified: list = []
     with completer_for(database_url, notified) as (completer, slots):
         completer.pool = LostReply(completer.pool)
         (c,) = slots.add(rows)
         completer.write([Finished(c, Outcome("completed", result={"statusCode": 200}))])
         assert completer.pool.lost == 1  # the first reply was lost
-    assert [n["id"] for n in notified] == [rows[0]["id"]]
+    assert [n.id for n in notified] == [rows[0].id]
     assert conn.execute("SELECT status FROM tasks").fetchone()["status"] == "completed"
 
 

@@ -5,8 +5,8 @@ it again."""
 import threading
 
 from asyncqueue import db
-from asyncqueue.worker.claim_plans import KeptPlans, plain_claim_text
-from asyncqueue.worker.completer import finish_params
+from asyncqueue.db.claims import finish_params, plain_claim_text
+from asyncqueue.worker.claim_plans import KeptPlans
 from asyncqueue.worker.dispatcher import Dispatcher
 from asyncqueue.worker.fairness import ClaimPlan
 from asyncqueue.worker.process import pool_connect_kwargs, prepare_only_when_asked
@@ -126,7 +126,7 @@ def test_a_plan_is_made_again_once_it_is_older_than_the_max_age(database_url, co
 
 def test_a_finish_write_looks_finished_tasks_up_by_id_whatever_the_statistics_say(conn):
     # Statistics taken while nothing had finished: a plain join with the status filter
-    # walked every finished task through tasks_finished_completed, 16 ms a batch at 36k.
+    # walked every finished task through tasks_finished_completed.
     conn.execute("ALTER TABLE tasks SET (autovacuum_enabled = false)")
     team, _ = make_team(conn)
     insert_tasks(conn, team["id"], 4000, status="processing")

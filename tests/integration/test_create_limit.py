@@ -13,6 +13,8 @@ from asyncqueue import db, keys
 from asyncqueue.api import create_limits
 from asyncqueue.api.create_limiter import CreateLimiter
 from asyncqueue.api.create_limits import CreateLimits, for_app
+from asyncqueue.db import create_limits as create_limit_rows
+from asyncqueue.db import teams as team_rows
 from asyncqueue.teams import create_key
 from tests.support import make_team, wait_for
 
@@ -145,9 +147,7 @@ def test_syncs_take_turns_under_the_lock(database_url, team):
         db.connect(database_url, autocommit=True) as sync_conn,
     ):
         with holder.transaction():
-            holder.execute(
-                db.query("create_limits_lock"), {"lock": create_limits.CREATE_LIMITS_LOCK_ID}
-            )
+            create_limit_rows.lock(holder)
             done = threading.Event()
             thread = threading.Thread(target=lambda: (limits.sync(sync_conn), done.set()))
             thread.start()
@@ -213,11 +213,11 @@ def _limited_to_20_per_second(app):
 def test_a_revoked_key_gets_401_and_uses_up_none_of_the_teams_budget(app, client, conn):
     _limited_to_20_per_second(app)
     team_row, first_key = make_team(conn, "two-keys", "pro")
-    second_key = create_key(conn, team_row, "second")[0]
-    first_row = conn.execute(db.query("key_list"), {"team_id": team_row["id"]}).fetchall()[0]
+    second_key = create_key(conn, team_row["id"], "second")[0]
+    first_row = team_rows.api_keys(conn, team_row["id"])[0]
     for key in (first_key, second_key):
         assert create(client, {"X-API-Key": key}).status_code == 201  # both keys known here
-    conn.execute(db.query("key_revoke"), {"key_id": str(first_row["id"])})
+    team_rows.revoke_key(conn, str(first_row.id))
     codes = [create(client, {"X-API-Key": first_key}).status_code for _ in range(60)]
     assert codes == [401] * 60
     assert create(client, {"X-API-Key": second_key}).status_code == 201

@@ -19,11 +19,15 @@ def test_skipping_a_team_takes_the_others_oldest_due_rows(conn):
         "UPDATE tasks SET next_run_at = next_run_at - interval '1 hour' WHERE team_id = %s",
         (flood["id"],),
     )
-    assert {r["team_id"] for r in claim(conn, limit=4)} == {flood["id"]}  # oldest first
+    assert {r.team_id for r in claim(conn, limit=4)} == {flood["id"]}  # oldest first
     got = claim(conn, limit=4, skip=[flood["id"]])
     assert len(got) == 4
-    assert {r["team_id"] for r in got} <= {small["id"], other["id"]}
-    assert all(r["status"] == "processing" and r["claim_token"] for r in got)
+    assert {r.team_id for r in got} <= {small["id"], other["id"]}
+    held = conn.execute(
+        "SELECT count(*) AS n FROM tasks WHERE status = 'processing' AND claim_token = ANY(%s)",
+        ([r.claim_token for r in got],),
+    ).fetchone()["n"]
+    assert held == 4
     rest = claim(conn, limit=4, skip=[flood["id"]])
     assert len(rest) == 1  # 5 of theirs in all, none claimed twice
     assert claim(conn, limit=4, skip=[flood["id"]]) == []
@@ -99,8 +103,8 @@ def test_two_workers_skipping_at_once_each_get_rows_while_work_waits(conn, datab
         second.commit()
     assert len(got_first) == 4
     assert len(got_second) == 4
-    assert not {r["id"] for r in got_first} & {r["id"] for r in got_second}
-    assert flood["id"] not in {r["team_id"] for r in got_first + got_second}
+    assert not {r.id for r in got_first} & {r.id for r in got_second}
+    assert flood["id"] not in {r.team_id for r in got_first + got_second}
 
 
 def worker_settings(url: str, *names: str) -> list[str]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from asyncqueue import db
+from asyncqueue import db, domain
 from asyncqueue.cli import main
 from asyncqueue.worker import pruner
 from tests.ops_support import by_status, counted, insert, pool_fixture  # noqa: F401
@@ -69,7 +69,7 @@ def test_list_total_is_right_after_a_prune(conn, pool, team_id, database_url):
 def test_one_pruner_at_a_time(conn, pool, team_id, database_url):
     insert(conn, team_id, "completed", 10, completed_days_ago=40)
     with db.connect(database_url, autocommit=True) as holder:
-        holder.execute("SELECT pg_advisory_lock(%s)", (pruner.PRUNE_LOCK_ID,))
+        holder.execute("SELECT pg_advisory_lock(%s)", (domain.PRUNE_LOCK_ID,))
         result = pruner.prune(pool, 30, wait_for_lock=False)
         assert result.locked_out and result.total == 0
     assert by_status(conn) == {"completed": 10}

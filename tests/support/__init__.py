@@ -20,7 +20,7 @@ __all__ = ["REPORT", "Received", "Receiver", "exchange", "make_team", "report", 
 def make_team(conn, name: str = "acme", plan: str = "free") -> tuple[dict, str]:
     """A team and one API key for it."""
     team = conn.execute(db.query("team_create"), {"name": name, "plan": plan}).fetchone()
-    key, _ = create_key(conn, team, "test")
+    key, _ = create_key(conn, team["id"], "test")
     return team, key
 
 

@@ -39,7 +39,7 @@ def _names() -> dict[str, str]:
 
 @functools.cache
 def _plain_claim() -> re.Pattern:
-    """task_claim with any number written in for %(limit)s (claim_plans.plain_claim_text)."""
+    """task_claim with any number written in for %(limit)s (db.claims.plain_claim_text)."""
     text = re.escape(db.query("task_claim"))
     return re.compile(text.replace(re.escape("%(limit)s"), r"(\d+)"))
 
@@ -128,7 +128,8 @@ class FakeCursor:
         return False
 
     def execute(self, sql: str, params: dict | None = None, prepare: bool | None = None):
-        return self._pool.run(sql, params, prepare)
+        self.rows = self._pool.run(sql, params, prepare).rows
+        return self
 
     def fetchall(self) -> list:
         return self.rows

@@ -6,15 +6,16 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
+from asyncqueue.db.rows import ClaimedTask, FinishedTask
 from asyncqueue.worker.dispatcher import claim_rows
 from asyncqueue.worker.fairness import ClaimPlan
 
 NOW = datetime(2026, 1, 15, 10, 30, tzinfo=UTC)
 
 
-def claimed_row(**overrides) -> dict:
+def claimed_row(**overrides) -> ClaimedTask:
     """A row as task_claim returns it, claimed at NOW."""
-    return {
+    fields = {
         "id": uuid.uuid4(),
         "claim_token": uuid.uuid4(),
         "team_id": uuid.uuid4(),
@@ -32,6 +33,23 @@ def claimed_row(**overrides) -> dict:
         "body": "b",
         "result": None,
     } | overrides
+    return ClaimedTask(**fields)
+
+
+def finished_row(**overrides) -> FinishedTask:
+    """A row as task_finish_many returns it."""
+    fields = {
+        "id": uuid.uuid4(),
+        "team_id": uuid.uuid4(),
+        "status": "completed",
+        "error": None,
+        "retry_count": 0,
+        "created_at": NOW,
+        "completed_at": NOW + timedelta(seconds=1),
+        "on_complete_url": None,
+        "result": None,
+    } | overrides
+    return FinishedTask(**fields)
 
 
 def insert_tasks(conn, team_id, n, **overrides):

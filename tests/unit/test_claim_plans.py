@@ -3,12 +3,12 @@ claim asks for, and whose plan_cache_mode the worker uses: pure, with a fake clo
 
 import pytest
 
+from asyncqueue.db.claims import plain_claim_text
 from asyncqueue.worker.claim_plans import (
     PLAN_MAX_AGE,
     SLOW_MARK_EVERY,
     KeptPlans,
     claim_batch,
-    plain_claim_text,
 )
 from asyncqueue.worker.process import (
     kept_plans_for,
@@ -67,7 +67,7 @@ def test_old_plans_whose_claims_got_slower_are_made_again_once():
 
 
 def test_old_plans_whose_claims_are_as_quick_as_ever_are_kept():
-    # One pickup every 15 s: no replan (it would cost each pickup 0.4 ms).
+    # One pickup every 15 s: no replan (it would cost each pickup a planning).
     clock, conn = FakeClock(), Conn()
     plans = KeptPlans(max_age=10.0, slow=0.02, clock=clock)
     reasons = []

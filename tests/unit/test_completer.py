@@ -1,6 +1,7 @@
 """The completer against a fake pool: no claims while its writes fail, errors that are not a
 lost connection are not retried for ever, and a refused retry does not cost the others theirs."""
 
+import dataclasses
 import threading
 import uuid
 
@@ -14,7 +15,7 @@ from asyncqueue.worker.runner import Finished
 from asyncqueue.worker.slots import SlotTable
 from tests.support import wait_for
 from tests.support.fake_pool import FakePool
-from tests.support.tasks import claimed_row
+from tests.support.tasks import claimed_row, finished_row
 
 
 def items(call) -> list[dict]:
@@ -22,8 +23,12 @@ def items(call) -> list[dict]:
     return call.params["retries" if call.name == "task_schedule_retry" else "outcomes"].obj
 
 
-def rows_written(call) -> list[dict]:
-    return [{"id": uuid.UUID(o["id"]), "on_complete_url": None} for o in items(call)]
+def rows_written(call) -> list:
+    """What the write returns: the ids of the retries scheduled, or the finished tasks."""
+    ids = [uuid.UUID(o["id"]) for o in items(call)]
+    if call.name == "task_schedule_retry":
+        return [{"id": task_id} for task_id in ids]
+    return [finished_row(id=task_id) for task_id in ids]
 
 
 def finished(slots, kind="completed", result=None):
@@ -124,7 +129,8 @@ def test_outcomes_written_one_by_one_keep_their_oncomplete_when_a_later_one_fail
             raise psycopg.DataError("unsupported Unicode escape sequence")
         if first["error"] is not None or (first["result"] or {}).get("bad"):
             raise errors.InternalError("could not write block")
-        return [{**row, "on_complete_url": "http://127.0.0.1:9/done"} for row in rows_written(call)]
+        done = "http://127.0.0.1:9/done"
+        return [dataclasses.replace(row, on_complete_url=done) for row in rows_written(call)]
 
     slots = SlotTable(4)
     notified = []
@@ -134,5 +140,5 @@ def test_outcomes_written_one_by_one_keep_their_oncomplete_when_a_later_one_fail
         FakePool({"task_finish_many": answer}), slots, notified.append, threading.Event()
     )
     completer.write([good[0], bad, good[1]])
-    assert [r["id"] for r in notified] == [good[0].claim.task_id, good[1].claim.task_id]
+    assert [r.id for r in notified] == [good[0].claim.task_id, good[1].claim.task_id]
     assert slots.held() == 0  # the failed one is left to its lease

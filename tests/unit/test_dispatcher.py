@@ -142,8 +142,8 @@ def test_a_claim_that_lands_after_shutdown_began_is_handed_back():
     assert slots.held() == 0
     assert pool.names() == ["task_claim", "task_release"]
     assert pool.calls[-1].params == {
-        "ids": [r["id"] for r in claimed],
-        "claim_tokens": [r["claim_token"] for r in claimed],
+        "ids": [r.id for r in claimed],
+        "claim_tokens": [r.claim_token for r in claimed],
     }
 
 

@@ -3,12 +3,12 @@
 import socket
 import threading
 import time
-import uuid
 from collections import Counter
 
 from asyncqueue.worker.http_client import LookupPool, make_session
 from asyncqueue.worker.notifier import Delivery, Notifier, deliver_completion
 from tests.support import wait_for
+from tests.support.tasks import finished_row
 
 
 class Receivers:
@@ -47,12 +47,17 @@ class Receivers:
             return sum(1 for t, _ in self.delivered if t == team)
 
 
+SIZES: dict = {}  # an event's payload size, by its task id
+
+
 def event(team, size=0):
-    return {"id": uuid.uuid4().hex, "team_id": team, "on_complete_url": "http://r.test/", "n": size}
+    row = finished_row(team_id=team, on_complete_url="http://r.test/")
+    SIZES[row.id] = size
+    return row
 
 
 def payload(row):
-    return "x" * row["n"]
+    return "x" * SIZES[row.id]
 
 
 def notifier_for(receivers, **kwargs):

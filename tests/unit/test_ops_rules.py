@@ -11,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from asyncqueue.api.metrics import method_label, queue_families, route_label
 from asyncqueue.config import ConfigError, Settings
+from asyncqueue.db.rows import QueueFigureRow
 from asyncqueue.metrics_auth import metrics_allowed
 from asyncqueue.worker.heartbeat import SILENT_AFTER, worker_state
 
@@ -93,12 +94,12 @@ def families(rows):
 def test_queue_families_fill_missing_statuses_and_add_deleted_to_finished():
     got = families(
         [
-            {"figure": "tasks", "label": "pending", "value": 3.0},
-            {"figure": "tasks", "label": "completed", "value": 5.0},
-            {"figure": "deleted", "label": "completed", "value": 1000.0},
-            {"figure": "deleted", "label": "cancelled", "value": 2.0},
-            {"figure": "lag", "label": None, "value": 12.5},
-            {"figure": "workers", "label": None, "value": 2.0},
+            QueueFigureRow("tasks", "pending", 3.0),
+            QueueFigureRow("tasks", "completed", 5.0),
+            QueueFigureRow("deleted", "completed", 1000.0),
+            QueueFigureRow("deleted", "cancelled", 2.0),
+            QueueFigureRow("lag", None, 12.5),
+            QueueFigureRow("workers", None, 2.0),
         ]
     )
     assert got[("asyncqueue_tasks", (("status", "pending"),))] == 3
@@ -113,7 +114,7 @@ def test_queue_families_fill_missing_statuses_and_add_deleted_to_finished():
 
 
 def test_queue_lag_is_never_negative():
-    got = families([{"figure": "lag", "label": None, "value": -0.002}])
+    got = families([QueueFigureRow("lag", None, -0.002)])
     assert got[("asyncqueue_queue_lag_seconds", ())] == 0
 
 

@@ -9,13 +9,8 @@ import pytest
 from asyncqueue import db
 
 ROOT = Path(__file__).resolve().parents[2]
-# query("name") (db.query outside the db package), and the helpers that pass a name on to it:
-# the completer's _execute("name", ...), db.tasks' _one(conn, "name", ...) and
-# teams.refuse_over_plan_limit(conn, team, "name", ...).
-QUERY_NAME_USE = re.compile(
-    r"""(?:\bquery\(|_execute\(|_one\(\s*\w+,|refuse_over_plan_limit\(\s*\w+,\s*\w+,)"""
-    r"""\s*["']([^"']+)["']"""
-)
+# query("name") (db.query outside the db package), and db.tasks' _one(conn, "name", ...).
+QUERY_NAME_USE = re.compile(r"""(?:\bquery\(|_one\(\s*\w+,)\s*["']([^"']+)["']""")
 
 
 def names_used() -> dict[str, list[str]]:

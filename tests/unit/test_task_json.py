@@ -59,7 +59,9 @@ def test_task_has_the_documented_names_and_omits_unknowns():
 
 
 def test_completion_event_has_the_documented_shape():
-    event = completion_event({**ROW, "result": None, "status": "failed", "error": "HTTP 503"})
+    event = completion_event(
+        TaskRow(**{**ROW, "result": None, "status": "failed", "error": "HTTP 503"})
+    )
     assert event == {
         "event": "task.completed",
         "task": {
@@ -85,4 +87,4 @@ def test_truncation_marks_are_shown_in_the_task_and_the_completion_event():
     }
     row = {**ROW, "result": result}
     assert task_to_json(TaskRow(**row))["result"] == result
-    assert completion_event(row)["task"]["result"] == result
+    assert completion_event(TaskRow(**row))["task"]["result"] == result

@@ -36,7 +36,6 @@ class Database:
                         self.settings.db_pool_size,
                         name="asyncqueue-web",
                         timeout=2.0,
-                        connect_kwargs=db.KEEPALIVE_CONNECT_KWARGS,
                     )
                     self._pid = os.getpid()
         return self._pool

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from flask import request
 
-from asyncqueue import db, keys
+from asyncqueue import keys
 from asyncqueue.api.errors import ApiError
 from asyncqueue.bearer import HTTP_WHITESPACE, bearer_credentials
+from asyncqueue.db import teams as team_rows
+from asyncqueue.db.rows import KeyOwnerRow
 
-
-@dataclass(frozen=True)
-class Caller:
-    team_id: str
-    plan: str
-    key_id: str
+# A request's caller is what its key speaks for, as the database has it: the row itself.
+Caller = KeyOwnerRow
 
 
 def presented_key() -> str | None:
@@ -33,7 +29,7 @@ def authenticate(conn) -> Caller:
     # A malformed key (typo, truncation, wrong checksum) is refused without a query.
     if not keys.is_well_formed(key):
         raise ApiError(401, "Invalid or revoked API key")
-    row = conn.execute(db.query("key_authenticate"), {"key_hash": keys.hash_key(key)}).fetchone()
-    if row is None:
+    caller = team_rows.key_owner(conn, keys.hash_key(key))
+    if caller is None:
         raise ApiError(401, "Invalid or revoked API key")
-    return Caller(team_id=row["team_id"], plan=row["plan"], key_id=row["key_id"])
+    return caller

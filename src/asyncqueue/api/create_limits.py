@@ -22,9 +22,8 @@ import time
 import uuid
 
 from flask import Flask, current_app
-from psycopg.types.json import Jsonb
 
-from asyncqueue import db, domain
+from asyncqueue import db
 from asyncqueue.api.create_limiter import (
     ADMITTED,
     ASK,
@@ -36,6 +35,7 @@ from asyncqueue.api.create_limiter import (
     retry_after_header,
 )
 from asyncqueue.api.errors import error_response
+from asyncqueue.db import create_limits as create_limit_rows
 from asyncqueue.logs import log_event
 
 log = logging.getLogger("asyncqueue.api")
@@ -43,7 +43,6 @@ log = logging.getLogger("asyncqueue.api")
 KEYS_REMEMBERED = 10_000  # key -> team entries kept per process (the oldest dropped when full)
 PRUNE_EVERY = 50  # syncs (about 10 s) between two deletions of old counts
 SYNC_DEADLINE = 2.0  # seconds a sync may take, lock wait included, before it is abandoned
-CREATE_LIMITS_LOCK_ID = domain.CREATE_LIMITS_LOCK_ID  # serialises the web processes' syncs
 # A create waiting for a sync to decide it: a successful sync answers every one, and once syncs
 # are stale (STALE_AFTER) it decides on this process's counts, so this only bounds a wait gone
 # wrong.
@@ -209,17 +208,11 @@ class CreateLimits:
                 break
             try:
                 if conn is None or conn.closed:
-                    conn = db.connect(
-                        self.database_url,
-                        autocommit=True,
-                        connect_timeout=5,
-                        **db.KEEPALIVE_CONNECT_KWARGS,
-                    )
-                    conn.execute(db.query("create_limits_session"))
+                    conn = create_limit_rows.connect(self.database_url)
                 self.sync(conn)
                 syncs, failures = syncs + 1, 0
                 if syncs % PRUNE_EVERY == 0:
-                    conn.execute(db.query("create_counts_prune"))
+                    create_limit_rows.prune(conn)
             except Exception as exc:  # the database is away: decide on our own counts meanwhile
                 failures += 1
                 with self._synced:  # creates waiting for a sync see whether syncs are stale
@@ -243,42 +236,22 @@ class CreateLimits:
         # A backend that stops answering (stopped, a hung host) must not hold this thread, and
         # with it the lock, for ever: the sync is abandoned after SYNC_DEADLINE.
         with db.answered_within(conn, SYNC_DEADLINE):
-            conn.execute(db.query("create_limits_lock"), {"lock": CREATE_LIMITS_LOCK_ID})
+            create_limit_rows.lock(conn)
             with self._lock:
                 teams = list(self.limiter.teams)
             # The clock offset from this round trip alone (not the wait for the lock).
             before = time.monotonic()
-            row = conn.execute(
-                db.query("create_counts_sync"),
-                {"process": self.process, "teams": teams, "kept": KEPT_TENTHS},
-            ).fetchone()
+            read = create_limit_rows.read(conn, self.process, teams, KEPT_TENTHS)
             middle = (before + time.monotonic()) / 2
             answer = {
-                uuid.UUID(str(t["team_id"])): TeamSync(
-                    plan=t["plan"],
-                    others={int(s): n for s, n in t["others"].items()},
-                    allowance=float(t["allowance"]),
-                    wanted=int(t["wanted"]),
+                t.team_id: TeamSync(
+                    plan=t.plan, others=t.others, allowance=t.allowance, wanted=t.wanted
                 )
-                for t in row["teams"]
+                for t in read.teams
             }
             with self._lock:
-                result = self.limiter.prepare_sync(middle, row["now"], row["processes"], answer)
-            conn.execute(
-                db.query("create_limits_write"),
-                {
-                    "process": self.process,
-                    "counts": Jsonb(
-                        [
-                            {"team_id": str(t), "tenth": s, "n": n, "wanted": w}
-                            for t, s, n, w in result.counts
-                        ]
-                    ),
-                    "allowances": Jsonb(
-                        [{"team_id": str(t), "allowance": a} for t, a in result.allowances]
-                    ),
-                },
-            )
+                result = self.limiter.prepare_sync(middle, read.now, read.processes, answer)
+            create_limit_rows.write(conn, self.process, result.counts, result.allowances)
         with self._synced:  # committed: take it on; creates waiting for a sync go on
             self.limiter.apply_sync(result)
             self._synced.notify_all()

@@ -10,6 +10,7 @@ from flask import Blueprint, current_app, jsonify
 from psycopg_pool import PoolTimeout
 
 from asyncqueue import db
+from asyncqueue.db import maintenance
 from asyncqueue.readiness import schema_readiness
 
 log = logging.getLogger("asyncqueue.api")
@@ -39,8 +40,7 @@ def readyz():
         with current_app.extensions["asyncqueue"].pool().connection() as conn:
             try:
                 with db.answered_within(conn, ANSWER_WITHIN):
-                    rows = conn.execute(db.query("schema_migration_versions")).fetchall()
-                applied = {row["version"] for row in rows}
+                    applied = maintenance.applied_migrations(conn)
             except psycopg.errors.UndefinedTable:
                 applied = None
     except (PoolTimeout, psycopg.OperationalError) as exc:  # QueryCanceled is one too

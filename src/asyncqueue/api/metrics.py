@@ -25,6 +25,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from asyncqueue import db, domain
 from asyncqueue.api.errors import error_response
+from asyncqueue.db import maintenance
+from asyncqueue.db.rows import QueueFigureRow
 from asyncqueue.metrics_auth import UNAUTHORIZED, metrics_allowed
 
 ANSWER_WITHIN = 1.5  # seconds the database gets to answer a scrape (a hung one: no hang here)
@@ -65,20 +67,20 @@ def method_label(method: str) -> str:
     return method if method in METHODS else "other"
 
 
-def queue_families(rows: list[dict]) -> list:
+def queue_families(rows: list[QueueFigureRow]) -> list:
     """The queue-wide metric families from queue_figures' rows (pure: tested in a table)."""
     tasks = dict.fromkeys(domain.STATUSES, 0.0)
     deleted = dict.fromkeys(domain.FINISHED, 0.0)
     lag = live = 0.0
     for row in rows:
-        if row["figure"] == "tasks" and row["label"] in tasks:
-            tasks[row["label"]] = row["value"]
-        elif row["figure"] == "deleted" and row["label"] in deleted:
-            deleted[row["label"]] = row["value"]
-        elif row["figure"] == "lag":
-            lag = max(0.0, row["value"] or 0.0)
-        elif row["figure"] == "workers":
-            live = row["value"]
+        if row.figure == "tasks" and row.label in tasks:
+            tasks[row.label] = row.value
+        elif row.figure == "deleted" and row.label in deleted:
+            deleted[row.label] = row.value
+        elif row.figure == "lag":
+            lag = max(0.0, row.value or 0.0)
+        elif row.figure == "workers":
+            live = row.value
     by_status = GaugeMetricFamily(
         "asyncqueue_tasks", "Tasks in the table, by status.", labels=["status"]
     )
@@ -117,9 +119,7 @@ class QueueCollector:
         up = 1.0
         try:
             with self.pool.connection() as conn, db.answered_within(conn, ANSWER_WITHIN):
-                rows = conn.execute(
-                    db.query("queue_figures"), {"silent_after": domain.SILENT_AFTER}
-                ).fetchall()
+                rows = maintenance.queue_figures(conn, domain.SILENT_AFTER)
             yield from queue_families(rows)
         except Exception as exc:  # still serve the request metrics; say the queue's are missing
             log.warning("queue metrics unavailable: %s", exc)

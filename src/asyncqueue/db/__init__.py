@@ -84,7 +84,9 @@ def query(name: str) -> str:
 
 
 def connect(url: str, **kwargs) -> psycopg.Connection:
-    return psycopg.connect(url, row_factory=dict_row, **kwargs)
+    """A connection with dict rows and the keepalives (KEEPALIVE_CONNECT_KWARGS), which
+    `kwargs` may override."""
+    return psycopg.connect(url, row_factory=dict_row, **{**KEEPALIVE_CONNECT_KWARGS, **kwargs})
 
 
 def own_options(url: str) -> str | None:
@@ -165,8 +167,8 @@ def make_pool(
     configure: Callable | None = None,
     connect_kwargs: dict | None = None,
 ) -> ConnectionPool:
-    """An open pool of autocommit connections; callers open transactions explicitly.
-    `connect_kwargs` are extra libpq connection parameters (keepalives, say)."""
+    """An open pool of autocommit connections, with the keepalives; callers open transactions
+    explicitly. `connect_kwargs` are extra libpq connection parameters."""
 
     def _configure(conn: psycopg.Connection) -> None:
         conn.autocommit = True
@@ -178,7 +180,7 @@ def make_pool(
         min_size=1,
         max_size=size,
         name=name,
-        kwargs={"row_factory": dict_row, **(connect_kwargs or {})},
+        kwargs={"row_factory": dict_row, **KEEPALIVE_CONNECT_KWARGS, **(connect_kwargs or {})},
         configure=_configure,
         # No ping before each use (a round trip per checkout): callers retry or re-check what
         # a dead connection breaks, and the pool drops connections found broken.

@@ -6,11 +6,11 @@ import uuid
 
 from psycopg.rows import args_row
 
-from asyncqueue.db import query
+from asyncqueue.db import fetch, query
 from asyncqueue.db.rows import TaskRow
 
 # Rows built from their values in the order the queries list them (tests/unit/test_db_door.py
-# checks it): a third of the cost of building them by column name.
+# checks it), cheaper than by column name.
 TASK_ROW = args_row(TaskRow)
 # The list's two variants are chosen from these fixed fragments, never from input.
 STATUS_FILTER = {False: "", True: "AND status = %(status)s"}
@@ -18,8 +18,7 @@ DIRECTION = {"asc": "ASC", "desc": "DESC"}
 
 
 def _one(conn, name: str, params: dict) -> TaskRow | None:
-    with conn.cursor(row_factory=TASK_ROW) as cur:
-        return cur.execute(query(name), params).fetchone()
+    return fetch.one(conn, query(name), params, TASK_ROW)
 
 
 def insert_for_key(conn, params: dict) -> TaskRow | None:
@@ -45,7 +44,6 @@ def list_page(
     args = {"team_id": team_id, "status": status, "limit": limit, "offset": offset}
     with conn.transaction():
         conn.execute(query("transaction_repeatable_read"))
-        with conn.cursor(row_factory=TASK_ROW) as cur:
-            rows = cur.execute(query("task_list").format(**fill), args).fetchall()
+        rows = fetch.many(conn, query("task_list").format(**fill), args, TASK_ROW)
         total = conn.execute(query("task_count").format(**fill), args).fetchone()["n"]
     return rows, total

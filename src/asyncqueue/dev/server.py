@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from asyncqueue import db, domain
+from asyncqueue.db import teams as team_rows
 
 ROOT = Path(__file__).resolve().parents[3]  # the clone (this file is src/asyncqueue/dev/server.py)
 STATE_DIR = ROOT / ".asyncqueue"
@@ -42,21 +43,14 @@ def _ensure_dev_key(url: str) -> str:
 
     key_file = STATE_DIR / "dev-key"
     with db.connect(url, autocommit=True) as conn:
-        team = conn.execute(db.query("team_find"), {"ref": DEV_TEAM}).fetchone()
-        if team is None:
-            team = conn.execute(
-                db.query("team_create"), {"name": DEV_TEAM, "plan": domain.PRO}
-            ).fetchone()
+        team = team_rows.find(conn, DEV_TEAM) or team_rows.create(conn, DEV_TEAM, domain.PRO)
         if key_file.exists():
             key = key_file.read_text().strip()
             from asyncqueue import keys
 
-            found = conn.execute(
-                db.query("key_authenticate"), {"key_hash": keys.hash_key(key)}
-            ).fetchone()
-            if found is not None:
+            if team_rows.key_owner(conn, keys.hash_key(key)) is not None:
                 return key
-        key, _ = create_key(conn, team, "bin/dev")
+        key, _ = create_key(conn, team.id, "bin/dev")
     STATE_DIR.mkdir(exist_ok=True)
     key_file.write_text(key + "\n")
     key_file.chmod(0o600)

@@ -1,6 +1,6 @@
 """When a worker's connections make their claim plans again.
 
-The plain claim runs on every pickup, so it is prepared (dispatcher.claim_rows) and PostgreSQL
+The plain claim runs on every pickup, so it is prepared (db/claims.py) and PostgreSQL
 may keep a generic plan of it, which saves a planning on every claim. Its LIMIT is written into
 the text, one statement per size (claim_batch): a generic plan of `LIMIT $1` expects a tenth of
 the table and seq-scans it.
@@ -18,13 +18,11 @@ connection. So a connection's plans are made again (`DISCARD PLANS`, pipelined w
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 import weakref
 from collections.abc import Callable
 
-from asyncqueue import db
 from asyncqueue.logs import log_event
 from asyncqueue.worker import metrics
 
@@ -51,15 +49,6 @@ def claim_batch(limit: int) -> int:
     if limit <= EXACT_CLAIM_LIMITS:
         return limit
     return 1 << (limit.bit_length() - 1)
-
-
-@functools.lru_cache(maxsize=128)  # claim_batch gives at most 71 limits
-def plain_claim_text(limit: int) -> str:
-    """task_claim with its LIMIT written in."""
-    text = db.query("task_claim")
-    if text.count("%(limit)s") != 1:
-        raise ValueError("task_claim must take %(limit)s exactly once")
-    return text.replace("%(limit)s", str(int(limit)))
 
 
 class KeptPlans:

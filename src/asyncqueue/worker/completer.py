@@ -21,10 +21,10 @@ from collections.abc import Callable
 from dataclasses import replace
 
 import psycopg
-from psycopg.types.json import Jsonb
 
-from asyncqueue import db
+from asyncqueue.db import claims as claims_db
 from asyncqueue.db import errors as db_errors
+from asyncqueue.db.rows import FinishedTask
 from asyncqueue.logs import log_event
 from asyncqueue.worker import metrics
 from asyncqueue.worker.decide import RETRY
@@ -46,46 +46,10 @@ class GaveUp(Exception):
     """The database stayed away until the flush deadline at shutdown."""
 
 
-def finish_params(outcomes) -> dict:
-    """task_finish_many's parameter from (id, claim_token, status, result, error) tuples."""
-    return {
-        "outcomes": Jsonb(
-            [
-                {
-                    "id": str(task_id),
-                    "claim_token": str(claim_token),
-                    "status": status,
-                    "result": result,
-                    "error": error,
-                }
-                for task_id, claim_token, status, result, error in outcomes
-            ]
-        )
-    }
-
-
-def retry_params(retries) -> dict:
-    """task_schedule_retry's parameter from (id, claim_token, result, error, delay) tuples."""
-    return {
-        "retries": Jsonb(
-            [
-                {
-                    "id": str(task_id),
-                    "claim_token": str(claim_token),
-                    "result": result,
-                    "error": error,
-                    "delay": delay,
-                }
-                for task_id, claim_token, result, error, delay in retries
-            ]
-        )
-    }
-
-
 class Completer(ThreadService):
     name = "completer"
 
-    def __init__(self, pool, slots: SlotTable, notify: Callable[[dict], None], wake):
+    def __init__(self, pool, slots: SlotTable, notify: Callable[[FinishedTask], None], wake):
         super().__init__()
         self.pool = pool
         self.slots = slots
@@ -160,7 +124,7 @@ class Completer(ThreadService):
         if finals:
             metrics.observe_outcome_batch(len(finals))
         retried = set(self._write_retries(retries)) if retries else set()
-        written = {r["id"]: r for r in self._write_finals(finals)} if finals else {}
+        written = {r.id: r for r in self._write_finals(finals)} if finals else {}
         self.slots.release([f.claim for f in batch])
         self.wake.set()
         for f in retries:
@@ -168,7 +132,7 @@ class Completer(ThreadService):
         for f in finals:
             done = written.get(f.claim.task_id)
             self._log(f, "task finished" if done is not None else None)
-            if done is not None and done["on_complete_url"]:
+            if done is not None and done.on_complete_url:
                 self.notify(done)
 
     def _log(self, f: Finished, message: str | None) -> None:
@@ -188,8 +152,8 @@ class Completer(ThreadService):
             task_id=str(claim.task_id),
             team_id=str(claim.team_id),
             status=outcome.kind,
-            attempt=claim.row["attempts"],
-            retry_count=claim.row["retry_count"],
+            attempt=claim.row.attempts,
+            retry_count=claim.row.retry_count,
             status_code=f.status_code,
             duration_ms=f.duration_ms,
             error=outcome.error,
@@ -198,7 +162,7 @@ class Completer(ThreadService):
 
     def _write_retries(self, items: list[Finished]) -> list:
         def params(items, keep_result=True):
-            return retry_params(
+            return claims_db.retry_params(
                 (
                     f.claim.task_id,
                     f.claim.token,
@@ -210,28 +174,27 @@ class Completer(ThreadService):
             )
 
         try:
-            rows = self._execute("task_schedule_retry", params(items))
+            return self._execute(claims_db.schedule_retries, params(items))
         except psycopg.DataError:
             # The database refused a result: the others are written one by one, so one bad
             # result does not cost them theirs; the refused one is kept without its result.
             if len(items) > 1:
                 return [task_id for f in items for task_id in self._write_retries([f])]
-            rows = self._execute("task_schedule_retry", params(items, keep_result=False))
-        return [r["id"] for r in rows]
+        return self._execute(claims_db.schedule_retries, params(items, keep_result=False))
 
-    def _write_finals(self, items: list[Finished]) -> list[dict]:
+    def _write_finals(self, items: list[Finished]) -> list[FinishedTask]:
         """The rows written. An outcome the database refuses does not hold up the rest of its
         batch: the batch is written again one by one, and a refused one is recorded without its
         result."""
 
         def params(items):
-            return finish_params(
+            return claims_db.finish_params(
                 (f.claim.task_id, f.claim.token, f.outcome.kind, f.outcome.result, f.outcome.error)
                 for f in items
             )
 
         try:
-            return self._execute("task_finish_many", params(items))
+            return self._execute(claims_db.finish, params(items))
         except psycopg.DataError:
             if len(items) > 1:
                 return [r for f in items for r in self._write_final_alone(f)]
@@ -243,9 +206,9 @@ class Completer(ThreadService):
             task_id=str(f.claim.task_id),
         )
         plain = replace(f, outcome=replace(f.outcome, result=None, error=OUTCOME_NOT_STORED))
-        return self._execute("task_finish_many", params([plain]))
+        return self._execute(claims_db.finish, params([plain]))
 
-    def _write_final_alone(self, f: Finished) -> list[dict]:
+    def _write_final_alone(self, f: Finished) -> list[FinishedTask]:
         """One outcome of a batch written again by itself. Each such write commits on its own, so
         one that then fails is logged and left to its lease (its task is still processing),
         rather than raised: that would drop the rows the others had already committed, and with
@@ -259,14 +222,14 @@ class Completer(ThreadService):
             )
             return []
 
-    def _execute(self, name: str, params: dict) -> list[dict]:
-        """Run a named write, retrying while the connection fails (the write is idempotent, so a
-        repeat after a lost reply is safe). Any other error is raised at once."""
+    def _execute(self, write: Callable, params: dict) -> list:
+        """Run a write of db.claims, retrying while the connection fails (the write is
+        idempotent, so a repeat after a lost reply is safe). Any other error is raised at once."""
         attempt = conflicts = 0
         while True:
             try:
                 with self.pool.connection() as conn:
-                    rows = conn.execute(db.query(name), params).fetchall()
+                    rows = write(conn, params)
                 if attempt:
                     self.slots.writes_failing(False)
                 return rows

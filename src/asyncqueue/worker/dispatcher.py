@@ -8,11 +8,12 @@ import threading
 import time
 from collections.abc import Callable
 
-from asyncqueue import db
+from asyncqueue.db import claims as claims_db
 from asyncqueue.db import errors as db_errors
+from asyncqueue.db.rows import ClaimedTask
 from asyncqueue.logs import log_event
 from asyncqueue.worker import metrics
-from asyncqueue.worker.claim_plans import KeptPlans, claim_batch, plain_claim_text
+from asyncqueue.worker.claim_plans import KeptPlans, claim_batch
 from asyncqueue.worker.fairness import ClaimPlan, TeamSlots
 from asyncqueue.worker.service import ThreadService
 from asyncqueue.worker.slots import Claim, SlotTable
@@ -57,24 +58,14 @@ def claim_limit(plan: ClaimPlan, free: int) -> int:
     return limit if plan.skip else claim_batch(limit)
 
 
-def claim_rows(conn, plan: ClaimPlan, params: dict, *, replan: bool = False) -> list[dict]:
-    """Run the claim `plan` asks for: task_claim when no team is at its cap (a single-team drain,
-    every pickup), else task_claim_skipping past the capped teams. Two queries rather than one
-    with both branches: the plain claim is planned in a third of the time.
-
-    Only the plain claim is prepared (the worker's connections prepare nothing unasked,
-    process.py), its LIMIT written in: PostgreSQL may keep a plan of it (claim_plans.py);
-    `replan` sends `DISCARD PLANS` before it, in the same round trip. task_claim_skipping is
-    planned afresh each time: a generic plan of it may seq-scan tasks."""
-    if plan.skip:
-        return conn.execute(db.query("task_claim_skipping"), params).fetchall()
-    text = plain_claim_text(plan.limit)
-    if not replan:
-        return conn.execute(text, params, prepare=True).fetchall()
-    with conn.pipeline():
-        db.discard_plans(conn)
-        cursor = conn.execute(text, params, prepare=True)
-    return cursor.fetchall()
+def claim_rows(conn, plan: ClaimPlan, params: dict, *, replan: bool = False) -> list[ClaimedTask]:
+    """Run the claim `plan` asks for (db.claims.claim): task_claim when no team is at its cap (a
+    single-team drain, every pickup), else task_claim_skipping past the capped teams. Two
+    queries rather than one with both branches: the plain claim is planned in a third of the
+    time, and only it is prepared (claim_plans.py keeps its plans fresh)."""
+    return claims_db.claim(
+        conn, {**params, "limit": plan.limit, "skip": list(plan.skip)}, replan=replan
+    )
 
 
 class Dispatcher(ThreadService):
@@ -191,17 +182,14 @@ class Dispatcher(ThreadService):
                     logging.DEBUG,
                     task_id=str(claim.task_id),
                     team_id=str(claim.team_id),
-                    attempt=claim.row["attempts"],
+                    attempt=claim.row.attempts,
                 )
         return claims
 
-    def hand_back(self, conn, rows: list[dict]) -> None:
+    def hand_back(self, conn, rows: list[ClaimedTask]) -> None:
         if not rows:
             return
-        conn.execute(
-            db.query("task_release"),
-            {"ids": [r["id"] for r in rows], "claim_tokens": [r["claim_token"] for r in rows]},
-        ).fetchall()
+        claims_db.release(conn, ((r.id, r.claim_token) for r in rows))
         log_event(log, "handed back tasks claimed during shutdown", count=len(rows))
 
     def _idle_wait(self, claimed_any: bool) -> float:
@@ -214,11 +202,6 @@ class Dispatcher(ThreadService):
             # Others' work is looked for on its own schedule (a notification wakes us sooner).
             return self.fairness.seconds_until_probe()
         with self.pool.connection() as conn:
-            row = conn.execute(db.query("task_seconds_until_due")).fetchone()
-        seconds, next_seconds = row["seconds"], row["next_seconds"]
-        wait, self._stuck_rounds = idle_wait(
-            None if seconds is None else float(seconds),
-            None if next_seconds is None else float(next_seconds),
-            self._stuck_rounds,
-        )
+            seconds, next_seconds = claims_db.seconds_until_due(conn)
+        wait, self._stuck_rounds = idle_wait(seconds, next_seconds, self._stuck_rounds)
         return wait

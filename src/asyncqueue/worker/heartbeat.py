@@ -15,7 +15,8 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from asyncqueue import __version__, db, domain
+from asyncqueue import __version__, domain
+from asyncqueue.db import workers as worker_rows
 from asyncqueue.logs import log_event
 
 log = logging.getLogger("asyncqueue.heartbeat")
@@ -45,15 +46,15 @@ class Heartbeat:
         self.pool = pool
         self.in_flight = in_flight
         self.interval = interval
-        self.id = uuid.uuid4()
-        self.identity = {
-            "id": self.id,
-            "name": name,
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "version": __version__,
-            "started_at": datetime.now(UTC),
-        }
+        self.identity = worker_rows.WorkerIdentity(
+            id=uuid.uuid4(),
+            name=name,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            version=__version__,
+            started_at=datetime.now(UTC),
+        )
+        self.id = self.identity.id
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
 
@@ -66,14 +67,14 @@ class Heartbeat:
             self.thread.join(timeout=2)
         try:  # briefly: shutdown must stay within the platform's limit if the database is away
             with self.pool.connection(timeout=2.0) as conn:
-                conn.execute(db.query("worker_remove"), {"id": self.id})
+                worker_rows.remove(conn, self.id)
         except Exception as exc:  # the row is forgotten by the others after FORGET_AFTER
             log_event(log, "could not remove worker row", logging.WARNING, error=str(exc))
 
     def beat(self) -> None:
         with self.pool.connection() as conn:
-            conn.execute(db.query("worker_beat"), {**self.identity, "in_flight": self.in_flight()})
-            conn.execute(db.query("worker_forget_dead"), {"seconds": FORGET_AFTER})
+            worker_rows.beat(conn, self.identity, self.in_flight())
+            worker_rows.forget_dead(conn, FORGET_AFTER)
 
     def _run(self) -> None:
         while not self.stopping.is_set():

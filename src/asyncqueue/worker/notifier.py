@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from asyncqueue import domain
+from asyncqueue.db.rows import FinishedTask
 from asyncqueue.logs import log_event
 from asyncqueue.task_json import completion_event
 from asyncqueue.worker.attempt import CallSpec
@@ -52,7 +53,7 @@ class Delivery:
         return len(self.body) + len(self.url or "") + 200  # (and the object itself, roughly)
 
 
-def completion_payload(row: dict) -> str:
+def completion_payload(row: FinishedTask) -> str:
     return json.dumps(completion_event(row))
 
 
@@ -130,15 +131,13 @@ class Notifier:
     def alive(self) -> bool:
         return self._closing or all(t.is_alive() for t in self._threads)
 
-    def put(self, row: dict) -> bool:
+    def put(self, row: FinishedTask) -> bool:
         """Queue an event for delivery; False (and logged) if it was dropped."""
-        team = row.get("team_id")
+        team = row.team_id
         try:
-            delivery = Delivery(row["id"], team, row.get("on_complete_url"), self.payload(row))
+            delivery = Delivery(row.id, team, row.on_complete_url, self.payload(row))
         except Exception:  # a bug of ours: never the completer's problem
-            log.exception(
-                "onComplete payload failed", extra={"fields": {"task_id": str(row["id"])}}
-            )
+            log.exception("onComplete payload failed", extra={"fields": {"task_id": str(row.id)}})
             return False
         size = delivery.size
         with self._cond:
@@ -166,7 +165,7 @@ class Notifier:
                 log,
                 "onComplete dropped: too many waiting",
                 logging.WARNING,
-                task_id=str(row["id"]),
+                task_id=str(row.id),
                 team_id=str(team),
             )
         return not dropped

@@ -25,6 +25,7 @@ import time
 
 from asyncqueue import db
 from asyncqueue.config import Settings
+from asyncqueue.db import claims as claims_db
 from asyncqueue.logs import log_event
 from asyncqueue.worker import execute, metrics
 from asyncqueue.worker.claim_plans import KeptPlans
@@ -54,7 +55,7 @@ POOL_CLOSE_WAIT = 0.5  # seconds the pool's connections get to close at exit
 # generic task_claim_skipping seq-scans tasks (two orders of magnitude slower on a large table), and
 # a generic finish or retry write made while the table was small seq-scans it once a backlog
 # arrives, until something invalidates the plan (an ANALYZE or VACUUM of tasks). So the worker's
-# connections prepare only what asks to be (the plain claim, dispatcher.claim_rows), and every other
+# connections prepare only what asks to be (the plain claim, db/claims.py), and every other
 # statement is planned for its own parameters on each run (PostgreSQL never keeps a generic plan of
 # an unprepared statement). The plain claim is on every pickup's path, and keeping its plan saves a
 # planning there; its one hazard (a plan made on a nearly empty table) is handled in claim_plans.py.
@@ -291,13 +292,7 @@ class WorkerProcess:
             try:
                 with self.pool.connection(timeout=HAND_BACK_WAIT) as conn, conn.transaction():
                     db.set_statement_timeout(conn, HAND_BACK_STATEMENT_TIMEOUT)
-                    conn.execute(
-                        db.query("task_release"),
-                        {
-                            "ids": [c.task_id for c in ended],
-                            "claim_tokens": [c.token for c in ended],
-                        },
-                    ).fetchall()
+                    claims_db.release(conn, ((c.task_id, c.token) for c in ended))
                 log_event(log, "handed back unfinished tasks", count=len(ended))
             except Exception as exc:
                 log_event(

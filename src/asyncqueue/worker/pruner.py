@@ -16,13 +16,12 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from asyncqueue import db, domain
 from asyncqueue.config import Settings
+from asyncqueue.db import maintenance
 from asyncqueue.logs import log_event
 
 log = logging.getLogger("asyncqueue.pruner")
 
-PRUNE_LOCK_ID = domain.PRUNE_LOCK_ID
 BATCH_SIZE = 1_000
 # How often a worker looks for expired tasks; a round runs until nothing is left to delete.
 PRUNE_INTERVAL = 60.0
@@ -50,16 +49,10 @@ def prune_batch(pool, older_than_days: float, *, wait_for_lock: bool, limit: int
     another process holds the prune lock (and `wait_for_lock` is false)."""
     with pool.connection() as conn, conn.transaction():
         if wait_for_lock:
-            conn.execute(db.query("prune_lock_wait"), {"lock": PRUNE_LOCK_ID})
-        elif not conn.execute(db.query("prune_lock_try"), {"lock": PRUNE_LOCK_ID}).fetchone()[
-            "locked"
-        ]:
+            maintenance.wait_prune_lock(conn)
+        elif not maintenance.try_prune_lock(conn):
             return None
-        rows = conn.execute(
-            db.query("prune_batch"),
-            {"older_than_seconds": older_than_days * SECONDS_PER_DAY, "limit": limit},
-        ).fetchall()
-    return Counter(r["status"] for r in rows)
+        return maintenance.prune_batch(conn, older_than_days * SECONDS_PER_DAY, limit)
 
 
 def prune(
@@ -98,10 +91,8 @@ def preview(pool, older_than_days: float) -> PruneResult:
     """What `prune` would delete now, by status, deleting nothing."""
     started = time.monotonic()
     with pool.connection() as conn:
-        rows = conn.execute(
-            db.query("prune_preview"), {"older_than_seconds": older_than_days * SECONDS_PER_DAY}
-        ).fetchall()
-    return PruneResult(Counter({r["status"]: r["n"] for r in rows}), time.monotonic() - started)
+        by_status = maintenance.prune_preview(conn, older_than_days * SECONDS_PER_DAY)
+    return PruneResult(by_status, time.monotonic() - started)
 
 
 class Pruner:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from asyncqueue.db.rows import ClaimedTask
 from asyncqueue.logs import log_event
 from asyncqueue.worker import metrics
 from asyncqueue.worker.attempt import AttemptResult, CallSpec
@@ -43,27 +44,25 @@ class Finished:
 def db_now(claim: Claim) -> datetime:
     """Database time, extrapolated from the claim with this process's monotonic clock, so that
     deadlines set by one machine hold on another whatever their wall clocks say."""
-    return claim.row["claimed_at"] + timedelta(seconds=time.monotonic() - claim.claimed_monotonic)
+    return claim.row.claimed_at + timedelta(seconds=time.monotonic() - claim.claimed_monotonic)
 
 
-def task_state(row: dict) -> TaskState:
+def task_state(row: ClaimedTask) -> TaskState:
     return TaskState(
-        retry_count=row["retry_count"],
-        max_retries=row["max_retries"],
-        retry_backoff=row["retry_backoff"],
-        max_wait_time=row["max_wait_time"],
-        timeout=row["timeout"],
-        deadline=row["deadline"],
+        retry_count=row.retry_count,
+        max_retries=row.max_retries,
+        retry_backoff=row.retry_backoff,
+        max_wait_time=row.max_wait_time,
+        timeout=row.timeout,
+        deadline=row.deadline,
     )
 
 
-def call_spec(row: dict) -> CallSpec:
-    headers = dict(row["headers"])
-    headers["X-AsyncQueue-Task-Id"] = str(row["id"])
-    headers["X-AsyncQueue-Retry-Count"] = str(row["retry_count"])
-    return CallSpec(
-        method=row["method"], url=row["callback_url"], headers=headers, body=row["body"]
-    )
+def call_spec(row: ClaimedTask) -> CallSpec:
+    headers = dict(row.headers)
+    headers["X-AsyncQueue-Task-Id"] = str(row.id)
+    headers["X-AsyncQueue-Retry-Count"] = str(row.retry_count)
+    return CallSpec(method=row.method, url=row.callback_url, headers=headers, body=row.body)
 
 
 class _Caller:
@@ -187,14 +186,14 @@ class Runner:
         # The limit the claim set the lease by, counted from the claim: a call that started late
         # (its thread was busy, the machine slow) still ends before the lease does (less its
         # grace), so another worker never takes the task back while this call is open.
-        time_limit = attempt_time_limit(state, row["claimed_at"])
+        time_limit = attempt_time_limit(state, row.claimed_at)
         deadline = Deadline(claim.claimed_monotonic + max(0.0, time_limit))
         if time_limit <= 0 or deadline.expired:  # reclaimed after its deadline, say
             return Finished(
-                claim, Outcome(TIMEOUT, result=row["result"], error=max_wait_exceeded(state))
+                claim, Outcome(TIMEOUT, result=row.result, error=max_wait_exceeded(state))
             )
         result: AttemptResult = self.attempt(
-            session, call_spec(row), deadline, self.body_cap, team=row["team_id"]
+            session, call_spec(row), deadline, self.body_cap, team=row.team_id
         )
         outcome = decide_outcome(
             state, result, limit_was_deadline=time_limit < state.timeout, now=db_now(claim)
@@ -205,8 +204,8 @@ class Runner:
                 log,
                 "attempt",
                 logging.DEBUG,
-                task_id=str(row["id"]),
-                attempt=row["attempts"],
+                task_id=str(row.id),
+                attempt=row.attempts,
                 status_code=result.status_code,
                 duration_ms=result.duration_ms,
                 outcome=outcome.kind,

@@ -14,12 +14,14 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from asyncqueue.db.rows import ClaimedTask
+
 
 @dataclass(eq=False, slots=True)
 class Claim:
     """One claim of one task by this worker: the claimed row, and where its call stands."""
 
-    row: dict
+    row: ClaimedTask
     claimed_monotonic: float
     running: bool = True  # its call is open (its slot is taken)
     cut: bool = False  # shutdown cut its call: hand the task back rather than record an outcome
@@ -27,15 +29,15 @@ class Claim:
 
     @property
     def token(self) -> uuid.UUID:
-        return self.row["claim_token"]
+        return self.row.claim_token
 
     @property
     def task_id(self) -> uuid.UUID:
-        return self.row["id"]
+        return self.row.id
 
     @property
     def team_id(self) -> uuid.UUID:
-        return self.row["team_id"]
+        return self.row.team_id
 
 
 class SlotTable:
@@ -57,7 +59,7 @@ class SlotTable:
         self._writes_failing = False
         self._closed = False
 
-    def add(self, rows: list[dict]) -> list[Claim] | None:
+    def add(self, rows: list[ClaimedTask]) -> list[Claim] | None:
         """Hold these claimed rows; None (nothing held) once the table is closed: the caller
         hands the rows back."""
         now = time.monotonic()

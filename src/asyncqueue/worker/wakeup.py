@@ -38,9 +38,7 @@ class Listener(threading.Thread):
         delay = 0.2
         while not self.stopping.is_set():
             try:
-                with db.connect(
-                    self.url, autocommit=True, connect_timeout=5, **db.KEEPALIVE_CONNECT_KWARGS
-                ) as conn:
+                with db.connect(self.url, autocommit=True, connect_timeout=5) as conn:
                     db.listen(conn, CHANNEL)
                     self.connected.set()
                     self.wake.set()
