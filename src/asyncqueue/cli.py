@@ -44,6 +44,13 @@ class Group(click.Group):
         except psycopg.OperationalError as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise Refused(f"cannot reach the database: {first}") from None
+        except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn) as exc:
+            # A database this release has not migrated (or only partly): say what to do.
+            first = str(exc).strip().splitlines()[0]
+            raise Refused(
+                f"the database's schema is not this release's ({first}): "
+                "run `asyncqueue db migrate`"
+            ) from None
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON value.")
@@ -195,12 +202,15 @@ def members():
     """Team members."""
 
 
-@members.command("add")
+@members.command(
+    "add",
+    help=f"Add EMAIL to TEAM (the {domain.FREE} plan allows "
+    f"{domain.PLAN_MAX_MEMBERS[domain.FREE]} members).",
+)
 @click.argument("team")
 @click.argument("email")
 @json_option
 def members_add(team, email, as_json):
-    """Add EMAIL to TEAM (within its plan's member limit)."""
     email = email.strip().lower()
     if not EMAIL.match(email):
         raise Refused(f"{email!r} is not an email address")

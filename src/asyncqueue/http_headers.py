@@ -2,8 +2,9 @@
 created and the worker checks again before it sends (its own default headers included).
 
 A name is an HTTP token. A value holds only tab, printable ASCII and printable Latin-1, and
-does not start with a space or tab: what HTTP/1.1 carries as it is, and what the worker's
-client (which encodes values as Latin-1) can send. The patterns are written once, in a form
+does not start with a space, a tab or a no-break space (U+00A0): what HTTP/1.1 carries as it
+is, and what the worker's client (which encodes values as Latin-1, and refuses a value that
+starts with whitespace as Unicode counts it) can send. The patterns are written once, in a form
 both Python and the OpenAPI document (ECMA-262 regular expressions) read the same way.
 """
 
@@ -13,7 +14,7 @@ import re
 
 TOKEN = "[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 _VALUE_CHAR = r"\t\x20-\x7e\xa0-\xff"
-_VALUE_FIRST = r"\x21-\x7e\xa0-\xff"  # a value char, but not a space or tab
+_VALUE_FIRST = r"\x21-\x7e\xa1-\xff"  # a value char, but not a space, tab or no-break space
 VALUE_PATTERN = rf"^(?:[{_VALUE_FIRST}][{_VALUE_CHAR}]*)?$"
 
 _TOKEN = re.compile(TOKEN)
@@ -38,4 +39,6 @@ def value_problem(value: str) -> str | None:
         return "must not contain control characters (tab is allowed)"
     if value[:1] in (" ", "\t"):
         return "must not start with a space or tab"
+    if value[:1] == "\xa0":
+        return "must not start with a no-break space (U+00A0)"
     return None

@@ -135,6 +135,29 @@ def test_errors_are_one_line_without_traceback(monkeypatch):
     assert "DATABASE_URL is not set" in result.output
 
 
+@pytest.mark.parametrize(
+    "args", [["teams", "list"], ["teams", "create", "x"], ["workers", "list"], ["tasks", "prune"]]
+)
+def test_a_database_not_migrated_is_one_line_saying_what_to_do(pg_admin_url, monkeypatch, args):
+    import uuid
+
+    import psycopg
+
+    from tests.conftest import _with_dbname, drop_database
+
+    name = f"aq_empty_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        monkeypatch.setenv("DATABASE_URL", _with_dbname(pg_admin_url, name))
+        result = CliRunner().invoke(main, args)
+    finally:
+        drop_database(pg_admin_url, name)
+    assert result.exit_code == 1, result.output
+    assert result.output.strip().count("\n") == 0, result.output
+    assert "run `asyncqueue db migrate`" in result.output
+
+
 def test_task_counts_migration_counts_existing_tasks(pg_admin_url):
     """0003 on a database that already has tasks: the counts start right."""
     import uuid

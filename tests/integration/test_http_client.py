@@ -587,3 +587,14 @@ def test_a_failed_lookup_is_remembered_briefly(monkeypatch):
         pool.close()
     assert first.error == second.error == "fetch failed: ENOTFOUND"
     assert lookups == ["nx.test"]
+
+
+def test_a_host_written_in_fullwidth_is_called_as_the_api_read_it(receiver):
+    # The API reads `１２７。0。0。1` as 127.0.0.1 (as browsers do); the call must go there too,
+    # not fail to encode the host.
+    session = http_client.make_session(allow_private=True)
+    url = receiver.url("/ok/fullwidth").replace("127.0.0.1", "１２７。0。0。1")
+    result = perform_attempt(session, CallSpec("GET", url, {}, None), Deadline.after(5), 1024)
+    assert result.status_code == 200, result.error
+    (seen,) = receiver.calls("/ok/fullwidth")
+    assert seen.headers["Host"].startswith("127.0.0.1:")

@@ -230,3 +230,22 @@ def test_the_deny_cache_tells_true_from_one():
     assert blocked_reason(ip, allow_private=1) == "10.0.0.1 is private"
     assert blocked_reason(ip, allow_private=True) is None
     assert blocked_reason(ip, allow_private=1) == "10.0.0.1 is private"
+
+
+@pytest.mark.parametrize(
+    "url, sent",
+    [
+        ("http://１２７。0。0。1:8080/ok?x=1", "http://127.0.0.1:8080/ok?x=1"),
+        ("http://ｅｘａｍｐｌｅ.com/a", "http://example.com/a"),
+        ("https://例え.jp/p", "https://xn--r8jz45g.jp/p"),
+        ("http://user@①②⑦.0.0.1/", "http://user@127.0.0.1/"),
+        # ASCII hosts are sent as written (a root dot, case, a numeric form included).
+        ("http://Example.COM./x", "http://Example.COM./x"),
+        ("http://127.1/", "http://127.1/"),
+        ("http://[::1]:80/", "http://[::1]:80/"),
+    ],
+)
+def test_a_host_not_in_ascii_is_sent_as_the_host_it_denotes(url, sent):
+    from asyncqueue.outbound.hosts import with_ascii_host
+
+    assert with_ascii_host(url) == sent

@@ -28,3 +28,23 @@ def test_header_problem_names_the_header_never_its_value(name, value, sendable):
     assert (problem is None) == sendable, problem
     if problem:
         assert SECRET not in problem and "Bearer" not in problem and "☃" not in problem
+
+
+def test_every_value_the_rule_accepts_the_http_client_sends():
+    # The worker's client refuses some values the bytes alone would allow (one starting with
+    # U+00A0, which it counts as whitespace): the rule must refuse them at creation instead.
+    from requests.exceptions import InvalidHeader
+    from requests.utils import check_header_validity
+
+    from asyncqueue.http_headers import value_problem
+
+    for code in range(256):
+        for value in (chr(code) + "x", "x" + chr(code) + "x", "x" + chr(code)):
+            if value_problem(value) is not None:
+                continue
+            try:
+                check_header_validity(("X-A", value))
+            except InvalidHeader:
+                raise AssertionError(
+                    f"accepted but unsendable: U+{code:04X} in {value!r}"
+                ) from None

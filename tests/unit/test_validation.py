@@ -322,6 +322,8 @@ def test_the_duration_floor_itself_is_accepted():
         ("a\rb", "must not contain line breaks"),
         (" leading", "must not start with a space or tab"),
         ("\tleading", "must not start with a space or tab"),
+        # The worker's client counts it as whitespace and would refuse to send the value.
+        ("\xa0leading", "must not start with a no-break space (U+00A0)"),
         ("caf\u20ac", "must contain only Latin-1 characters (up to U+00FF)"),
         ("\U0001f600", "must contain only Latin-1 characters (up to U+00FF)"),
     ],
@@ -333,7 +335,7 @@ def test_header_values_the_worker_cannot_send_are_refused_naming_the_header(valu
     )
 
 
-@pytest.mark.parametrize("value", ["a\tb", "café", "trailing ", "", "x" * 100, "\xa0nbsp-led"])
+@pytest.mark.parametrize("value", ["a\tb", "café", "trailing ", "", "x" * 100, "nbsp\xa0inside"])
 def test_sendable_header_values_are_accepted(value):
     task, error = check({"callbackUrl": URL, "headers": {"X-Token": value}})
     assert error is None and task["headers"] == {"X-Token": value}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import string
 from ipaddress import IPv4Address, IPv6Address
+from urllib.parse import urlsplit, urlunsplit
 
 import idna
 
@@ -30,6 +31,23 @@ def raw_host(netloc: str) -> str:
         end = host_port.find("]")
         return host_port if end < 0 else host_port[: end + 1]
     return host_port.partition(":")[0]
+
+
+def with_ascii_host(url: str) -> str:
+    """`url` with a host written other than in ASCII (`１２７。0。0。1`, `例え.jp`) replaced by
+    the host it denotes (`127.0.0.1`, `xn--r8jz45g.jp`), as a browser sends it; the HTTP client
+    cannot encode the other form. An ASCII host, or one that is no host, is left as written."""
+    parts = urlsplit(url)
+    userinfo, at, host_port = parts.netloc.rpartition("@")
+    raw = raw_host(host_port)
+    if raw.isascii():
+        return url
+    host = parse_host(raw)
+    if host is None:
+        return url
+    text = f"[{host}]" if isinstance(host, IPv6Address) else str(host)
+    netloc = f"{userinfo}{at}{text}{host_port[len(raw) :]}"
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 MAX_CACHED_HOST = 253  # (a DNS name's longest; longer hosts are read anew each time)

@@ -18,6 +18,7 @@ import requests
 import urllib3.exceptions
 
 from asyncqueue import domain, http_headers
+from asyncqueue.outbound.hosts import with_ascii_host
 from asyncqueue.worker import redirects
 from asyncqueue.worker.attempt import AttemptResult, CallSpec
 from asyncqueue.worker.deadline import Deadline
@@ -213,7 +214,8 @@ def _prepare(method: str, url: str, headers: dict, body: bytes | None):
     and none of it applies here."""
     request = requests.PreparedRequest()
     request.prepare_method(method)
-    request.prepare_url(url, None)
+    # The host the API judged, in the form the client can encode (a fullwidth one, say).
+    request.prepare_url(with_ascii_host(url), None)
     request.prepare_headers(headers)
     request.prepare_body(body, None, None)
     return request
