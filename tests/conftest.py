@@ -10,16 +10,19 @@ from __future__ import annotations
 import os
 import tempfile
 import uuid
-from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
 
 from asyncqueue import db
-from tests.stack import Stack
 from tests.support import Receiver
+from tests.support.databases import (
+    clone_database,
+    drop_database,
+    stack_on_a_clone,
+    with_dbname,
+)
 
 
 def pytest_configure(config):
@@ -28,11 +31,6 @@ def pytest_configure(config):
         from asyncqueue.dev import embedded_pg
 
         embedded_pg.BIN_DIR = Path(bin_dir)
-
-
-def _with_dbname(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path="/" + name))
 
 
 @pytest.fixture(scope="session")
@@ -64,20 +62,8 @@ def template_db(pg_admin_url):
     name = f"aq_template_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(pg_admin_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    db.migrate(_with_dbname(pg_admin_url, name))
+    db.migrate(with_dbname(pg_admin_url, name))
     yield name
-    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def clone_database(pg_admin_url: str, template: str) -> tuple[str, str]:
-    name = f"aq_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
-    return name, _with_dbname(pg_admin_url, name)
-
-
-def drop_database(pg_admin_url: str, name: str) -> None:
     with psycopg.connect(pg_admin_url, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
@@ -118,19 +104,6 @@ def receiver():
     r = Receiver().start()
     yield r
     r.stop()
-
-
-@contextmanager
-def stack_on_a_clone(pg_admin_url: str, template_db: str, prefix: str = "asyncqueue-e2e-", **env):
-    """A Stack (nothing started yet) on a fresh clone of the migrated template database, with
-    `env` for its processes; stopped, and the clone dropped, afterwards."""
-    name, url = clone_database(pg_admin_url, template_db)
-    s = Stack(url, Path(tempfile.mkdtemp(prefix=prefix)), **env)
-    try:
-        yield s
-    finally:
-        s.stop()
-        drop_database(pg_admin_url, name)
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,8 @@ import pytest
 import requests
 
 from asyncqueue import db
-from tests.stack import Stack
 from tests.support import report, wait_for
+from tests.support.stack import Stack
 
 TERMINATE_SECONDS = 30
 OUTAGE_SECONDS = 10
@@ -41,7 +41,7 @@ def private_server():
 
 def test_database_drill(private_server, pg_admin_url, template_db, receiver, tmp_path, request):
     if private_server is None:
-        from tests.conftest import clone_database
+        from tests.support.databases import clone_database
 
         _, url = clone_database(pg_admin_url, template_db)
         admin_url = pg_admin_url

@@ -10,8 +10,8 @@ import requests
 
 from asyncqueue import db
 from asyncqueue.api.create_limiter import SYNC_INTERVAL, WINDOWS
-from tests.stack import Stack
 from tests.support import make_team, report, wait_for
+from tests.support.stack import Stack
 
 
 def test_a_flood_of_hanging_callbacks_does_not_stall_another_team(own_stack, receiver):

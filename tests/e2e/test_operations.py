@@ -14,10 +14,10 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from asyncqueue import db
-from tests.conftest import stack_on_a_clone
-from tests.ops_support import by_status, counted, insert
-from tests.stack import BIN, free_port
 from tests.support import wait_for
+from tests.support.databases import stack_on_a_clone
+from tests.support.ops import by_status, counted, insert
+from tests.support.stack import BIN, free_port
 
 TOKEN = "e2e-metrics-token"
 WEB_METRICS = {

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.stack import free_port
+from tests.support.stack import free_port
 
 BIN = Path(sys.executable).parent
 GUNICORN = [

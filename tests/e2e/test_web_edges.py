@@ -11,8 +11,8 @@ import requests
 
 from asyncqueue import domain
 from asyncqueue.keys import generate_key
-from tests.conftest import stack_on_a_clone
 from tests.support import exchange, wait_for
+from tests.support.databases import stack_on_a_clone
 
 HEADER_TIMEOUT = 3
 

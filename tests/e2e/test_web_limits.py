@@ -14,8 +14,8 @@ import time
 import pytest
 import requests
 
-from tests.conftest import stack_on_a_clone
 from tests.support import exchange, wait_for
+from tests.support.databases import stack_on_a_clone
 
 CONNECTIONS = 20  # per process (ASYNCQUEUE_WEB_CONNECTIONS), scaled down from 1,000
 PROCESSES = 2

@@ -25,9 +25,9 @@ import psycopg
 import pytest
 import requests
 
-from tests.conftest import _with_dbname
-from tests.stack import free_port
 from tests.support import report, wait_for
+from tests.support.databases import with_dbname
+from tests.support.stack import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
@@ -133,7 +133,7 @@ def _database(pg_admin_url: str):
     with psycopg.connect(pg_admin_url, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
     try:
-        yield _with_dbname(pg_admin_url, name)
+        yield with_dbname(pg_admin_url, name)
     finally:
         with psycopg.connect(pg_admin_url, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

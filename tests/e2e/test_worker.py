@@ -114,7 +114,7 @@ def test_flaky_receiver_succeeds_on_retry(stack, receiver):
 
 
 def test_connection_refused(stack):
-    from tests.stack import free_port
+    from tests.support.stack import free_port
 
     task = stack.create(callbackUrl=f"http://127.0.0.1:{free_port()}/x", maxRetries=1)
     done = stack.wait_done(task["id"])

@@ -3,6 +3,7 @@ import pytest
 from asyncqueue.api import create_app
 from asyncqueue.config import Settings
 from tests.support import make_team
+from tests.support.ops import pool_fixture  # noqa: F401  (the `pool` fixture)
 
 
 @pytest.fixture

@@ -38,12 +38,12 @@ def test_concurrent_migrations_are_safe(pg_admin_url):
 
     import psycopg
 
-    from tests.conftest import _with_dbname, drop_database
+    from tests.support.databases import drop_database, with_dbname
 
     name = f"aq_mig_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(pg_admin_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    url = _with_dbname(pg_admin_url, name)
+    url = with_dbname(pg_admin_url, name)
     results, errors = [], []
 
     def migrate():
@@ -143,13 +143,13 @@ def test_a_database_not_migrated_is_one_line_saying_what_to_do(pg_admin_url, mon
 
     import psycopg
 
-    from tests.conftest import _with_dbname, drop_database
+    from tests.support.databases import drop_database, with_dbname
 
     name = f"aq_empty_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(pg_admin_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     try:
-        monkeypatch.setenv("DATABASE_URL", _with_dbname(pg_admin_url, name))
+        monkeypatch.setenv("DATABASE_URL", with_dbname(pg_admin_url, name))
         result = CliRunner().invoke(main, args)
     finally:
         drop_database(pg_admin_url, name)
@@ -164,14 +164,14 @@ def test_task_counts_migration_counts_existing_tasks(pg_admin_url):
 
     import psycopg
 
-    from tests.conftest import _with_dbname, drop_database
     from tests.support import make_team
+    from tests.support.databases import drop_database, with_dbname
     from tests.support.tasks import assert_counts_match, insert_tasks
 
     name = f"aq_mig_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(pg_admin_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    url = _with_dbname(pg_admin_url, name)
+    url = with_dbname(pg_admin_url, name)
     try:
         with db.connect(url, autocommit=True) as conn:
             conn.execute(

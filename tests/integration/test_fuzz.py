@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import stack_on_a_clone
-from tests.stack import BIN, ROOT
 from tests.support import make_team, report
+from tests.support.databases import stack_on_a_clone
+from tests.support.stack import BIN, ROOT
 
 HERE = Path(__file__).parent
 

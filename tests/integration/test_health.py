@@ -17,8 +17,8 @@ from asyncqueue import db
 from asyncqueue.api import create_app
 from asyncqueue.config import Settings
 from asyncqueue.readiness import schema_readiness
-from tests.conftest import _with_dbname
 from tests.support import wait_for
+from tests.support.databases import with_dbname
 
 KNOWN = ["0001_initial", "0002_claimed_by", "0003_task_counts"]
 
@@ -94,7 +94,7 @@ def test_not_ready_on_a_database_never_migrated(pg_admin_url):
     name = f"aq_empty_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(pg_admin_url, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
-    app = _app(_with_dbname(pg_admin_url, name))
+    app = _app(with_dbname(pg_admin_url, name))
     try:
         response = app.test_client().get("/readyz")
         assert response.status_code == 503

@@ -7,7 +7,6 @@ from click.testing import CliRunner
 
 from asyncqueue.cli import main
 from asyncqueue.worker.heartbeat import FORGET_AFTER, Heartbeat
-from tests.ops_support import pool_fixture  # noqa: F401
 from tests.support import wait_for
 
 

@@ -7,8 +7,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from asyncqueue.api import create_app
 from asyncqueue.config import Settings
 from asyncqueue.worker.heartbeat import Heartbeat
-from tests.ops_support import insert
 from tests.support import make_team
+from tests.support.ops import insert
 
 
 def samples(text: str) -> dict:

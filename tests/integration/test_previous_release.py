@@ -2,12 +2,13 @@
 processes run against a database the new release has already migrated, so every migration must
 leave the schema usable by them.
 
-"The release before" is the code at the first parent of the commit that added the newest
-migration (or HEAD, while that migration is not committed yet). Its named queries (sql/queries)
-must all still be accepted by PostgreSQL on a database migrated to the newest migration: parsed
-and analysed against the tables, columns, functions and types there. Its migrations must be here
-unchanged, since databases already carry them. Needs a git clone with its history; skipped
-otherwise (an sdist, a shallow clone)."""
+"The release before" is the code at the first parent of the commit that added the newest migration
+(or HEAD, while that migration is not committed yet). Its named queries (sql/queries) must all
+still be accepted by PostgreSQL on a database migrated to the newest migration: parsed and analysed
+against the tables, columns, functions and types there. Its inserts must give every column the
+newest schema requires (NOT NULL, no default), which parsing alone would not show. Its migrations
+must be here unchanged, since databases already carry them. Needs a git clone with its history;
+skipped otherwise (an sdist, a shallow clone)."""
 
 from __future__ import annotations
 
@@ -130,3 +131,29 @@ def test_the_release_befores_migrations_are_kept_unchanged():
         name for name, text in before.items() if statements(now.get(name, "")) != statements(text)
     )
     assert changed == [], f"migrations changed or gone since {commit[:12]}: {changed}"
+
+
+INSERT = re.compile(r"INSERT INTO (\w+)(?:\s+AS\s+\w+)?\s*\(([^)]*)\)", re.I)
+
+
+def test_the_release_befores_inserts_give_every_column_the_newest_schema_requires(conn):
+    # Parsing does not see what only running would: a column the newest schema requires (NOT
+    # NULL, no default) that the release before does not write refuses its inserts.
+    commit = previous_release()
+    queries = named_queries(list(sql_files_at(commit, "sql/queries").values()))
+    required: dict[str, set[str]] = {}
+    for row in conn.execute(
+        "SELECT table_name, column_name FROM information_schema.columns "
+        "WHERE table_schema = current_schema() AND is_nullable = 'NO' "
+        "AND column_default IS NULL AND is_identity = 'NO' AND is_generated = 'NEVER'"
+    ):
+        required.setdefault(row["table_name"], set()).add(row["column_name"])
+    inserts = [(name, m) for name, text in queries.items() for m in INSERT.finditer(text)]
+    assert inserts, f"no INSERT found in the queries of {commit[:12]}"
+    missing = {
+        f"{name} into {m.group(1)}": sorted(
+            required.get(m.group(1), set()) - {c.strip() for c in m.group(2).split(",")}
+        )
+        for name, m in inserts
+    }
+    assert {k: v for k, v in missing.items() if v} == {}

@@ -14,8 +14,8 @@ from click.testing import CliRunner
 from asyncqueue import db, domain
 from asyncqueue.cli import main
 from asyncqueue.worker import pruner
-from tests.ops_support import by_status, counted, insert, pool_fixture  # noqa: F401
 from tests.support import make_team, wait_for
+from tests.support.ops import by_status, counted, insert
 
 BIN = Path(sys.executable).parent
 FINISHED = ("completed", "failed", "timeout", "cancelled")

@@ -16,7 +16,7 @@ from asyncqueue import db, domain
 from tests.support import make_team, wait_for
 
 BIN = Path(sys.executable).parent
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TERMINAL = set(domain.FINISHED)
 
 
