@@ -34,7 +34,7 @@ SELECT %(team)s, %(status)s, 'http://127.0.0.1/x', 'POST', 60, 10, 3, 'linear',
        CASE WHEN %(status)s = 'pending' THEN now() END,
        CASE WHEN %(status)s = 'completed' THEN now() END
 FROM generate_series(1, %(n)s)"""
-PARAMS = {"grace": 25.0, "worker": "bench:1", "skip": []}
+CLAIMER = {"grace": 25.0, "worker": "bench:1"}
 
 
 def worker_connection(url: str, mode: str) -> psycopg.Connection:
@@ -66,7 +66,7 @@ def main() -> None:
                     admin.execute(INSERT, {"team": team["id"], "status": "pending", "n": 1})
                     started = time.perf_counter()
                     replan = mode == "made again"
-                    rows = claim_rows(conns[mode], ClaimPlan(4), PARAMS, replan=replan)
+                    rows = claim_rows(conns[mode], ClaimPlan(4), **CLAIMER, replan=replan)
                     times[mode].append(time.perf_counter() - started)
                     assert len(rows) == 1
                     admin.execute(

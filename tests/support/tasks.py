@@ -67,9 +67,7 @@ def insert_tasks(conn, team_id, n, **overrides):
 def claim(conn, limit=10, grace=10.0, skip=()):
     """The dispatcher's claim: task_claim, or task_claim_skipping past the teams in `skip`."""
     plan = ClaimPlan(limit, tuple(skip))
-    return claim_rows(
-        conn, plan, {"limit": limit, "grace": grace, "worker": "test:1", "skip": list(skip)}
-    )
+    return claim_rows(conn, plan, worker="test:1", grace=grace)
 
 
 def assert_counts_match(conn):

@@ -25,6 +25,7 @@ from asyncqueue.db.rows import (
     TeamCreateCounts,
     TeamRow,
     TeamSummaryRow,
+    WorkerIdentity,
     WorkerRow,
     column_names,
 )
@@ -146,8 +147,8 @@ ROW_QUERIES = [
     ("queue_figures", QueueFigureRow),
     ("create_counts_sync", CreateSyncRow),
 ]
-# Row classes read from inside another row rather than as the columns of a query.
-NESTED = {TeamCreateCounts}
+# Row classes read from inside another row, or written, rather than the columns of a query.
+NESTED = {TeamCreateCounts, WorkerIdentity}
 
 
 @pytest.mark.parametrize("name, row_class", ROW_QUERIES, ids=[name for name, _ in ROW_QUERIES])

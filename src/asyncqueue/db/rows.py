@@ -126,8 +126,8 @@ class KeyOwnerRow:
 
 
 @dataclass(slots=True)
-class WorkerRow:
-    """A worker's heartbeat row, and how long ago (by the database's clock) it was written."""
+class WorkerIdentity:
+    """What a worker's row says of it from its first heartbeat on (what a heartbeat writes)."""
 
     id: uuid.UUID
     name: str
@@ -135,6 +135,12 @@ class WorkerRow:
     pid: int
     version: str
     started_at: datetime
+
+
+@dataclass(slots=True)
+class WorkerRow(WorkerIdentity):
+    """A worker's heartbeat row, and how long ago (by the database's clock) it was written."""
+
     last_seen_at: datetime
     in_flight: int
     seen_seconds_ago: float

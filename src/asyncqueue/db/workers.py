@@ -3,27 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import asdict, dataclass
-from datetime import datetime
+from dataclasses import asdict
 
 from psycopg.rows import args_row
 
 from asyncqueue.db import fetch, query
-from asyncqueue.db.rows import WorkerRow
+from asyncqueue.db.rows import WorkerIdentity, WorkerRow
 
 WORKER = args_row(WorkerRow)
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerIdentity:
-    """What a worker's row says of it from its first heartbeat on."""
-
-    id: uuid.UUID
-    name: str
-    host: str
-    pid: int
-    version: str
-    started_at: datetime
 
 
 def beat(conn, identity: WorkerIdentity, in_flight: int) -> None:

@@ -58,14 +58,15 @@ def claim_limit(plan: ClaimPlan, free: int) -> int:
     return limit if plan.skip else claim_batch(limit)
 
 
-def claim_rows(conn, plan: ClaimPlan, params: dict, *, replan: bool = False) -> list[ClaimedTask]:
+def claim_rows(
+    conn, plan: ClaimPlan, *, worker: str, grace: float, replan: bool = False
+) -> list[ClaimedTask]:
     """Run the claim `plan` asks for (db.claims.claim): task_claim when no team is at its cap (a
     single-team drain, every pickup), else task_claim_skipping past the capped teams. Two
     queries rather than one with both branches: the plain claim is planned in a third of the
     time, and only it is prepared (claim_plans.py keeps its plans fresh)."""
-    return claims_db.claim(
-        conn, {**params, "limit": plan.limit, "skip": list(plan.skip)}, replan=replan
-    )
+    params = {"limit": plan.limit, "skip": list(plan.skip), "worker": worker, "grace": grace}
+    return claims_db.claim(conn, params, replan=replan)
 
 
 class Dispatcher(ThreadService):
@@ -137,14 +138,10 @@ class Dispatcher(ThreadService):
             if wait > 0:
                 self.wake.wait(wait)
 
-    def claim_params(self, plan: ClaimPlan) -> dict:
-        """task_claim's parameters: how many rows, and the teams at their cap to skip."""
-        return {
-            "limit": plan.limit,
-            "skip": list(plan.skip),
-            "grace": self.lease_grace,
-            "worker": self.worker_name,
-        }
+    @property
+    def claimer(self) -> dict:
+        """Who claims, and the lease's grace: task_claim's parameters besides the plan's."""
+        return {"worker": self.worker_name, "grace": self.lease_grace}
 
     def claim(self, plan: ClaimPlan | int) -> list[Claim]:
         if isinstance(plan, int):
@@ -158,12 +155,12 @@ class Dispatcher(ThreadService):
             if limit != plan.limit:
                 plan = ClaimPlan(limit, plan.skip)
             if plan.skip:
-                rows = claim_rows(conn, plan, self.claim_params(plan))
+                rows = claim_rows(conn, plan, **self.claimer)
             else:
                 replan = self.plans.stale(conn)
                 started = time.monotonic()
                 try:
-                    rows = claim_rows(conn, plan, self.claim_params(plan), replan=bool(replan))
+                    rows = claim_rows(conn, plan, **self.claimer, replan=bool(replan))
                 finally:  # a claim that failed counts too: one a statement_timeout cancelled
                     self.plans.observe(conn, time.monotonic() - started)
                 if replan:
